@@ -1,0 +1,112 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// librdkafka: headers come from Debian's librdkafka-dev, the library from the current runtime that
+// `scripts/stack.sh install` prepares in .local/rdkafka/lib (Debian bookworm's 2.0.2 cannot talk to our broker and
+// lacks DescribeTopics). Linking there first and recording it as RUNPATH means a plain `swift build` picks it up.
+let rdkafkaRuntime = Context.packageDirectory + "/.local/rdkafka/lib"
+let rdkafkaLinkerSettings: [LinkerSetting] = [
+    .unsafeFlags(["-L\(rdkafkaRuntime)", "-Xlinker", "-rpath", "-Xlinker", rdkafkaRuntime]),
+]
+
+let package = Package(
+    name: "scoreboard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "scoreboard", targets: ["scoreboard"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.25.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
+    ],
+    targets: [
+        // MARK: Domain core: pure, standard library only.
+        .target(name: "ScoreboardCore"),
+
+        // MARK: C libraries.
+        .systemLibrary(
+            name: "CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+
+        // MARK: Adapters, named for what they wrap.
+        .target(
+            name: "ScoreboardKafka",
+            dependencies: [
+                "CRdKafka",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            linkerSettings: rdkafkaLinkerSettings
+        ),
+        .target(
+            name: "ScoreboardRedis",
+            dependencies: [
+                "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "ScoreboardPostgres",
+            dependencies: [
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("Migrations")]
+        ),
+        // Reads topics/ and pipelines/ (YAML) into Core's types.
+        .target(
+            name: "ScoreboardDefinitions",
+            dependencies: [
+                "ScoreboardCore",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+
+        // MARK: The one executable.
+        .executableTarget(
+            name: "scoreboard",
+            dependencies: [
+                "ScoreboardCore",
+                "ScoreboardDefinitions",
+                "ScoreboardKafka",
+                "ScoreboardRedis",
+                "ScoreboardPostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            linkerSettings: rdkafkaLinkerSettings
+        ),
+
+        // MARK: Tests.
+        .testTarget(name: "ScoreboardCoreTests", dependencies: ["ScoreboardCore", "ScoreboardDefinitions"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "ScoreboardCore",
+                "ScoreboardDefinitions",
+                "ScoreboardKafka",
+                "ScoreboardRedis",
+                "ScoreboardPostgres",
+                "scoreboard",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            linkerSettings: rdkafkaLinkerSettings
+        ),
+    ]
+)

@@ -1,0 +1,114 @@
+/// Settings shared by producers, consumers and the admin client.
+public struct KafkaClientConfiguration: Sendable {
+    /// `host:port` pairs to bootstrap from.
+    public var bootstrapServers: [String]
+    public var clientID: String = "scoreboard"
+    /// How long to wait for a broker socket before giving up on one attempt.
+    public var socketTimeout: Duration = .seconds(10)
+    /// Extra librdkafka properties, for settings this struct does not name. Applied last.
+    public var additionalProperties: [String: String] = [:]
+
+    public init(bootstrapServers: [String]) {
+        self.bootstrapServers = bootstrapServers
+    }
+
+    var properties: [String: String] {
+        [
+            "bootstrap.servers": bootstrapServers.joined(separator: ","),
+            "client.id": clientID,
+            "socket.timeout.ms": String(socketTimeout.milliseconds),
+            // Brokers are on loopback or a private network; broker address family auto-detect is what we want.
+            "log.connection.close": "false",
+        ]
+    }
+}
+
+/// Producer settings. Defaults are durable: idempotent, `acks=all`.
+public struct KafkaProducerConfiguration: Sendable {
+    public var client: KafkaClientConfiguration
+    /// Exactly one copy per message in the log even when librdkafka retries (`enable.idempotence`).
+    public var isIdempotent = true
+    /// How long librdkafka waits to fill a batch (`linger.ms`).
+    public var linger: Duration = .milliseconds(5)
+    /// Most messages in one batch (`batch.num.messages`).
+    public var batchMaxMessages = 10_000
+    /// Most bytes in one batch (`batch.size`).
+    public var batchMaxBytes = 1_000_000
+    /// Bound on a message's whole life: after this its delivery report says it failed (`message.timeout.ms`).
+    /// Keep it bounded so that a dead broker surfaces as an error instead of a hang.
+    public var deliveryTimeout: Duration = .seconds(30)
+    /// Messages librdkafka may hold before `send` waits for room (`queue.buffering.max.messages`).
+    public var queueMaxMessages = 500_000
+    /// How long ``KafkaProducer/shutdown()`` waits for outstanding messages before failing them.
+    public var shutdownFlushTimeout: Duration = .seconds(10)
+    public var compression: Compression = .none
+
+    public enum Compression: String, Sendable {
+        case none, gzip, snappy, lz4, zstd
+    }
+
+    public init(client: KafkaClientConfiguration) {
+        self.client = client
+    }
+
+    var properties: [String: String] {
+        var result = client.properties
+        result["enable.idempotence"] = isIdempotent ? "true" : "false"
+        result["acks"] = "all"
+        result["linger.ms"] = String(linger.milliseconds)
+        result["batch.num.messages"] = String(batchMaxMessages)
+        result["batch.size"] = String(batchMaxBytes)
+        result["message.timeout.ms"] = String(deliveryTimeout.milliseconds)
+        result["queue.buffering.max.messages"] = String(queueMaxMessages)
+        result["compression.codec"] = compression.rawValue
+        return result.merging(client.additionalProperties) { _, new in new }
+    }
+}
+
+/// Consumer-group settings. Offsets are committed by hand (or stored elsewhere): auto-commit is off.
+public struct KafkaConsumerConfiguration: Sendable {
+    public var client: KafkaClientConfiguration
+    public var groupID: String
+    /// The group coordinator declares a member dead after this (`session.timeout.ms`). A join takes about half of it
+    /// on our local broker, so local runs and tests set it to a few seconds.
+    public var sessionTimeout: Duration = .seconds(10)
+    public var heartbeatInterval: Duration = .seconds(1)
+    /// Where to start when the group has no committed offset (`auto.offset.reset`).
+    public var startWithoutCommit: StartWithoutCommit = .earliest
+    /// Most messages handed to Swift in one batch.
+    public var maxBatchSize = 5_000
+    /// How long one librdkafka poll waits for a first message before checking for cancellation.
+    public var pollTimeout: Duration = .milliseconds(100)
+
+    public enum StartWithoutCommit: String, Sendable {
+        case earliest, latest
+    }
+
+    public init(client: KafkaClientConfiguration, groupID: String) {
+        self.client = client
+        self.groupID = groupID
+    }
+
+    var properties: [String: String] {
+        var result = client.properties
+        result["group.id"] = groupID
+        result["enable.auto.commit"] = "false"
+        result["enable.auto.offset.store"] = "false"
+        result["auto.offset.reset"] = startWithoutCommit.rawValue
+        result["session.timeout.ms"] = String(sessionTimeout.milliseconds)
+        result["heartbeat.interval.ms"] = String(heartbeatInterval.milliseconds)
+        // Eager rebalancing: every revoke is a full stop before the next assign, which keeps the
+        // "finish the batch in hand, then hand the partition over" rule simple.
+        result["partition.assignment.strategy"] = "range,roundrobin"
+        result["enable.partition.eof"] = "false"
+        return result.merging(client.additionalProperties) { _, new in new }
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, for librdkafka properties and timeouts that cross into C.
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,220 @@
+import CRdKafka
+import Dispatch
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// An idempotent, `acks=all` producer over librdkafka.
+///
+/// `send` returns only once the broker acknowledged the message (its delivery report arrived), with the partition
+/// and offset it was written at. A dedicated thread polls librdkafka for delivery reports and resumes the waiting
+/// tasks, so no event loop and no cooperative thread ever blocks on the broker.
+///
+/// - Important: Run it as a `Service` (or call ``shutdown()``) so that outstanding messages are flushed on exit.
+public final class KafkaProducer: Service, Sendable {
+    private let client: RDKafkaClient
+    private let configuration: KafkaProducerConfiguration
+    private let logger: Logger
+    private let state: LockedBox<State>
+    private let pollThread: RDKafkaPollThread
+
+    private struct State {
+        var isShutDown = false
+        /// Tasks waiting for room in librdkafka's queue (it answered QUEUE_FULL).
+        var roomWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// - Throws: ``KafkaError`` when the configuration is rejected or the runtime is too old.
+    public init(configuration: KafkaProducerConfiguration, logger: Logger) throws {
+        var logger = logger
+        logger[metadataKey: "kafka.client.type"] = "producer"
+        self.configuration = configuration
+        self.logger = logger
+        let client = try RDKafkaClient(
+            kind: .producer, properties: configuration.properties, callbacks: RDKafkaCallbacks(logger: logger),
+            label: "producer")
+        self.client = client
+        let state = LockedBox(State())
+        self.state = state
+        self.pollThread = RDKafkaPollThread(name: "scoreboard.kafka.producer.poll") {
+            // Serves delivery reports (each resumes its sender); returns early when one arrives.
+            let served = rd_kafka_poll(client.handle, 100)
+            if served > 0 {
+                let waiters = state.withLock { state in
+                    defer { state.roomWaiters.removeAll() }
+                    return state.roomWaiters
+                }
+                for waiter in waiters { waiter.resume() }
+            }
+        }
+    }
+
+    deinit {
+        pollThread.stop()
+    }
+
+    // MARK: - Sending
+
+    /// Sends one message and waits for the broker's acknowledgement.
+    /// - Returns: The partition and offset the message was written at.
+    /// - Throws: A ``KafkaError`` from the delivery report (for example `_MSG_TIMED_OUT` when no broker took it
+    ///   within ``KafkaProducerConfiguration/deliveryTimeout``) or from librdkafka refusing the message.
+    public func send(_ message: KafkaProducerMessage) async throws -> KafkaDeliveryReport {
+        try await send(batch: [message])[0].get()
+    }
+
+    /// Sends several messages and waits until every one has its delivery report: one suspension for the whole batch,
+    /// which is what lets Swift keep up with librdkafka.
+    /// - Returns: One result per message, in the order given.
+    /// - Note: Cancelling the calling task does not unsend anything: the call still returns when every report is in,
+    ///   which ``KafkaProducerConfiguration/deliveryTimeout`` bounds.
+    public func send(batch messages: [KafkaProducerMessage]) async throws -> [Result<KafkaDeliveryReport, KafkaError>] {
+        guard !messages.isEmpty else { return [] }
+        if state.withLock({ $0.isShutDown }) {
+            throw KafkaError(code: .shutdown, reason: "the producer has been shut down")
+        }
+        let tracker = DeliveryTracker(count: messages.count)
+        for (index, message) in messages.enumerated() {
+            while true {
+                let slot = Unmanaged.passRetained(DeliverySlot(tracker: tracker, index: index))
+                let error = produce(message, opaque: slot.toOpaque())
+                if error == RD_KAFKA_RESP_ERR_NO_ERROR { break }
+                // librdkafka keeps no reference when produce fails, so the slot is ours to release.
+                slot.release()
+                if error == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                    await waitForRoom()
+                    continue
+                }
+                tracker.complete(index: index, with: .failure(.rdKafka(error, code: .produce, context: message.topic)))
+                break
+            }
+        }
+        return await tracker.results()
+    }
+
+    private func produce(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
+        let partition = message.partition ?? RD_KAFKA_PARTITION_UA
+        let timestamp = message.timestampMilliseconds ?? 0
+        return message.value.withUnsafeBytes { value in
+            if let key = message.key {
+                return key.withUnsafeBytes { key in
+                    scoreboard_rd_kafka_produce(
+                        client.handle, message.topic, partition, value.baseAddress, value.count, key.baseAddress,
+                        key.count, timestamp, opaque)
+                }
+            }
+            return scoreboard_rd_kafka_produce(
+                client.handle, message.topic, partition, value.baseAddress, value.count, nil, 0, timestamp, opaque)
+        }
+    }
+
+    private func waitForRoom() async {
+        await withCheckedContinuation { continuation in
+            state.withLock { $0.roomWaiters.append(continuation) }
+        }
+    }
+
+    /// The number of messages librdkafka still holds (queued, in flight, or awaiting their report).
+    public var outstandingMessageCount: Int { Int(rd_kafka_outq_len(client.handle)) }
+
+    // MARK: - Lifecycle
+
+    /// Waits for graceful shutdown, then flushes (see ``shutdown()``).
+    public func run() async throws {
+        logger.info("Kafka producer running", metadata: ["kafka.runtime": "\(KafkaRuntime.version)"])
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    /// Flushes outstanding messages for at most ``KafkaProducerConfiguration/shutdownFlushTimeout``, fails whatever
+    /// is left (their senders get an error), then stops polling. Further sends throw. Safe to call twice.
+    public func shutdown() async {
+        let alreadyShutDown = state.withLock { state in
+            defer { state.isShutDown = true }
+            return state.isShutDown
+        }
+        guard !alreadyShutDown else { return }
+        let timeout = Int32(configuration.shutdownFlushTimeout.milliseconds)
+        let client = self.client
+        let remaining: Int32 = (try? await client.onBlockingQueue {
+            _ = rd_kafka_flush(client.handle, timeout)
+            let left = rd_kafka_outq_len(client.handle)
+            if left > 0 {
+                // Fail what is left so that no sender waits forever; the poll thread delivers these reports.
+                _ = rd_kafka_purge(client.handle, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+                _ = rd_kafka_flush(client.handle, 1000)
+            }
+            return left
+        }) ?? 0
+        let pollThread = self.pollThread
+        _ = try? await client.onBlockingQueue { pollThread.stop() }
+        logger.info("Kafka producer stopped", metadata: ["kafka.unflushed": "\(remaining)"])
+    }
+}
+
+// MARK: - Delivery reports
+
+/// Collects the reports of one `send(batch:)` call and resumes its caller when the last one is in.
+final class DeliveryTracker: Sendable {
+    private struct State {
+        var results: [Result<KafkaDeliveryReport, KafkaError>?]
+        var remaining: Int
+        var waiter: CheckedContinuation<[Result<KafkaDeliveryReport, KafkaError>], Never>?
+    }
+
+    private let state: LockedBox<State>
+
+    init(count: Int) {
+        state = LockedBox(State(results: Array(repeating: nil, count: count), remaining: count))
+    }
+
+    func complete(index: Int, with result: Result<KafkaDeliveryReport, KafkaError>) {
+        let resume: (CheckedContinuation<[Result<KafkaDeliveryReport, KafkaError>], Never>, [Result<KafkaDeliveryReport, KafkaError>])? =
+            state.withLock { state in
+                state.results[index] = result
+                state.remaining -= 1
+                guard state.remaining == 0, let waiter = state.waiter else { return nil }
+                state.waiter = nil
+                return (waiter, state.results.map { $0! })
+            }
+        // Resume outside the lock.
+        if let (waiter, results) = resume { waiter.resume(returning: results) }
+    }
+
+    func results() async -> [Result<KafkaDeliveryReport, KafkaError>] {
+        await withCheckedContinuation { continuation in
+            let ready: [Result<KafkaDeliveryReport, KafkaError>]? = state.withLock { state in
+                if state.remaining == 0 { return state.results.map { $0! } }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
+
+/// What librdkafka carries as one message's opaque pointer: which tracker, which position.
+final class DeliverySlot {
+    let tracker: DeliveryTracker
+    let index: Int
+
+    init(tracker: DeliveryTracker, index: Int) {
+        self.tracker = tracker
+        self.index = index
+    }
+}
+
+/// librdkafka calls this on the poll thread, once per message.
+let rdKafkaDeliveryCallback: @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = {
+    _, message, _ in
+    guard let message, let opaque = message.pointee._private else { return }
+    let slot = Unmanaged<DeliverySlot>.fromOpaque(opaque).takeRetainedValue()
+    let result: Result<KafkaDeliveryReport, KafkaError>
+    let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+    if message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR {
+        result = .success(KafkaDeliveryReport(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset))
+    } else {
+        result = .failure(.rdKafka(message.pointee.err, code: .messageDelivery, context: topic))
+    }
+    slot.tracker.complete(index: slot.index, with: result)
+}

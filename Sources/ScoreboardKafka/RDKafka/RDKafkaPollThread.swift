@@ -1,0 +1,25 @@
+import Foundation
+import Synchronization
+
+/// A dedicated OS thread that runs one librdkafka poll step over and over until stopped.
+///
+/// librdkafka's polls block for up to their timeout; on their own thread they never hold up an event loop or the
+/// cooperative pool, and callbacks (delivery reports) run here, not inside librdkafka's internal threads.
+final class RDKafkaPollThread: Sendable {
+    private let isStopped = AtomicFlag()
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(name: String, step: @escaping @Sendable () -> Void) {
+        let thread = Thread { [isStopped, finished] in
+            while !isStopped.isSet { step() }
+            finished.signal()
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    /// Stops the loop after its current step and waits for it (at most one poll timeout). Safe to call twice.
+    func stop() {
+        if isStopped.set() { finished.wait() }
+    }
+}
