@@ -2,11 +2,12 @@
 import PackageDescription
 
 // librdkafka: headers come from Debian's librdkafka-dev, the library from the current runtime that
-// `scripts/stack.sh install` prepares in .local/rdkafka/lib (Debian bookworm's 2.0.2 cannot talk to our broker and
-// lacks DescribeTopics). Linking there first and recording it as RUNPATH means a plain `swift build` picks it up.
+// `scripts/stack.sh install` prepares in .local/rdkafka/lib: Debian bookworm's 2.0.2 cannot talk to our broker and
+// lacks DescribeTopics. Linking there (ahead of the system's library directories) and recording it as RUNPATH means a
+// plain `swift build` uses it.
 let rdkafkaRuntime = Context.packageDirectory + "/.local/rdkafka/lib"
 let rdkafkaLinkerSettings: [LinkerSetting] = [
-    .unsafeFlags(["-L\(rdkafkaRuntime)", "-Xlinker", "-rpath", "-Xlinker", rdkafkaRuntime]),
+    .unsafeFlags(["-L" + rdkafkaRuntime, "-Xlinker", "-rpath", "-Xlinker", rdkafkaRuntime]),
 ]
 
 let package = Package(
@@ -28,9 +29,11 @@ let package = Package(
         .target(name: "ScoreboardCore"),
 
         // MARK: C libraries.
+        // No `pkgConfig:` here on purpose: SwiftPM would put the .pc file's `-L/usr/lib/x86_64-linux-gnu` ahead of
+        // our runtime's folder, and the linker would then take Debian's 2.0.2 (whose SONAME is the same, so the
+        // newer library is ignored). The module map links `rdkafka`; the headers are in /usr/include.
         .systemLibrary(
             name: "CRdKafka",
-            pkgConfig: "rdkafka",
             providers: [.apt(["librdkafka-dev"])]
         ),
         .systemLibrary(
@@ -63,6 +66,7 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             resources: [.copy("Migrations")]
         ),
@@ -75,19 +79,27 @@ let package = Package(
             ]
         ),
 
-        // MARK: The one executable.
-        .executableTarget(
-            name: "scoreboard",
+        // The bare librdkafka loops the Kafka benchmark measures the Swift module against.
+        .target(name: "CKafkaBaseline", dependencies: ["CRdKafka"], linkerSettings: rdkafkaLinkerSettings),
+
+        // MARK: Commands, and the one executable.
+        .target(
+            name: "ScoreboardCLI",
             dependencies: [
                 "ScoreboardCore",
                 "ScoreboardDefinitions",
                 "ScoreboardKafka",
                 "ScoreboardRedis",
                 "ScoreboardPostgres",
+                "CKafkaBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
+            ]
+        ),
+        .executableTarget(
+            name: "scoreboard",
+            dependencies: ["ScoreboardCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             linkerSettings: rdkafkaLinkerSettings
         ),
 
@@ -101,7 +113,7 @@ let package = Package(
                 "ScoreboardKafka",
                 "ScoreboardRedis",
                 "ScoreboardPostgres",
-                "scoreboard",
+                "ScoreboardCLI",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

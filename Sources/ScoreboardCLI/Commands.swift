@@ -1,0 +1,155 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ScoreboardCore
+import ScoreboardDefinitions
+import ScoreboardKafka
+import ScoreboardPostgres
+import ScoreboardRedis
+
+/// `scoreboard`: one executable, one subcommand per role or task.
+public struct ScoreboardCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "scoreboard",
+        abstract: "A real-time scoreboard platform fed by Kafka.",
+        subcommands: [Topics.self, Migrate.self, Doctor.self, Bench.self]
+    )
+
+    public init() {}
+}
+
+/// Logs go to stderr as `key=value` lines; `SCOREBOARD_LOG_LEVEL` (trace … critical) sets the level.
+func makeLogger(_ label: String) -> Logger {
+    var logger = Logger(label: label)
+    let level = ProcessInfo.processInfo.environment["SCOREBOARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
+    logger.logLevel = level ?? .warning
+    return logger
+}
+
+extension ScoreboardCommand {
+    public struct Topics: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(abstract: "Manage the Kafka topics declared in topics/.", subcommands: [Apply.self])
+
+        public struct Apply: AsyncParsableCommand {
+            public init() {}
+            public static let configuration = CommandConfiguration(
+                abstract: "Create the declared topics that are missing and report drift (idempotent).")
+
+            @OptionGroup var connection: ConnectionOptions
+
+            @Option(help: "The folder of topic definitions (default: topics/ of the repository).")
+            var topicsDirectory: String?
+
+            @Flag(help: "Exit with status 3 when a topic differs from its definition.")
+            var failOnDrift = false
+
+            public func run() async throws {
+                let settings = try connection.settings()
+                let directory = topicsDirectory.map { URL(fileURLWithPath: $0) }
+                    ?? DefinitionsLocation.root().appendingPathComponent("topics")
+                let catalog = try TopicCatalog.load(directory: directory)
+                let admin = try KafkaAdminClient(configuration: settings.kafkaClient, logger: makeLogger("scoreboard.topics"))
+                let outcomes = try await TopicsApplier(admin: admin).apply(catalog)
+                var drifted = false
+                for outcome in outcomes {
+                    switch outcome.result {
+                    case .created:
+                        print("created    \(outcome.topic)")
+                    case .upToDate:
+                        print("up to date \(outcome.topic)\(outcome.configsChecked ? "" : " (partitions checked; the broker does not report configs)")")
+                    case .drift(let differences):
+                        drifted = true
+                        print("DRIFT      \(outcome.topic)")
+                        for difference in differences { print("           \(difference)") }
+                    }
+                }
+                if drifted && failOnDrift { throw ExitCode(3) }
+            }
+        }
+    }
+
+    public struct Migrate: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(abstract: "Apply the PostgreSQL migrations that have not been applied yet.")
+
+        @OptionGroup var connection: ConnectionOptions
+
+        public func run() async throws {
+            let settings = try connection.settings()
+            let logger = makeLogger("scoreboard.migrate")
+            let store = PostgresStore(configuration: settings.postgres, logger: logger)
+            let report = try await withThrowingTaskGroup(of: PostgresMigrator.Report?.self) { group in
+                group.addTask { await store.run(); return nil }
+                group.addTask { try await store.migrate() }
+                defer { group.cancelAll() }
+                while let result = try await group.next() { if let report = result { return report } }
+                throw StorageErrorUnavailable()
+            }
+            print("schema \(settings.postgres.schema): applied \(report.applied.count) migration(s)\(report.applied.isEmpty ? "" : " \(report.applied)"), \(report.alreadyApplied.count) already applied")
+        }
+    }
+
+    public struct Doctor: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(
+            abstract: "Check Kafka, Redis and PostgreSQL; exit non-zero naming any that is down.")
+
+        @OptionGroup var connection: ConnectionOptions
+
+        @Option(help: "Seconds to wait for each server.")
+        var timeout: Int = 8
+
+        public func run() async throws {
+            let settings = try connection.settings()
+            let checks = await ScoreboardCLI.Doctor(settings: settings, logger: makeLogger("scoreboard.doctor"), timeout: .seconds(timeout)).run()
+            for check in checks {
+                let status = check.isHealthy ? "ok  " : "DOWN"
+                print("\(status) \(check.server.padding(toLength: 9, withPad: " ", startingAt: 0)) \(check.endpoint)  \(check.detail)")
+            }
+            let down = checks.filter { !$0.isHealthy }.map(\.server)
+            if !down.isEmpty {
+                FileHandle.standardError.write(Data("doctor: down: \(down.joined(separator: ", "))\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    public struct Bench: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(abstract: "Benchmarks that compare against a baseline measured in the same run.", subcommands: [Kafka.self])
+
+        public struct Kafka: AsyncParsableCommand {
+            public init() {}
+            public static let configuration = CommandConfiguration(
+                abstract: "Producer and consumer throughput of ScoreboardKafka beside bare librdkafka loops.")
+
+            @OptionGroup var connection: ConnectionOptions
+            @Option(help: "Messages per run and side.") var messages = 200_000
+            @Option(help: "Value size in bytes.") var valueSize = 200
+            @Option(help: "Partitions of the benchmark topics.") var partitions: Int32 = 8
+            @Option(help: "Repetitions; medians are reported.") var repetitions = 3
+
+            public func run() async throws {
+                var configuration = KafkaBenchmark.Configuration()
+                configuration.messages = messages
+                configuration.valueSize = valueSize
+                configuration.partitions = partitions
+                configuration.repetitions = repetitions
+                print("Kafka benchmark: \(messages) messages of \(valueSize) bytes, \(partitions) partitions, \(repetitions) repetitions, librdkafka \(KafkaRuntime.version)")
+                let benchmark = KafkaBenchmark(
+                    connection: try connection.settings(), configuration: configuration, logger: makeLogger("scoreboard.bench"),
+                    progress: { print($0) })
+                let measurements = try await benchmark.run()
+                print("")
+                print("what      librdkafka (median)   ScoreboardKafka (median)   ratio   paired ratio   overhead")
+                for measurement in measurements {
+                    let overhead = (1 - measurement.pairedRatio) * 100
+                    print(String(format: "%-9@ %12.0f msg/s   %15.0f msg/s   %6.2f   %12.2f   %7.1f%%",
+                                 measurement.name as NSString, measurement.baselineMedian, measurement.wrapperMedian,
+                                 measurement.ratio, measurement.pairedRatio, overhead))
+                }
+            }
+        }
+    }
+}

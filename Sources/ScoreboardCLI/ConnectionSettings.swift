@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import ScoreboardKafka
+import ScoreboardPostgres
+import ScoreboardRedis
+
+/// Where the three servers are. Flags win over environment variables, which win over defaults that match the local
+/// stack (`scripts/stack.sh`).
+public struct ConnectionSettings: Sendable, Hashable {
+    public static let defaultKafkaBrokers = "127.0.0.1:19092"
+    public static let defaultRedisURL = "redis://127.0.0.1:16379"
+    public static let defaultPostgresURL = "postgres://scoreboard:scoreboard@127.0.0.1:15432/scoreboard"
+
+    public var kafkaBrokers: [String]
+    public var redis: RedisConfiguration
+    public var postgres: PostgresConfiguration
+
+    /// - Throws: A ``ValidationError`` naming the setting that cannot be read.
+    public init(
+        kafkaBrokers: String? = nil, redisURL: String? = nil, postgresURL: String? = nil, postgresSchema: String? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws {
+        let brokers = kafkaBrokers ?? environment["SCOREBOARD_KAFKA_BROKERS"] ?? Self.defaultKafkaBrokers
+        self.kafkaBrokers = brokers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !self.kafkaBrokers.isEmpty else { throw ValidationError("--kafka-brokers: give at least one host:port") }
+        do {
+            redis = try RedisConfiguration(url: redisURL ?? environment["SCOREBOARD_REDIS_URL"] ?? Self.defaultRedisURL)
+        } catch {
+            throw ValidationError("--redis-url: \(error)")
+        }
+        do {
+            postgres = try PostgresConfiguration(url: postgresURL ?? environment["SCOREBOARD_POSTGRES_URL"] ?? Self.defaultPostgresURL)
+        } catch {
+            throw ValidationError("--postgres-url: \(error)")
+        }
+        if let schema = postgresSchema ?? environment["SCOREBOARD_POSTGRES_SCHEMA"] { postgres.schema = schema }
+    }
+
+    public var kafkaClient: KafkaClientConfiguration {
+        var configuration = KafkaClientConfiguration(bootstrapServers: kafkaBrokers)
+        configuration.socketTimeout = .seconds(5)
+        return configuration
+    }
+}
+
+/// The connection flags every command that talks to a server accepts.
+public struct ConnectionOptions: ParsableArguments {
+    @Option(name: .customLong("kafka-brokers"), help: "Kafka bootstrap servers, comma separated (env SCOREBOARD_KAFKA_BROKERS, default \(ConnectionSettings.defaultKafkaBrokers)).")
+    var kafkaBrokers: String?
+
+    @Option(name: .customLong("redis-url"), help: "redis://[:password@]host[:port][/db] (env SCOREBOARD_REDIS_URL, default \(ConnectionSettings.defaultRedisURL)).")
+    var redisURL: String?
+
+    @Option(name: .customLong("postgres-url"), help: "postgres://user:password@host:port/database (env SCOREBOARD_POSTGRES_URL).")
+    var postgresURL: String?
+
+    @Option(name: .customLong("postgres-schema"), help: "The PostgreSQL schema to use (env SCOREBOARD_POSTGRES_SCHEMA, default scoreboard).")
+    var postgresSchema: String?
+
+    public init() {}
+
+    func settings() throws -> ConnectionSettings {
+        try ConnectionSettings(kafkaBrokers: kafkaBrokers, redisURL: redisURL, postgresURL: postgresURL, postgresSchema: postgresSchema)
+    }
+}

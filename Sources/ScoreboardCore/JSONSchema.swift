@@ -1,0 +1,129 @@
+/// Validates JSON values against the JSON Schema subset our topic schemas use.
+///
+/// Supported keywords: `type` (a name or a list), `properties`, `required`, `additionalProperties` (boolean),
+/// `enum`, `const`, `minimum`, `maximum`, `minLength`, `maxLength`, `pattern`, `format` (`uuid`), `items`,
+/// `minItems`, `maxItems`. An unknown keyword is a schema error, so a schema never silently checks less than it says.
+public struct JSONSchema: Sendable {
+    public let document: JSONValue
+
+    /// One reason a value does not match, with a JSON Pointer to where (`/points`).
+    public struct Violation: Hashable, Sendable, CustomStringConvertible {
+        public var pointer: String
+        public var message: String
+        public var description: String { "\(pointer.isEmpty ? "/" : pointer): \(message)" }
+    }
+
+    public struct SchemaError: Error, Hashable, Sendable {
+        public var pointer: String
+        public var message: String
+    }
+
+    static let knownKeywords: Set<String> = [
+        "$schema", "$id", "title", "description", "examples", "type", "properties", "required",
+        "additionalProperties", "enum", "const", "minimum", "maximum", "minLength", "maxLength", "pattern", "format",
+        "items", "minItems", "maxItems", "default",
+    ]
+
+    /// - Throws: ``SchemaError`` when the schema uses a keyword this validator does not implement, or a bad pattern.
+    public init(_ document: JSONValue) throws(SchemaError) {
+        self.document = document
+        try Self.check(document, pointer: "")
+    }
+
+    private static func check(_ schema: JSONValue, pointer: String) throws(SchemaError) {
+        guard let members = schema.objectValue else { throw SchemaError(pointer: pointer, message: "a schema is an object") }
+        for key in members.keys where !knownKeywords.contains(key) {
+            throw SchemaError(pointer: pointer, message: "unsupported keyword \(key)")
+        }
+        if let pattern = members["pattern"]?.stringValue {
+            do { _ = try Regex(pattern) } catch { throw SchemaError(pointer: pointer, message: "bad pattern \(pattern)") }
+        }
+        if let properties = members["properties"]?.objectValue {
+            for (name, sub) in properties { try check(sub, pointer: pointer + "/properties/" + name) }
+        }
+        if let items = members["items"] { try check(items, pointer: pointer + "/items") }
+    }
+
+    /// Every violation of the schema by `value`; empty when it matches.
+    public func validate(_ value: JSONValue) -> [Violation] {
+        var violations: [Violation] = []
+        Self.validate(value, against: document, pointer: "", into: &violations)
+        return violations
+    }
+
+    private static func validate(_ value: JSONValue, against schema: JSONValue, pointer: String, into violations: inout [Violation]) {
+        func fail(_ message: String) { violations.append(Violation(pointer: pointer, message: message)) }
+
+        if let type = schema["type"] {
+            let allowed = Set(type.arrayValue?.compactMap(\.stringValue) ?? [type.stringValue].compactMap { $0 })
+            if value.schemaTypes.isDisjoint(with: allowed) {
+                fail("must be \(allowed.sorted().joined(separator: " or "))")
+                return
+            }
+        }
+        if let options = schema["enum"]?.arrayValue, !options.contains(value) {
+            fail("must be one of \(options.compactMap(\.stringValue).joined(separator: ", "))")
+        }
+        if let constant = schema["const"], constant != value { fail("must be \(constant)") }
+        if let number = value.numberValue {
+            if let minimum = schema["minimum"]?.numberValue, number < minimum { fail("must be at least \(formatted(minimum))") }
+            if let maximum = schema["maximum"]?.numberValue, number > maximum { fail("must be at most \(formatted(maximum))") }
+        }
+        if let text = value.stringValue {
+            let length = text.count
+            if let minimum = schema["minLength"]?.integerValue, length < minimum { fail("must have at least \(minimum) characters") }
+            if let maximum = schema["maxLength"]?.integerValue, length > maximum { fail("must have at most \(maximum) characters") }
+            if let pattern = schema["pattern"]?.stringValue, let regex = try? Regex(pattern), (try? regex.firstMatch(in: text)) == nil {
+                fail("must match \(pattern)")
+            }
+            if schema["format"]?.stringValue == "uuid", !UUIDText.isValid(text) { fail("must be a UUID") }
+        }
+        if let items = value.arrayValue {
+            if let minimum = schema["minItems"]?.integerValue, items.count < minimum { fail("must have at least \(minimum) items") }
+            if let maximum = schema["maxItems"]?.integerValue, items.count > maximum { fail("must have at most \(maximum) items") }
+            if let itemSchema = schema["items"] {
+                for (index, item) in items.enumerated() {
+                    validate(item, against: itemSchema, pointer: pointer + "/\(index)", into: &violations)
+                }
+            }
+        }
+        if let members = value.objectValue {
+            let properties = schema["properties"]?.objectValue ?? [:]
+            for name in schema["required"]?.arrayValue?.compactMap(\.stringValue) ?? [] where members[name] == nil {
+                violations.append(Violation(pointer: pointer + "/" + name, message: "is required"))
+            }
+            if schema["additionalProperties"] == .bool(false) {
+                for name in members.keys.sorted() where properties[name] == nil {
+                    violations.append(Violation(pointer: pointer + "/" + name, message: "is not allowed"))
+                }
+            }
+            for (name, member) in members.sorted(by: { $0.key < $1.key }) {
+                if let propertySchema = properties[name] {
+                    validate(member, against: propertySchema, pointer: pointer + "/" + name, into: &violations)
+                }
+            }
+        }
+    }
+
+    private static func formatted(_ number: Double) -> String {
+        number.rounded() == number && abs(number) < 9e15 ? String(Int64(number)) : String(number)
+    }
+}
+
+/// RFC 4122 textual UUIDs, checked without Foundation.
+public enum UUIDText {
+    /// `8-4-4-4-12` hexadecimal digits, either case.
+    public static func isValid(_ text: String) -> Bool {
+        let utf8 = Array(text.utf8)
+        guard utf8.count == 36 else { return false }
+        for (index, byte) in utf8.enumerated() {
+            if [8, 13, 18, 23].contains(index) {
+                guard byte == UInt8(ascii: "-") else { return false }
+            } else {
+                let isHex = (48...57).contains(byte) || (65...70).contains(byte) || (97...102).contains(byte)
+                guard isHex else { return false }
+            }
+        }
+        return true
+    }
+}
