@@ -106,6 +106,11 @@ let package = Package(
         // MARK: Tests.
         .testTarget(name: "ScoreboardCoreTests", dependencies: ["ScoreboardCore", "ScoreboardDefinitions"]),
         .testTarget(
+            name: "ScoreboardAdapterTests",
+            dependencies: ["ScoreboardCLI", "ScoreboardPostgres", "ScoreboardRedis"],
+            linkerSettings: rdkafkaLinkerSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "ScoreboardCore",

@@ -11,6 +11,11 @@ public struct JSONSchema: Sendable {
         public var pointer: String
         public var message: String
         public var description: String { "\(pointer.isEmpty ? "/" : pointer): \(message)" }
+
+        public init(pointer: String, message: String) {
+            self.pointer = pointer
+            self.message = message
+        }
     }
 
     public struct SchemaError: Error, Hashable, Sendable {

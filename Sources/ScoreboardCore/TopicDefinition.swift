@@ -15,6 +15,25 @@ public struct TopicDefinition: Hashable, Sendable, Codable {
     public struct Key: Hashable, Sendable, Codable {
         public var field: String
         public var description: String
+
+        public init(field: String, description: String) {
+            self.field = field
+            self.description = description
+        }
+    }
+
+    public init(
+        name: String, partitions: Int32, replicationFactor: Int32, retentionMilliseconds: Int64, cleanupPolicy: String,
+        key: Key, valueSchema: JSONValue, description: String
+    ) {
+        self.name = name
+        self.partitions = partitions
+        self.replicationFactor = replicationFactor
+        self.retentionMilliseconds = retentionMilliseconds
+        self.cleanupPolicy = cleanupPolicy
+        self.key = key
+        self.valueSchema = valueSchema
+        self.description = description
     }
 
     enum CodingKeys: String, CodingKey {

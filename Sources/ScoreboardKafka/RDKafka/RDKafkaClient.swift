@@ -31,6 +31,9 @@ final class RDKafkaClient: @unchecked Sendable {
         // The callbacks object outlives the handle (it is a stored property destroyed after `deinit` runs).
         rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
         rd_kafka_conf_set_log_cb(conf, rdKafkaLogCallback)
+        // Without an error callback librdkafka logs every transient error a second time; these are retried
+        // internally and surface as KafkaErrors where they matter (delivery reports, admin results).
+        rd_kafka_conf_set_error_cb(conf, rdKafkaErrorCallback)
         if kind == .producer {
             rd_kafka_conf_set_dr_msg_cb(conf, rdKafkaDeliveryCallback)
         } else if callbacks.rebalance != nil {
@@ -92,9 +95,21 @@ private let rdKafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoi
     guard let handle, let callbacks = RDKafkaCallbacks.from(rd_kafka_opaque(handle)) else { return }
     let text = message.map { String(cString: $0) } ?? ""
     let facilityText = facility.map { String(cString: $0) } ?? ""
-    // syslog levels: 0-3 error, 4 warning, 5-6 info/notice, 7 debug
-    let logLevel: Logger.Level = level <= 3 ? .error : level == 4 ? .warning : level <= 6 ? .info : .debug
+    // syslog levels. librdkafka logs a refused connection at 3 (LOG_ERR) and retries by itself, so 3 is a warning;
+    // what the caller must act on reaches it as a KafkaError.
+    let logLevel: Logger.Level = level <= 2 ? .error : level == 3 ? .warning : level <= 6 ? .info : .debug
     callbacks.logger.log(level: logLevel, "\(text)", metadata: ["kafka.facility": "\(facilityText)"])
+}
+
+private let rdKafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = {
+    _, error, reason, opaque in
+    guard let callbacks = RDKafkaCallbacks.from(opaque) else { return }
+    let code = rd_kafka_resp_err_t(error)
+    let isFatal = code == RD_KAFKA_RESP_ERR__FATAL
+    callbacks.logger.log(level: isFatal ? .error : .debug, "librdkafka error", metadata: [
+        "kafka.error.name": "\(String(cString: rd_kafka_err2name(code)))",
+        "kafka.error": "\(reason.map { String(cString: $0) } ?? "")",
+    ])
 }
 
 private let rdKafkaRebalanceCallback:

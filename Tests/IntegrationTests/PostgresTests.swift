@@ -1,0 +1,75 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ScoreboardPostgres
+import Testing
+
+@Suite(.timeLimit(.minutes(2)))
+struct PostgresTests {
+    /// Runs `body` with a store on a fresh schema, running the client as its service would, and drops the schema after.
+    func withStore<T: Sendable>(_ body: @escaping @Sendable (PostgresStore) async throws -> T) async throws -> T {
+        var configuration = TestEnvironment.settings.postgres
+        configuration.schema = TestEnvironment.uniqueName("test").replacingOccurrences(of: "-", with: "_")
+        let store = PostgresStore(configuration: configuration, logger: TestEnvironment.logger)
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { await store.run(); return nil }
+            defer { group.cancelAll() }
+            do {
+                let result = try await body(store)
+                try await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: configuration.schema) CASCADE")
+                return result
+            } catch {
+                _ = try? await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: configuration.schema) CASCADE")
+                throw error
+            }
+        }
+    }
+
+    @Test func migrationsAppliedTwiceAreANoOpTheSecondTime() async throws {
+        try await withStore { store in
+            let all = try Migration.bundled().map(\.version)
+            let first = try await store.migrate()
+            #expect(first.applied == all)
+            #expect(first.alreadyApplied == [])
+            let second = try await store.migrate()
+            #expect(second.applied == [])
+            #expect(second.alreadyApplied == all)
+
+            let schema = store.configuration.schema
+            let rows = try await store.client.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = \(schema) ORDER BY table_name")
+            var tables: [String] = []
+            for try await name in rows.decode(String.self) { tables.append(name) }
+            #expect(tables == ["consumer_offsets", "schema_migrations", "score_events"])
+            let recorded = try await store.client.query("SELECT count(*) FROM schema_migrations")
+            for try await count in recorded.decode(Int.self) { #expect(count == all.count) }
+        }
+    }
+
+    @Test func concurrentMigratorsTakeTurns() async throws {
+        try await withStore { store in
+            let reports = try await withThrowingTaskGroup(of: PostgresMigrator.Report.self) { group in
+                for _ in 0..<3 { group.addTask { try await store.migrate() } }
+                var reports: [PostgresMigrator.Report] = []
+                for try await report in group { reports.append(report) }
+                return reports
+            }
+            // Exactly one of them applied each migration; the others found it applied.
+            #expect(reports.map(\.applied.count).reduce(0, +) == (try Migration.bundled()).count)
+        }
+    }
+
+    @Test func aMigrationChangedAfterItWasAppliedIsRefused() async throws {
+        try await withStore { store in
+            try await store.migrate()
+            try await store.client.query("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+            let error = await #expect(throws: StorageError.self) { try await store.migrate() }
+            #expect(error?.code == .migration)
+        }
+    }
+
+    @Test func serverVersionIsReported() async throws {
+        let version = try await withStore { try await $0.serverVersion() }
+        #expect(version.hasPrefix("15") || version.hasPrefix("16") || version.hasPrefix("17"))
+    }
+}

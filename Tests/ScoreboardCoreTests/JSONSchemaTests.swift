@@ -1,0 +1,54 @@
+import Foundation
+import ScoreboardCore
+import Testing
+
+@Suite struct JSONSchemaTests {
+    func schema(_ text: String) throws -> JSONSchema {
+        try JSONSchema(JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)))
+    }
+
+    func value(_ text: String) throws -> JSONValue {
+        try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+    }
+
+    @Test func typesNumbersAndIntegers() throws {
+        let integer = try schema(#"{"type":"integer","minimum":1,"maximum":10}"#)
+        #expect(integer.validate(try value("5")) == [])
+        #expect(integer.validate(try value("5.5")).map(\.message) == ["must be integer"])
+        #expect(integer.validate(try value("0")).map(\.message) == ["must be at least 1"])
+        #expect(integer.validate(try value("11")).map(\.message) == ["must be at most 10"])
+        #expect(integer.validate(try value(#""5""#)).map(\.message) == ["must be integer"])
+        let either = try schema(#"{"type":["string","null"]}"#)
+        #expect(either.validate(.null) == [])
+        #expect(either.validate(.integer(1)).count == 1)
+    }
+
+    @Test func stringsPatternsFormatsAndEnums() throws {
+        let text = try schema(#"{"type":"string","minLength":2,"maxLength":4,"pattern":"^[a-z]+$"}"#)
+        #expect(text.validate(.string("abc")) == [])
+        #expect(text.validate(.string("a")).map(\.message) == ["must have at least 2 characters"])
+        #expect(text.validate(.string("abcde")).map(\.message) == ["must have at most 4 characters"])
+        #expect(text.validate(.string("AB")).map(\.message) == ["must match ^[a-z]+$"])
+        let uuid = try schema(#"{"type":"string","format":"uuid"}"#)
+        #expect(uuid.validate(.string("8B1F2A34-5C6D-4E7F-8A9B-0C1D2E3F4A5B")) == [])
+        #expect(uuid.validate(.string("8b1f2a345c6d4e7f8a9b0c1d2e3f4a5b")).count == 1)
+        let choice = try schema(#"{"enum":["player","game-server"]}"#)
+        #expect(choice.validate(.string("admin")).count == 1)
+    }
+
+    @Test func arraysAndNestedPointers() throws {
+        let list = try schema(#"{"type":"array","maxItems":2,"items":{"type":"object","required":["id"],"properties":{"id":{"type":"integer"}}}}"#)
+        #expect(list.validate(try value(#"[{"id":1},{"id":2}]"#)) == [])
+        let violations = list.validate(try value(#"[{"id":1},{"id":"x"},{}]"#))
+        #expect(violations.contains(JSONSchema.Violation(pointer: "", message: "must have at most 2 items")))
+        #expect(violations.contains(JSONSchema.Violation(pointer: "/1/id", message: "must be integer")))
+        #expect(violations.contains(JSONSchema.Violation(pointer: "/2/id", message: "is required")))
+    }
+
+    @Test func unsupportedKeywordIsASchemaError() throws {
+        // A schema must never silently check less than it says: "oneOf" is not implemented, so it is refused.
+        #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"oneOf":[{"type":"string"}]}"#) }
+        #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"properties":{"a":{"minimun":1}}}"#) }
+        #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"pattern":"(unclosed"}"#) }
+    }
+}
