@@ -107,7 +107,7 @@ let package = Package(
         .testTarget(name: "ScoreboardCoreTests", dependencies: ["ScoreboardCore", "ScoreboardDefinitions"]),
         .testTarget(
             name: "ScoreboardAdapterTests",
-            dependencies: ["ScoreboardCLI", "ScoreboardPostgres", "ScoreboardRedis"],
+            dependencies: ["ScoreboardCLI", "ScoreboardPostgres", "ScoreboardRedis", .product(name: "Yams", package: "Yams")],
             linkerSettings: rdkafkaLinkerSettings
         ),
         .testTarget(

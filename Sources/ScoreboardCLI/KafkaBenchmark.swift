@@ -63,35 +63,46 @@ public struct KafkaBenchmark: Sendable {
                 KafkaNewTopic(name: baselineTopic, partitions: configuration.partitions),
                 KafkaNewTopic(name: wrapperTopic, partitions: configuration.partitions),
             ])
-            defer { Task { [admin] in try? await admin.deleteTopics([baselineTopic, wrapperTopic]) } }
-
-            // Alternate which side goes first, so warm-up effects do not always favour one.
-            let baselineFirst = repetition % 2 == 1
-            var baselineRate = 0.0, wrapperRate = 0.0
-            for side in baselineFirst ? ["baseline", "wrapper"] : ["wrapper", "baseline"] {
-                if side == "baseline" {
-                    baselineRate = try await baselineProduce(brokers: brokers, topic: baselineTopic)
-                } else {
-                    wrapperRate = try await wrapperProduce(topic: wrapperTopic)
-                }
+            do {
+                try await runRepetition(repetition, baselineTopic: baselineTopic, wrapperTopic: wrapperTopic, runID: String(runID),
+                                        brokers: brokers, produce: &produce, consume: &consume)
+            } catch {
+                try? await admin.deleteTopics([baselineTopic, wrapperTopic])
+                throw error
             }
-            produce.baselineRates.append(baselineRate)
-            produce.wrapperRates.append(wrapperRate)
-            progress("[\(repetition)/\(configuration.repetitions)] produce: librdkafka \(Int(baselineRate)) msg/s, ScoreboardKafka \(Int(wrapperRate)) msg/s")
-
-            for side in baselineFirst ? ["baseline", "wrapper"] : ["wrapper", "baseline"] {
-                if side == "baseline" {
-                    baselineRate = try await baselineConsume(brokers: brokers, topic: baselineTopic, group: "bench-baseline-\(runID)")
-                } else {
-                    wrapperRate = try await wrapperConsume(topic: wrapperTopic, group: "bench-wrapper-\(runID)")
-                }
-            }
-            consume.baselineRates.append(baselineRate)
-            consume.wrapperRates.append(wrapperRate)
-            progress("[\(repetition)/\(configuration.repetitions)] consume: librdkafka \(Int(baselineRate)) msg/s, ScoreboardKafka \(Int(wrapperRate)) msg/s")
             try? await admin.deleteTopics([baselineTopic, wrapperTopic])
         }
         return [produce, consume]
+    }
+
+    private func runRepetition(
+        _ repetition: Int, baselineTopic: String, wrapperTopic: String, runID: String, brokers: String,
+        produce: inout Measurement, consume: inout Measurement
+    ) async throws {
+        // Alternate which side goes first, so warm-up effects do not always favour one.
+        let baselineFirst = repetition % 2 == 1
+        var baselineRate = 0.0, wrapperRate = 0.0
+        for side in baselineFirst ? ["baseline", "wrapper"] : ["wrapper", "baseline"] {
+            if side == "baseline" {
+                baselineRate = try await baselineProduce(brokers: brokers, topic: baselineTopic)
+            } else {
+                wrapperRate = try await wrapperProduce(topic: wrapperTopic)
+            }
+        }
+        produce.baselineRates.append(baselineRate)
+        produce.wrapperRates.append(wrapperRate)
+        progress("[\(repetition)/\(configuration.repetitions)] produce: librdkafka \(Int(baselineRate)) msg/s, ScoreboardKafka \(Int(wrapperRate)) msg/s")
+
+        for side in baselineFirst ? ["baseline", "wrapper"] : ["wrapper", "baseline"] {
+            if side == "baseline" {
+                baselineRate = try await baselineConsume(brokers: brokers, topic: baselineTopic, group: "bench-baseline-\(runID)")
+            } else {
+                wrapperRate = try await wrapperConsume(topic: wrapperTopic, group: "bench-wrapper-\(runID)")
+            }
+        }
+        consume.baselineRates.append(baselineRate)
+        consume.wrapperRates.append(wrapperRate)
+        progress("[\(repetition)/\(configuration.repetitions)] consume: librdkafka \(Int(baselineRate)) msg/s, ScoreboardKafka \(Int(wrapperRate)) msg/s")
     }
 
     // MARK: - Baseline (C)
@@ -129,6 +140,7 @@ public struct KafkaBenchmark: Sendable {
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(client: connection.kafkaClient), logger: logger)
         let value = [UInt8](repeating: UInt8(ascii: "v"), count: configuration.valueSize)
         let total = configuration.messages, batchSize = configuration.sendBatchSize
+        // Each task formats its own batch inside the timed section (the C loop formats keys as it goes, too).
         let start = ContinuousClock.now
         let failures = try await withThrowingTaskGroup(of: Int.self) { group in
             var next = 0, inFlight = 0, failures = 0

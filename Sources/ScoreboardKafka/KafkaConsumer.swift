@@ -136,7 +136,10 @@ public final class KafkaConsumer: Sendable {
         storage.reserveCapacity(byteCount)
         var spans: [(topic: String, partition: Int32, offset: Int64, key: Range<Int>?, value: Range<Int>, timestamp: Int64?)] = []
         spans.reserveCapacity(raw.count)
+        // Per topic handle: its name, and which of its partitions this member still owns. Looked up by pointer and
+        // partition number, so the per-message cost is no string hashing.
         var topicNames: [OpaquePointer: String] = [:]
+        var owned: [PartitionSlot: Bool] = [:]
         var assignment: Set<KafkaTopicPartition>?
         for case let message? in raw {
             let pointee = message.pointee
@@ -153,8 +156,16 @@ public final class KafkaConsumer: Sendable {
                 topicNames[rkt] = topic
             }
             // A message prefetched before its partition was revoked must not reach the processor.
-            if assignment == nil { assignment = shared.assignment.withLock { $0 } }
-            guard assignment!.contains(KafkaTopicPartition(topic: topic, partition: pointee.partition)) else { continue }
+            let slot = PartitionSlot(topic: rkt, partition: pointee.partition)
+            let isOwned: Bool
+            if let known = owned[slot] {
+                isOwned = known
+            } else {
+                if assignment == nil { assignment = shared.assignment.withLock { $0 } }
+                isOwned = assignment!.contains(KafkaTopicPartition(topic: topic, partition: pointee.partition))
+                owned[slot] = isOwned
+            }
+            guard isOwned else { continue }
             var keyRange: Range<Int>?
             if let key = pointee.key {
                 let start = storage.count
@@ -332,6 +343,12 @@ public final class KafkaConsumer: Sendable {
         done.wait()
         return result.withLock { $0! }
     }
+}
+
+/// A partition of a topic handle, as librdkafka names it in a message.
+private struct PartitionSlot: Hashable {
+    let topic: OpaquePointer
+    let partition: Int32
 }
 
 /// The batches of a ``KafkaConsumer``, polled on demand.

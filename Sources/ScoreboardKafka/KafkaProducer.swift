@@ -73,14 +73,11 @@ public final class KafkaProducer: Service, Sendable {
         if state.withLock({ $0.isShutDown }) {
             throw KafkaError(code: .shutdown, reason: "the producer has been shut down")
         }
-        let tracker = DeliveryTracker(count: messages.count)
+        let tracker = DeliveryTracker(topics: messages.map(\.topic))
         for (index, message) in messages.enumerated() {
             while true {
-                let slot = Unmanaged.passRetained(DeliverySlot(tracker: tracker, index: index))
-                let error = produce(message, opaque: slot.toOpaque())
+                let error = produce(message, opaque: tracker.opaque(for: index))
                 if error == RD_KAFKA_RESP_ERR_NO_ERROR { break }
-                // librdkafka keeps no reference when produce fails, so the slot is ours to release.
-                slot.release()
                 if error == RD_KAFKA_RESP_ERR__QUEUE_FULL {
                     await waitForRoom()
                     continue
@@ -155,35 +152,60 @@ public final class KafkaProducer: Service, Sendable {
 // MARK: - Delivery reports
 
 /// Collects the reports of one `send(batch:)` call and resumes its caller when the last one is in.
-final class DeliveryTracker: Sendable {
+///
+/// Each message's opaque pointer is the address of its slot in one buffer the tracker allocates for the batch: no
+/// allocation per message. The caller keeps the tracker alive until every report is in (it awaits ``results()``),
+/// so the pointers stay valid for as long as librdkafka may hand them back.
+final class DeliveryTracker: @unchecked Sendable {
+    typealias Outcome = Result<KafkaDeliveryReport, KafkaError>
+
     private struct State {
-        var results: [Result<KafkaDeliveryReport, KafkaError>?]
+        var results: [Outcome?]
         var remaining: Int
-        var waiter: CheckedContinuation<[Result<KafkaDeliveryReport, KafkaError>], Never>?
+        var waiter: CheckedContinuation<[Outcome], Never>?
+    }
+
+    struct Slot {
+        var tracker: UnsafeMutableRawPointer
+        var index: Int
     }
 
     private let state: LockedBox<State>
+    /// Topic of each message, so that reports need not build a string from C per message.
+    let topics: [String]
+    // Written once in init, then only read (by the poll thread): hence `@unchecked Sendable`.
+    private let slots: UnsafeMutablePointer<Slot>
 
-    init(count: Int) {
-        state = LockedBox(State(results: Array(repeating: nil, count: count), remaining: count))
+    init(topics: [String]) {
+        self.topics = topics
+        state = LockedBox(State(results: Array(repeating: nil, count: topics.count), remaining: topics.count))
+        slots = .allocate(capacity: topics.count)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        for index in 0..<topics.count { (slots + index).initialize(to: Slot(tracker: me, index: index)) }
     }
 
-    func complete(index: Int, with result: Result<KafkaDeliveryReport, KafkaError>) {
-        let resume: (CheckedContinuation<[Result<KafkaDeliveryReport, KafkaError>], Never>, [Result<KafkaDeliveryReport, KafkaError>])? =
-            state.withLock { state in
-                state.results[index] = result
-                state.remaining -= 1
-                guard state.remaining == 0, let waiter = state.waiter else { return nil }
-                state.waiter = nil
-                return (waiter, state.results.map { $0! })
-            }
+    deinit {
+        slots.deinitialize(count: topics.count)
+        slots.deallocate()
+    }
+
+    func opaque(for index: Int) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(slots + index) }
+
+    func complete(index: Int, with result: Outcome) {
+        let resume: (CheckedContinuation<[Outcome], Never>, [Outcome])? = state.withLock { state in
+            state.results[index] = result
+            state.remaining -= 1
+            guard state.remaining == 0, let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            return (waiter, state.results.map { $0! })
+        }
         // Resume outside the lock.
         if let (waiter, results) = resume { waiter.resume(returning: results) }
     }
 
-    func results() async -> [Result<KafkaDeliveryReport, KafkaError>] {
+    func results() async -> [Outcome] {
         await withCheckedContinuation { continuation in
-            let ready: [Result<KafkaDeliveryReport, KafkaError>]? = state.withLock { state in
+            let ready: [Outcome]? = state.withLock { state in
                 if state.remaining == 0 { return state.results.map { $0! } }
                 state.waiter = continuation
                 return nil
@@ -193,28 +215,19 @@ final class DeliveryTracker: Sendable {
     }
 }
 
-/// What librdkafka carries as one message's opaque pointer: which tracker, which position.
-final class DeliverySlot {
-    let tracker: DeliveryTracker
-    let index: Int
-
-    init(tracker: DeliveryTracker, index: Int) {
-        self.tracker = tracker
-        self.index = index
-    }
-}
-
 /// librdkafka calls this on the poll thread, once per message.
 let rdKafkaDeliveryCallback: @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = {
     _, message, _ in
     guard let message, let opaque = message.pointee._private else { return }
-    let slot = Unmanaged<DeliverySlot>.fromOpaque(opaque).takeRetainedValue()
-    let result: Result<KafkaDeliveryReport, KafkaError>
-    let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+    let slot = opaque.assumingMemoryBound(to: DeliveryTracker.Slot.self).pointee
+    // A strong reference for the length of this call: the tracker's last report may release its owner's.
+    let tracker = Unmanaged<DeliveryTracker>.fromOpaque(slot.tracker).takeUnretainedValue()
+    let topic = tracker.topics[slot.index]
+    let result: DeliveryTracker.Outcome
     if message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR {
         result = .success(KafkaDeliveryReport(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset))
     } else {
         result = .failure(.rdKafka(message.pointee.err, code: .messageDelivery, context: topic))
     }
-    slot.tracker.complete(index: slot.index, with: result)
+    tracker.complete(index: slot.index, with: result)
 }
