@@ -79,13 +79,7 @@ extension ScoreboardCommand {
             let settings = try connection.settings()
             let logger = makeLogger("scoreboard.migrate")
             let store = PostgresStore(configuration: settings.postgres, logger: logger)
-            let report = try await withThrowingTaskGroup(of: PostgresMigrator.Report?.self) { group in
-                group.addTask { await store.run(); return nil }
-                group.addTask { try await store.migrate() }
-                defer { group.cancelAll() }
-                while let result = try await group.next() { if let report = result { return report } }
-                throw StorageErrorUnavailable()
-            }
+            let report = try await store.withRunningClient { try await $0.migrate() }
             print("schema \(settings.postgres.schema): applied \(report.applied.count) migration(s)\(report.applied.isEmpty ? "" : " \(report.applied)"), \(report.alreadyApplied.count) already applied")
         }
     }

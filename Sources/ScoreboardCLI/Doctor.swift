@@ -59,20 +59,8 @@ public struct Doctor: Sendable {
 
     private func postgresDetail() async throws -> String {
         let store = PostgresStore(configuration: settings.postgres, logger: logger)
-        return try await withThrowingTaskGroup(of: String?.self) { group in
-            group.addTask { await store.run(); return nil }
-            group.addTask { "postgresql \(try await store.serverVersion())" }
-            defer { group.cancelAll() }
-            while let result = try await group.next() {
-                if let version = result { return version }
-            }
-            throw StorageErrorUnavailable()
-        }
+        return try await store.withRunningClient { "postgresql \(try await $0.serverVersion())" }
     }
-}
-
-struct StorageErrorUnavailable: Error, CustomStringConvertible {
-    var description: String { "PostgreSQL client stopped before answering" }
 }
 
 /// The operation's result, or a ``TimeoutError`` once `duration` has passed (the operation is then cancelled).

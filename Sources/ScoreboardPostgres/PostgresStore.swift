@@ -21,6 +21,15 @@ public final class PostgresStore: Service, Sendable {
         await client.run()
     }
 
+    /// Runs the client for the length of `body`, for one-shot commands and tests that have no `ServiceGroup`.
+    public func withRunningClient<T: Sendable>(_ body: @escaping @Sendable (PostgresStore) async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { await self.run(); return nil }
+            defer { group.cancelAll() }
+            return try await body(self)
+        }
+    }
+
     /// Applies this module's migrations to ``PostgresConfiguration/schema``.
     @discardableResult
     public func migrate() async throws -> PostgresMigrator.Report {

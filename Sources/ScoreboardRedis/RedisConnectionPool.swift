@@ -94,28 +94,16 @@ public final class RedisConnectionPool: Sendable {
 
     private func lease() async throws -> HiredisConnection {
         while true {
-            let next: Lease? = state.withLock { state in
-                if state.isClosed { return .closed }
-                if let connection = state.idle.popLast() { return .reuse(connection) }
-                if state.openCount < configuration.maximumConnections {
-                    state.openCount += 1
-                    return .open
-                }
-                return nil
-            }
+            let maximum = configuration.maximumConnections
+            let next: Lease? = state.withLock { Self.takeLease(&$0, maximum: maximum) }
             let lease: Lease
             if let next {
                 lease = next
             } else {
                 lease = await withCheckedContinuation { continuation in
                     let immediate: Lease? = state.withLock { state in
-                        // Re-check under the lock: a release may have happened since.
-                        if state.isClosed { return .closed }
-                        if let connection = state.idle.popLast() { return .reuse(connection) }
-                        if state.openCount < configuration.maximumConnections {
-                            state.openCount += 1
-                            return .open
-                        }
+                        // Check again under the lock: a release may have happened since.
+                        if let lease = Self.takeLease(&state, maximum: maximum) { return lease }
                         state.waiters.append(continuation)
                         return nil
                     }
@@ -138,6 +126,17 @@ public final class RedisConnectionPool: Sendable {
                 }
             }
         }
+    }
+
+    /// What a caller may have right now without waiting, if anything.
+    private static func takeLease(_ state: inout State, maximum: Int) -> Lease? {
+        if state.isClosed { return .closed }
+        if let connection = state.idle.popLast() { return .reuse(connection) }
+        if state.openCount < maximum {
+            state.openCount += 1
+            return .open
+        }
+        return nil
     }
 
     private func release(_ connection: HiredisConnection, reusable: Bool) {

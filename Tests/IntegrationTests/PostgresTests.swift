@@ -11,15 +11,13 @@ struct PostgresTests {
         var configuration = TestEnvironment.settings.postgres
         configuration.schema = TestEnvironment.uniqueName("test").replacingOccurrences(of: "-", with: "_")
         let store = PostgresStore(configuration: configuration, logger: TestEnvironment.logger)
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { await store.run(); return nil }
-            defer { group.cancelAll() }
+        return try await store.withRunningClient { store in
             do {
                 let result = try await body(store)
-                try await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: configuration.schema) CASCADE")
+                try await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
                 return result
             } catch {
-                _ = try? await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: configuration.schema) CASCADE")
+                _ = try? await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
                 throw error
             }
         }
