@@ -1,0 +1,115 @@
+/// What a board ranks members within: everyone, or the members of one region or one guild.
+public enum BoardDimension: String, CaseIterable, Hashable, Sendable, Codable {
+    case global, region, guild
+}
+
+/// A board as `pipelines/leaderboards.yaml` declares it: a window × a dimension.
+public struct BoardDefinition: Hashable, Sendable, Codable {
+    public var window: LeaderboardWindow
+    public var dimension: BoardDimension
+
+    public init(window: LeaderboardWindow, dimension: BoardDimension) {
+        self.window = window
+        self.dimension = dimension
+    }
+}
+
+/// One concrete board: a definition, a period of its window, and the dimension's value (`nil` for global).
+public struct BoardKey: Hashable, Sendable, CustomStringConvertible {
+    public var window: LeaderboardWindow
+    public var period: String
+    public var dimension: BoardDimension
+    public var value: String?
+
+    public init(window: LeaderboardWindow, period: String, dimension: BoardDimension, value: String?) {
+        self.window = window
+        self.period = period
+        self.dimension = dimension
+        self.value = value
+    }
+
+    /// `daily:2026-11-23:region:eu`, `all-time:all:global`. Unambiguous even though a region or guild may contain
+    /// `:`: window names, period keys and dimension names never do, and the value comes last.
+    public var id: String {
+        "\(window.rawValue):\(period):\(dimension.rawValue)" + (value.map { ":\($0)" } ?? "")
+    }
+
+    /// The Redis sorted set holding this board's totals.
+    public var redisKey: String { "sb:board:" + id }
+
+    public var description: String { id }
+}
+
+/// The boards: which exist, how many ranks updates carry, and how long closed periods stay in Redis.
+public struct LeaderboardCatalog: Hashable, Sendable, Codable {
+    public var topN: Int
+    public var closedPeriodRetention: [String: Int]
+    public var boards: [BoardDefinition]
+
+    public init(topN: Int, closedPeriodRetention: [String: Int], boards: [BoardDefinition]) {
+        self.topN = topN
+        self.closedPeriodRetention = closedPeriodRetention
+        self.boards = boards
+    }
+
+    /// - Throws: ``ScoreboardError`` with code `invalidDefinition`, listing every problem.
+    public func validate() throws(ScoreboardError) {
+        var problems: [String] = []
+        if !(1...10_000).contains(topN) { problems.append("topN: from 1 to 10000") }
+        if boards.isEmpty { problems.append("boards: at least one") }
+        var seen: Set<BoardDefinition> = []
+        for board in boards where !seen.insert(board).inserted {
+            problems.append("boards: \(board.window.rawValue) × \(board.dimension.rawValue) is declared twice")
+        }
+        for (window, periods) in closedPeriodRetention.sorted(by: { $0.key < $1.key }) {
+            guard let known = LeaderboardWindow(rawValue: window), known != .allTime else {
+                problems.append("closedPeriodRetention: \(window) is not a window with closing periods")
+                continue
+            }
+            if periods < 1 { problems.append("closedPeriodRetention.\(known.rawValue): at least 1") }
+        }
+        if !problems.isEmpty { throw ScoreboardError(code: .invalidDefinition, reasons: problems.map { "leaderboards: \($0)" }) }
+    }
+
+    /// The concrete boards an event counts on: every declared board whose dimension the event has a value for,
+    /// in the period of its window that contains the event's time.
+    public func boards(for event: ScoreEvent) -> [BoardKey] {
+        boards.compactMap { board in
+            let value: String?
+            switch board.dimension {
+            case .global: value = nil
+            case .region:
+                guard let region = event.region else { return nil }
+                value = region
+            case .guild:
+                guard let guild = event.guild else { return nil }
+                value = guild
+            }
+            let period = board.window.period(containing: event.occurredAt)
+            return BoardKey(window: board.window, period: period.key, dimension: board.dimension, value: value)
+        }
+    }
+
+    /// How many periods after its end a closed period's Redis key lives (`nil`: forever, as for all-time).
+    public func retainedPeriods(after window: LeaderboardWindow) -> Int? {
+        closedPeriodRetention[window.rawValue]
+    }
+}
+
+/// Competition ranking ("1224"): equal scores share a rank, and the next rank skips the tied places.
+public enum CompetitionRanking {
+    /// Ranks for scores already sorted from highest to lowest. `firstRank` is the rank of `scores[0]` when the
+    /// slice starts further down a board (its first score's rank, as computed from the number of higher scores).
+    public static func ranks(forDescending scores: [Int64], firstRank: Int = 1) -> [Int] {
+        var ranks: [Int] = []
+        ranks.reserveCapacity(scores.count)
+        for (index, score) in scores.enumerated() {
+            if index > 0 && score == scores[index - 1] {
+                ranks.append(ranks[index - 1])
+            } else {
+                ranks.append(index == 0 ? firstRank : firstRank + index)
+            }
+        }
+        return ranks
+    }
+}
