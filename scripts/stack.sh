@@ -184,20 +184,12 @@ cmd_up() {
 
 cmd_down() {
     local names=("$@")
-    down_kafka_selected=1; down_redis_selected=1; down_postgres_selected=1
-    if [ ${#names[@]} -gt 0 ]; then
-        down_kafka_selected=0; down_redis_selected=0; down_postgres_selected=0
-        for name in "${names[@]}"; do
-            case "$name" in
-                kafka) down_kafka_selected=1 ;; redis) down_redis_selected=1 ;; postgres) down_postgres_selected=1 ;;
-                *) die "unknown server $name" ;;
-            esac
-        done
-    fi
-    [ $down_kafka_selected -eq 1 ] && down_kafka
-    [ $down_redis_selected -eq 1 ] && down_redis
-    [ $down_postgres_selected -eq 1 ] && down_postgres
-    return 0
+    [ ${#names[@]} -gt 0 ] || names=(kafka redis postgres)
+    # Check every name before stopping anything.
+    for name in "${names[@]}"; do
+        case "$name" in kafka|redis|postgres) ;; *) die "unknown server $name" ;; esac
+    done
+    for name in "${names[@]}"; do "down_$name"; done
 }
 
 down_kafka() {

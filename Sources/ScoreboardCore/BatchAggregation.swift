@@ -48,17 +48,8 @@ public struct BatchAggregation: Sendable {
         var scores: [BoardKey: [String: Int64]] = [:]
         for (key, total) in totals {
             for board in catalog.boards where board.window == key.window {
-                let value: String?
-                switch board.dimension {
-                case .global: value = nil
-                case .region:
-                    guard let region = key.region else { continue }
-                    value = region
-                case .guild:
-                    guard let guild = key.guild else { continue }
-                    value = guild
-                }
-                let boardKey = BoardKey(window: key.window, period: key.period, dimension: board.dimension, value: value)
+                guard let boardKey = board.dimension.board(window: key.window, period: key.period, region: key.region, guild: key.guild)
+                else { continue }
                 scores[boardKey, default: [:]][key.userID, default: 0] += total
             }
         }

@@ -1,6 +1,22 @@
 /// What a board ranks members within: everyone, or the members of one region or one guild.
 public enum BoardDimension: String, CaseIterable, Hashable, Sendable, Codable {
     case global, region, guild
+
+    /// The board of this dimension that points with this region and guild count on, in one window period; `nil`
+    /// when they lack this dimension's value (an event without a guild counts on no guild board).
+    public func board(window: LeaderboardWindow, period: String, region: String?, guild: String?) -> BoardKey? {
+        let value: String?
+        switch self {
+        case .global: value = nil
+        case .region:
+            guard let region else { return nil }
+            value = region
+        case .guild:
+            guard let guild else { return nil }
+            value = guild
+        }
+        return BoardKey(window: window, period: period, dimension: self, value: value)
+    }
 }
 
 /// A board as `pipelines/leaderboards.yaml` declares it: a window × a dimension.
@@ -75,18 +91,9 @@ public struct LeaderboardCatalog: Hashable, Sendable, Codable {
     /// in the period of its window that contains the event's time.
     public func boards(for event: ScoreEvent) -> [BoardKey] {
         boards.compactMap { board in
-            let value: String?
-            switch board.dimension {
-            case .global: value = nil
-            case .region:
-                guard let region = event.region else { return nil }
-                value = region
-            case .guild:
-                guard let guild = event.guild else { return nil }
-                value = guild
-            }
-            let period = board.window.period(containing: event.occurredAt)
-            return BoardKey(window: board.window, period: period.key, dimension: board.dimension, value: value)
+            board.dimension.board(
+                window: board.window, period: board.window.period(containing: event.occurredAt).key,
+                region: event.region, guild: event.guild)
         }
     }
 

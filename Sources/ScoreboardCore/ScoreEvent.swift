@@ -82,7 +82,7 @@ public struct ScoreEvent: Hashable, Sendable, Codable {
         if value.isEmpty { return "must not be empty" }
         if value.utf8.count > Limits.identifierMaxLength { return "must have at most \(Limits.identifierMaxLength) characters" }
         let allowed = value.utf8.allSatisfy { byte in
-            (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte)
+            byte.isASCIILetterOrDigit
                 || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "-")
         }
         return allowed ? nil : "may only contain letters, digits, _ . : -"
@@ -109,4 +109,11 @@ public struct Timestamp: Hashable, Comparable, Sendable, Codable, CustomStringCo
     public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.millisecondsSinceEpoch < rhs.millisecondsSinceEpoch }
 
     public var description: String { "\(millisecondsSinceEpoch)ms" }
+}
+
+extension UInt8 {
+    /// `0-9 A-Z a-z`: the core of every identifier alphabet we accept (user ids, actions, topic names).
+    var isASCIILetterOrDigit: Bool {
+        (48...57).contains(self) || (65...90).contains(self) || (97...122).contains(self)
+    }
 }

@@ -49,8 +49,7 @@ public struct TopicDefinition: Hashable, Sendable, Codable {
     public func validate() throws(ScoreboardError) {
         var problems: [String] = []
         if name.isEmpty || name.count > 249 || !name.utf8.allSatisfy({ byte in
-            (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte)
-                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")
+            byte.isASCIILetterOrDigit || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")
         }) {
             problems.append("name: a Kafka topic name is 1 to 249 characters of A-Z a-z 0-9 . _ -")
         }

@@ -126,7 +126,7 @@ final class HiredisConnection: @unchecked Sendable {
             }
             if attempt == 1 { return nil }
             var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+            let ready = poll(&descriptor, 1, Int32(timeout.wholeMilliseconds))
             if ready == 0 { return nil }
             if ready < 0 { if errno == EINTR { return nil }; throw brokenError() }
             if redisBufferRead(context) != REDIS_OK { throw brokenError() }
@@ -188,4 +188,12 @@ final class HiredisConnection: @unchecked Sendable {
 func timeval(_ duration: Duration) -> timeval {
     let (seconds, attoseconds) = duration.components
     return Foundation.timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+}
+
+extension Duration {
+    /// Whole milliseconds, for `poll(2)` and Dispatch deadlines.
+    var wholeMilliseconds: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+    }
 }

@@ -74,7 +74,7 @@ public enum RedisSubscriber {
                 logger.warning("Redis subscriber connection lost", metadata: ["error": "\(error)"])
                 connection = nil
                 // Back off between attempts while the server is away (up to 2 s), checking for stop meanwhile.
-                let deadline = DispatchTime.now() + .milliseconds(Int(backoff.components.seconds * 1000 + backoff.components.attoseconds / 1_000_000_000_000_000))
+                let deadline = DispatchTime.now() + .milliseconds(backoff.wholeMilliseconds)
                 while !stopped.isStopped && DispatchTime.now() < deadline { _ = stopped.wait(milliseconds: 50) }
                 backoff = min(backoff * 2, .seconds(2))
             }
