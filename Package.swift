@@ -19,10 +19,15 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.25.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.2.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.1.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
     ],
     targets: [
         // MARK: Domain core: pure, standard library only.
@@ -63,6 +68,7 @@ let package = Package(
         .target(
             name: "ScoreboardPostgres",
             dependencies: [
+                "ScoreboardCore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -79,6 +85,66 @@ let package = Package(
             ]
         ),
 
+        // MARK: Roles, one module each, composed in the one executable.
+        // What the three HTTP roles share: problem+json errors, JWT authentication, health and /metrics.
+        .target(
+            name: "ScoreboardHTTP",
+            dependencies: [
+                "ScoreboardCore",
+                "ScoreboardRedis",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        .target(
+            name: "ScoreboardGateway",
+            dependencies: [
+                "ScoreboardCore",
+                "ScoreboardHTTP",
+                "ScoreboardKafka",
+                "ScoreboardRedis",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "ScoreboardWorker",
+            dependencies: [
+                "ScoreboardCore",
+                "ScoreboardHTTP",
+                "ScoreboardKafka",
+                "ScoreboardRedis",
+                "ScoreboardPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "ScoreboardPush",
+            dependencies: [
+                "ScoreboardCore",
+                "ScoreboardHTTP",
+                "ScoreboardKafka",
+                "ScoreboardRedis",
+                "ScoreboardPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+
         // The bare librdkafka loops the Kafka benchmark measures the Swift module against.
         .target(name: "CKafkaBaseline", dependencies: ["CRdKafka"], linkerSettings: rdkafkaLinkerSettings),
 
@@ -92,6 +158,14 @@ let package = Package(
                 "ScoreboardRedis",
                 "ScoreboardPostgres",
                 "CKafkaBaseline",
+                "ScoreboardHTTP",
+                "ScoreboardGateway",
+                "ScoreboardWorker",
+                "ScoreboardPush",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -105,6 +179,16 @@ let package = Package(
 
         // MARK: Tests.
         .testTarget(name: "ScoreboardCoreTests", dependencies: ["ScoreboardCore", "ScoreboardDefinitions"]),
+        .testTarget(
+            name: "ScoreboardRoleTests",
+            dependencies: [
+                "ScoreboardCore", "ScoreboardDefinitions", "ScoreboardHTTP", "ScoreboardGateway", "ScoreboardPush",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            linkerSettings: rdkafkaLinkerSettings
+        ),
         .testTarget(
             name: "ScoreboardAdapterTests",
             dependencies: ["ScoreboardCLI", "ScoreboardPostgres", "ScoreboardRedis", .product(name: "Yams", package: "Yams")],
@@ -122,6 +206,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
             linkerSettings: rdkafkaLinkerSettings
         ),

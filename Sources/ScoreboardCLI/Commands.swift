@@ -12,14 +12,14 @@ public struct ScoreboardCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "scoreboard",
         abstract: "A real-time scoreboard platform fed by Kafka.",
-        subcommands: [Topics.self, Migrate.self, Doctor.self, Bench.self]
+        subcommands: [Dev.self, Gateway.self, Worker.self, Push.self, Rebuild.self, Token.self, Topics.self, Migrate.self, Doctor.self, Bench.self]
     )
 
     public init() {}
 }
 
 /// Logs go to stderr as `key=value` lines; `SCOREBOARD_LOG_LEVEL` (trace … critical) sets the level.
-func makeLogger(_ label: String) -> Logger {
+public func makeLogger(_ label: String) -> Logger {
     var logger = Logger(label: label)
     let level = ProcessInfo.processInfo.environment["SCOREBOARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
     logger.logLevel = level ?? .warning
@@ -48,7 +48,8 @@ extension ScoreboardCommand {
                 let settings = try connection.settings()
                 let directory = topicsDirectory.map { URL(fileURLWithPath: $0) }
                     ?? DefinitionsLocation.root().appendingPathComponent("topics")
-                let catalog = try TopicCatalog.load(directory: directory)
+                var catalog = try TopicCatalog.load(directory: directory)
+                for index in catalog.topics.indices { catalog.topics[index].name = settings.topicNamespace + catalog.topics[index].name }
                 let admin = try KafkaAdminClient(configuration: settings.kafkaClient, logger: makeLogger("scoreboard.topics"))
                 let outcomes = try await TopicsApplier(admin: admin).apply(catalog)
                 var drifted = false

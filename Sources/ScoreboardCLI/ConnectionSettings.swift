@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ScoreboardCore
 import ScoreboardKafka
 import ScoreboardPostgres
 import ScoreboardRedis
@@ -14,11 +15,16 @@ public struct ConnectionSettings: Sendable, Hashable {
     public var kafkaBrokers: [String]
     public var redis: RedisConfiguration
     public var postgres: PostgresConfiguration
+    /// Prepended to every topic name (env SCOREBOARD_TOPIC_NAMESPACE): tests and deployments sharing a cluster.
+    public var topicNamespace: String
+    /// `session.timeout.ms` for consumers (env SCOREBOARD_KAFKA_SESSION_TIMEOUT_MS). A group join takes about half of
+    /// it on the local broker, so local runs use a few seconds.
+    public var kafkaSessionTimeout: Duration
 
     /// - Throws: A ``ValidationError`` naming the setting that cannot be read.
     public init(
         kafkaBrokers: String? = nil, redisURL: String? = nil, postgresURL: String? = nil, postgresSchema: String? = nil,
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        topicNamespace: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws {
         let brokers = kafkaBrokers ?? environment["SCOREBOARD_KAFKA_BROKERS"] ?? Self.defaultKafkaBrokers
         self.kafkaBrokers = brokers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -34,6 +40,22 @@ public struct ConnectionSettings: Sendable, Hashable {
             throw ValidationError("--postgres-url: \(error)")
         }
         if let schema = postgresSchema ?? environment["SCOREBOARD_POSTGRES_SCHEMA"] { postgres.schema = schema }
+        self.topicNamespace = topicNamespace ?? environment["SCOREBOARD_TOPIC_NAMESPACE"] ?? ""
+        if let text = environment["SCOREBOARD_KAFKA_SESSION_TIMEOUT_MS"] {
+            guard let milliseconds = Int(text), milliseconds >= 1000 else { throw ValidationError("SCOREBOARD_KAFKA_SESSION_TIMEOUT_MS: at least 1000") }
+            kafkaSessionTimeout = .milliseconds(milliseconds)
+        } else {
+            kafkaSessionTimeout = .seconds(10)
+        }
+    }
+
+    public var topics: TopicNames { TopicNames(namespace: topicNamespace) }
+
+    public func consumer(groupID: String) -> KafkaConsumerConfiguration {
+        var configuration = KafkaConsumerConfiguration(client: kafkaClient, groupID: groupID)
+        configuration.sessionTimeout = kafkaSessionTimeout
+        configuration.heartbeatInterval = min(.seconds(1), kafkaSessionTimeout / 3)
+        return configuration
     }
 
     public var kafkaClient: KafkaClientConfiguration {
@@ -57,9 +79,13 @@ public struct ConnectionOptions: ParsableArguments {
     @Option(name: .customLong("postgres-schema"), help: "The PostgreSQL schema to use (env SCOREBOARD_POSTGRES_SCHEMA, default scoreboard).")
     var postgresSchema: String?
 
+    @Option(name: .customLong("topic-namespace"), help: "Prefix for every topic name (env SCOREBOARD_TOPIC_NAMESPACE, default none).")
+    var topicNamespace: String?
+
     public init() {}
 
     func settings() throws -> ConnectionSettings {
-        try ConnectionSettings(kafkaBrokers: kafkaBrokers, redisURL: redisURL, postgresURL: postgresURL, postgresSchema: postgresSchema)
+        try ConnectionSettings(
+            kafkaBrokers: kafkaBrokers, redisURL: redisURL, postgresURL: postgresURL, postgresSchema: postgresSchema, topicNamespace: topicNamespace)
     }
 }

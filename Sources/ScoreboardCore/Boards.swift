@@ -120,3 +120,25 @@ public enum CompetitionRanking {
         return ranks
     }
 }
+
+extension LeaderboardCatalog {
+    /// When a board's Redis key may go: the end of its period plus the retained number of further periods (each
+    /// step is one real following period, so months keep their lengths). `nil` for all-time boards, and for windows
+    /// without a retention (kept until a rebuild or an operator removes them).
+    public func redisExpiry(of board: BoardKey) -> Timestamp? {
+        guard let retained = retainedPeriods(after: board.window), let period = try? board.window.period(named: board.period) else {
+            return nil
+        }
+        var current = period
+        for _ in 0..<retained {
+            guard let next = current.next else { return nil }
+            current = next
+        }
+        return current.end
+    }
+
+    /// The boards whose definition is declared, for one stream (window × dimension); `false` for undeclared ones.
+    public func declares(_ stream: BoardStream) -> Bool {
+        boards.contains(BoardDefinition(window: stream.window, dimension: stream.dimension))
+    }
+}

@@ -6,6 +6,7 @@ public struct ScoreboardError: Error, Hashable, Sendable, CustomStringConvertibl
 
         public static let invalidEvent = Code(name: "invalidEvent")
         public static let invalidDefinition = Code(name: "invalidDefinition")
+        public static let invalidParameter = Code(name: "invalidParameter")
     }
 
     public var code: Code

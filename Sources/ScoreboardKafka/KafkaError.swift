@@ -92,3 +92,8 @@ enum RDKafkaErrorCodes {
         }
     }
 }
+
+extension KafkaError {
+    /// A message that was never handed to librdkafka because its producer is stopping.
+    public static var shuttingDown: KafkaError { KafkaError(code: .shutdown, reason: "the producer is shutting down") }
+}

@@ -17,8 +17,12 @@ public final class PostgresStore: Service, Sendable {
         self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
     }
 
+    /// Runs the pool until graceful shutdown (or cancellation). The pool itself only stops when cancelled, so the
+    /// store cancels it once the services listed after it (its users) have stopped.
     public func run() async {
-        await client.run()
+        try? await cancelWhenGracefulShutdown {
+            await self.client.run()
+        }
     }
 
     /// Runs the client for the length of `body`, for one-shot commands and tests that have no `ServiceGroup`.

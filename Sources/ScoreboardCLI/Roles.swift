@@ -1,0 +1,248 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import JWTKit
+import Logging
+import ScoreboardCore
+import ScoreboardDefinitions
+import ScoreboardGateway
+import ScoreboardHTTP
+import ScoreboardKafka
+import ScoreboardPostgres
+import ScoreboardPush
+import ScoreboardRedis
+import ScoreboardWorker
+import ServiceLifecycle
+
+/// The flags of the HTTP roles.
+public struct ServerOptions: ParsableArguments {
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0: any free port, printed at start).") var port: Int?
+
+    public init() {}
+
+    func address(defaultPort: Int) -> ServerAddress { ServerAddress(host: host, port: port ?? defaultPort) }
+}
+
+struct ServerAddress: Sendable {
+    var host: String
+    var port: Int
+}
+
+/// Where the bearer-token keys are, and what tokens must say.
+public struct AuthOptions: ParsableArguments {
+    @Option(help: "JWKS file of the bearer-token keys (env SCOREBOARD_JWKS_FILE, default .local/dev/jwks.json).")
+    var jwks: String?
+    @Option(help: "Required iss claim (env SCOREBOARD_JWT_ISSUER, default scoreboard).") var jwtIssuer: String?
+    @Option(help: "Required aud claim (env SCOREBOARD_JWT_AUDIENCE, default scoreboard).") var jwtAudience: String?
+
+    public init() {}
+
+    var settings: AuthSettings {
+        let environment = ProcessInfo.processInfo.environment
+        return AuthSettings(
+            jwksPath: jwks ?? environment["SCOREBOARD_JWKS_FILE"] ?? DefinitionsLocation.root().appendingPathComponent(".local/dev/jwks.json").path,
+            configuration: JWTAuthenticator.Configuration(
+                issuer: jwtIssuer ?? environment["SCOREBOARD_JWT_ISSUER"] ?? "scoreboard",
+                audience: jwtAudience ?? environment["SCOREBOARD_JWT_AUDIENCE"] ?? "scoreboard"))
+    }
+}
+
+/// Resolved ``AuthOptions``.
+struct AuthSettings: Sendable {
+    var jwksPath: String
+    var configuration: JWTAuthenticator.Configuration
+
+    func authenticator(redis: RedisConnectionPool?) async throws -> JWTAuthenticator {
+        JWTAuthenticator(keys: try await JWKSFile.load(path: jwksPath).keyCollection(), configuration: configuration, redis: redis)
+    }
+}
+
+/// Logs to stderr; the level from SCOREBOARD_LOG_LEVEL (default info for the long-running roles).
+enum RoleLogging {
+    static let bootstrapped: Void = {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            let level = ProcessInfo.processInfo.environment["SCOREBOARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
+            handler.logLevel = level ?? .info
+            return handler
+        }
+    }()
+
+    static func logger(_ label: String) -> Logger {
+        _ = bootstrapped
+        return Logger(label: label)
+    }
+}
+
+/// Runs services until SIGTERM or SIGINT, then shuts them down in reverse order (the HTTP server first: it stops
+/// accepting and drains requests in flight; producers flush last).
+func runServices(_ services: [any Service], logger: Logger) async throws {
+    let group = ServiceGroup(configuration: .init(
+        services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+        gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [.sigquit], logger: logger))
+    try await group.run()
+}
+
+/// The pieces each role builds from the settings and the repository's definitions.
+struct RoleContext {
+    let settings: ConnectionSettings
+    let pipelines: PipelineCatalog
+    let root: URL
+
+    init(connection: ConnectionOptions) throws {
+        settings = try connection.settings()
+        root = DefinitionsLocation.root()
+        pipelines = try PipelineCatalog.load(directory: root.appendingPathComponent("pipelines"))
+    }
+
+    func producer(logger: Logger) throws -> KafkaProducer {
+        var configuration = KafkaProducerConfiguration(client: settings.kafkaClient)
+        configuration.linger = .milliseconds(2)
+        return try KafkaProducer(configuration: configuration, logger: logger)
+    }
+
+    func redis(logger: Logger) -> RedisConnectionPool {
+        var configuration = settings.redis
+        configuration.maximumConnections = max(configuration.maximumConnections, 16)
+        return RedisConnectionPool(configuration: configuration, logger: logger)
+    }
+
+    func application<Context: RequestContext>(
+        router: Router<Context>, server: ServerAddress, name: String, logger: Logger,
+        serverBuilder: HTTPServerBuilder = .http1()
+    ) -> some ApplicationProtocol where Context.Source == ApplicationRequestContextSource {
+        let host = server.host
+        return Application(
+            router: router, server: serverBuilder,
+            configuration: .init(address: .hostname(server.host, port: server.port), serverName: name),
+            onServerRunning: { channel in
+                // Printed on stdout so that scripts and tests can find a port chosen by the system.
+                FileHandle.standardOutput.write(Data("\(name) listening on http://\(host):\(channel.localAddress?.port ?? 0)\n".utf8))
+            },
+            logger: logger)
+    }
+}
+
+// MARK: - Role builders, shared by the single-role commands and `scoreboard dev`
+
+enum Roles {
+    static func gateway(
+        context: RoleContext, server: ServerAddress, auth: AuthSettings, configuration: GatewayConfiguration, actionKeysPath: String
+    ) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
+        let logger = RoleLogging.logger("scoreboard.gateway")
+        let registry = ScoreboardMetrics.bootstrap()
+        let redis = context.redis(logger: logger)
+        let producer = try context.producer(logger: logger)
+        let topics = try TopicCatalog.load(directory: context.root.appendingPathComponent("topics"))
+        let requests = try RequestSchemas.load(directory: context.root.appendingPathComponent("topics/requests"))
+        guard let eventSchema = try topics.valueSchema(of: TopicNames.scoreEventsBase) else {
+            throw ValidationError("topics/: no \(TopicNames.scoreEventsBase)")
+        }
+        let publisher = EventPublisher(producer: producer, logger: logger)
+        let rejections = RejectionLog(producer: producer, topic: configuration.topics.rejections, logger: logger)
+        let ingest = ScoreIngest(
+            configuration: configuration, actions: context.pipelines.actions, actionTokenKeys: try ActionTokenKeys.load(path: actionKeysPath),
+            schemas: .init(scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest], scoreEvent: eventSchema),
+            authenticator: try await auth.authenticator(redis: redis), redis: redis, publisher: publisher, rejections: rejections)
+        let operations = OperationsRoutes(registry: registry) {
+            var problems: [String: String] = [:]
+            do { _ = try await redis.send(["PING"]) } catch { problems["redis"] = "\(error)" }
+            if producer.outstandingMessageCount > 10_000 { problems["kafka"] = "\(producer.outstandingMessageCount) messages waiting for the broker" }
+            return problems
+        }
+        let router = GatewayRoutes.router(ingest: ingest, redis: redis, operations: operations)
+        let app = context.application(router: router, server: server, name: "gateway", logger: logger)
+        return ([producer, rejections, publisher, app], { redis.close() })
+    }
+
+    static func worker(context: RoleContext, server: ServerAddress, groupID: String) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
+        let logger = RoleLogging.logger("scoreboard.worker")
+        let registry = ScoreboardMetrics.bootstrap()
+        let redis = context.redis(logger: logger)
+        let producer = try context.producer(logger: logger)
+        let admin = try KafkaAdminClient(configuration: context.settings.kafkaClient, logger: logger)
+        let store = PostgresStore(configuration: context.settings.postgres, logger: logger)
+        let ledger = ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger)
+        var consumer = context.settings.consumer(groupID: groupID)
+        consumer.maxBatchSize = 5_000
+        let worker = ScoreWorker(
+            configuration: .init(consumer: consumer, topics: context.settings.topics), catalog: context.pipelines.leaderboards, ledger: ledger,
+            redis: redis, producer: producer, admin: admin, logger: logger)
+        let migrator = MigrationService(store: store, logger: logger)
+        let operations = OperationsRoutes(registry: registry) {
+            var problems: [String: String] = [:]
+            do { _ = try await redis.send(["PING"]) } catch { problems["redis"] = "\(error)" }
+            if let error = worker.status.withLock({ $0.lastError }) { problems["worker"] = error }
+            return problems
+        }
+        let router = Router()
+        operations.add(to: router)
+        let app = context.application(router: router, server: server, name: "worker", logger: logger)
+        // The migrator finishes before the worker starts consuming: the worker waits for it.
+        return ([store, producer, migrator, WorkerAfterMigrations(worker: worker, migrator: migrator), app], { redis.close() })
+    }
+
+    static func push(context: RoleContext, server: ServerAddress, auth: AuthSettings, configuration: PushGateway.Configuration)
+        async throws -> (services: [any Service], cleanup: @Sendable () -> Void)
+    {
+        let logger = RoleLogging.logger("scoreboard.push")
+        let registry = ScoreboardMetrics.bootstrap()
+        let redis = context.redis(logger: logger)
+        let store = PostgresStore(configuration: context.settings.postgres, logger: logger)
+        let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: logger)
+        // A group of its own per process: every push gateway reads every update.
+        let groupID = "scoreboard-push-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+        let feed = UpdateFeed(
+            configuration: .init(consumer: context.settings.consumer(groupID: groupID), topic: context.settings.topics.leaderboardUpdates), logger: logger)
+        let gateway = PushGateway(
+            configuration: configuration, feed: feed, reader: BoardReader(redis: redis, ledger: ledger, catalog: context.pipelines.leaderboards),
+            authenticator: try await auth.authenticator(redis: redis), logger: logger)
+        let operations = OperationsRoutes(registry: registry) {
+            var problems: [String: String] = [:]
+            if !feed.isReady { problems["kafka"] = "not yet assigned the leaderboard-updates partitions" }
+            do { _ = try await redis.send(["PING"]) } catch { problems["redis"] = "\(error)" }
+            return problems
+        }
+        let router = gateway.router(operations: operations)
+        let app = context.application(
+            router: router, server: server, name: "push", logger: logger,
+            serverBuilder: HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter: router))
+        return ([store, feed, app], { redis.close() })
+    }
+}
+
+/// Applies migrations once at start, then waits for shutdown; ``WorkerAfterMigrations`` waits for it.
+final class MigrationService: Service, Sendable {
+    let store: PostgresStore
+    let logger: Logger
+    let done = AsyncStream<Void>.makeStream()
+
+    init(store: PostgresStore, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    func run() async throws {
+        let report = try await store.migrate()
+        logger.info("migrations", metadata: ["applied": "\(report.applied)"])
+        done.continuation.finish()
+        try? await gracefulShutdown()
+    }
+
+    func wait() async {
+        for await _ in done.stream {}
+    }
+}
+
+struct WorkerAfterMigrations: Service {
+    let worker: ScoreWorker
+    let migrator: MigrationService
+
+    func run() async throws {
+        await migrator.wait()
+        try await worker.run()
+    }
+}

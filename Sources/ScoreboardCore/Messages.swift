@@ -1,0 +1,135 @@
+/// The topics the roles use, by role. `namespace` is prepended to each declared name, so tests (and several
+/// deployments sharing one cluster) keep their own topics; production leaves it empty.
+public struct TopicNames: Hashable, Sendable {
+    public static let scoreEventsBase = "scoreboard.score-events.v1"
+    public static let leaderboardUpdatesBase = "scoreboard.leaderboard-updates.v1"
+    public static let rejectionsBase = "scoreboard.rejections.v1"
+    public static let deadLetterBase = "scoreboard.dead-letter.v1"
+
+    public var namespace: String
+
+    public init(namespace: String = "") {
+        self.namespace = namespace
+    }
+
+    public func name(_ base: String) -> String { namespace + base }
+    public var scoreEvents: String { name(Self.scoreEventsBase) }
+    public var leaderboardUpdates: String { name(Self.leaderboardUpdatesBase) }
+    public var rejections: String { name(Self.rejectionsBase) }
+    public var deadLetter: String { name(Self.deadLetterBase) }
+}
+
+/// One change of a member's total on one board period, as published to the leaderboard-updates topic (its JSON
+/// Schema is `topics/leaderboard-updates.yaml`). The Kafka key is ``streamID``: every period of one board lands on one
+/// partition, so the partition offset is a per-board sequence that push clients resume from.
+public struct LeaderboardUpdate: Hashable, Sendable, Codable {
+    public var schemaVersion: Int = 1
+    /// The concrete board, period included: `daily:2026-11-23:region:eu`.
+    public var board: String
+    public var window: LeaderboardWindow
+    public var period: String
+    public var dimension: BoardDimension
+    public var dimensionValue: String?
+    public var userID: String
+    public var total: Int64
+    /// Competition rank, when the member is inside the catalog's top N.
+    public var rank: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case schemaVersion, board, window, period, dimension, dimensionValue, userID = "userId", total, rank
+    }
+
+    public init(board: BoardKey, userID: String, total: Int64, rank: Int?) {
+        self.board = board.id
+        self.window = board.window
+        self.period = board.period
+        self.dimension = board.dimension
+        self.dimensionValue = board.value
+        self.userID = userID
+        self.total = total
+        self.rank = rank
+    }
+
+    public var boardKey: BoardKey { BoardKey(window: window, period: period, dimension: dimension, value: dimensionValue) }
+    public var streamID: String { boardKey.streamID }
+}
+
+extension BoardKey {
+    /// The board across its periods: `daily:region:eu`, `all-time:global`. Updates are keyed by it.
+    public var streamID: String { BoardStream(window: window, dimension: dimension, value: value).id }
+    public var stream: BoardStream { BoardStream(window: window, dimension: dimension, value: value) }
+}
+
+/// A board across all its periods, as clients subscribe to it: window × dimension × value.
+public struct BoardStream: Hashable, Sendable, Codable, CustomStringConvertible {
+    public var window: LeaderboardWindow
+    public var dimension: BoardDimension
+    public var value: String?
+
+    public init(window: LeaderboardWindow, dimension: BoardDimension, value: String?) {
+        self.window = window
+        self.dimension = dimension
+        self.value = value
+    }
+
+    public var id: String { "\(window.rawValue):\(dimension.rawValue)" + (value.map { ":\($0)" } ?? "") }
+    public var description: String { id }
+
+    /// The board of this stream in `period`.
+    public func board(period: String) -> BoardKey { BoardKey(window: window, period: period, dimension: dimension, value: value) }
+
+    /// Parses path segments: `daily`, `region`, `eu`; global takes no value, region and guild need one.
+    /// - Throws: ``ScoreboardError`` `invalidParameter` naming the bad segment.
+    public init(window: String, dimension: String, value: String?) throws(ScoreboardError) {
+        guard let parsedWindow = LeaderboardWindow(rawValue: window) else {
+            throw ScoreboardError(code: .invalidParameter, reasons: ["window: one of \(LeaderboardWindow.allCases.map(\.rawValue).joined(separator: ", "))"])
+        }
+        guard let parsedDimension = BoardDimension(rawValue: dimension) else {
+            throw ScoreboardError(code: .invalidParameter, reasons: ["dimension: one of global, region, guild"])
+        }
+        switch (parsedDimension, value) {
+        case (.global, .some): throw ScoreboardError(code: .invalidParameter, reasons: ["the global dimension takes no value"])
+        case (.region, nil), (.guild, nil): throw ScoreboardError(code: .invalidParameter, reasons: ["the \(dimension) dimension needs a value"])
+        case (_, .some(let value)):
+            if let problem = ScoreEvent.identifierProblem(value) { throw ScoreboardError(code: .invalidParameter, reasons: ["value: \(problem)"]) }
+        default: break
+        }
+        self.init(window: parsedWindow, dimension: parsedDimension, value: value)
+    }
+
+    /// Parses an id such as `daily:region:eu`.
+    public init(id: String) throws(ScoreboardError) {
+        let parts = id.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 2 else { throw ScoreboardError(code: .invalidParameter, reasons: ["board \(id): expected window:dimension[:value]"]) }
+        try self.init(window: parts[0], dimension: parts[1], value: parts.count == 3 ? parts[2] : nil)
+    }
+}
+
+/// A refused ingest request, published to the rejections topic for the fraud rules.
+public struct Rejection: Hashable, Sendable, Codable {
+    public var schemaVersion: Int = 1
+    public var rejectionID: String
+    /// The problem type's last path segment: `action-token-replayed`, `rate-limited`, ….
+    public var reason: String
+    public var userID: String?
+    public var clientIP: String?
+    public var action: String?
+    public var occurredAt: Timestamp
+    public var detail: String?
+
+    enum CodingKeys: String, CodingKey {
+        case schemaVersion, rejectionID = "rejectionId", reason, userID = "userId", clientIP = "clientIp", action, occurredAt, detail
+    }
+
+    public init(rejectionID: String, reason: String, userID: String?, clientIP: String?, action: String?, occurredAt: Timestamp, detail: String?) {
+        self.rejectionID = rejectionID
+        self.reason = reason
+        self.userID = userID
+        self.clientIP = clientIP
+        self.action = action
+        self.occurredAt = occurredAt
+        self.detail = detail
+    }
+
+    public var partitionKey: String { userID ?? clientIP ?? "unknown" }
+}

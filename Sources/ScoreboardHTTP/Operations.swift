@@ -1,0 +1,54 @@
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+
+/// The operator endpoints every role serves: liveness, readiness and Prometheus metrics.
+public struct OperationsRoutes: Sendable {
+    /// Returns the name of each dependency that is not ready; empty means ready.
+    public typealias ReadinessCheck = @Sendable () async -> [String: String]
+
+    let registry: PrometheusCollectorRegistry
+    let readiness: ReadinessCheck
+
+    public init(registry: PrometheusCollectorRegistry, readiness: @escaping ReadinessCheck) {
+        self.registry = registry
+        self.readiness = readiness
+    }
+
+    public func add<Context: RequestContext>(to router: Router<Context>) {
+        // Liveness: the process answers. Restarting it will not fix a broker outage, so dependencies are not checked.
+        router.get("/health/live") { _, _ in
+            try jsonResponse(["status": "ok"])
+        }
+        router.get("/health") { _, _ in try await self.readinessResponse() }
+        router.get("/health/ready") { _, _ in try await self.readinessResponse() }
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(string: self.registry.emitToString())))
+        }
+    }
+
+    private func readinessResponse() async throws -> Response {
+        let problems = await readiness()
+        if problems.isEmpty { return try jsonResponse(["status": "ready"]) }
+        var body = problems
+        body["status"] = "not ready"
+        return try jsonResponse(body, status: .serviceUnavailable)
+    }
+}
+
+/// One registry per process, installed as the swift-metrics backend the first time it is asked for.
+public enum ScoreboardMetrics {
+    private static let shared: PrometheusCollectorRegistry = {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
+    }()
+
+    /// The process's registry; the first call bootstraps swift-metrics with it.
+    public static func bootstrap() -> PrometheusCollectorRegistry { shared }
+}

@@ -1,0 +1,16 @@
+import Hummingbird
+import NIOCore
+
+/// The gateway's request context: Hummingbird's core context plus the peer's address (for per-IP rate limits).
+public struct ScoreboardRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+
+    /// The client's IP without port, `unknown` when the transport has none.
+    public var clientIP: String { remoteAddress?.ipAddress ?? "unknown" }
+}

@@ -1,0 +1,305 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ScoreboardCore
+
+/// The workers' PostgreSQL: applied events, member window totals, and the consumer offsets stored beside them.
+///
+/// One ``apply(_:)`` is one transaction: the events (deduplicated by event id), the totals of the events that were
+/// new, and each partition's next offset, checked against the epoch the worker claimed for the partition.
+public struct ScoreLedger: Sendable {
+    public let client: PostgresClient
+    public let consumerGroup: String
+    let logger: Logger
+
+    public init(client: PostgresClient, consumerGroup: String, logger: Logger) {
+        self.client = client
+        self.consumerGroup = consumerGroup
+        self.logger = logger
+    }
+
+    /// Where a worker resumes a partition, and the epoch that fences its writes.
+    public struct PartitionClaim: Sendable, Hashable {
+        public var partition: Int32
+        public var nextOffset: Int64
+        public var epoch: Int64
+    }
+
+    /// Claims `partitions` of `topic` for this worker: bumps each epoch (fencing out the previous owner) and returns
+    /// where to resume. When the stored `topic_id` differs from `topicID` the log was recreated (a memory-only
+    /// broker restarted, or the topic was deleted), so the stored offset is meaningless and the claim starts at 0;
+    /// the events already applied stay deduplicated by event id.
+    public func claim(topic: String, topicID: String, partitions: [Int32]) async throws -> [PartitionClaim] {
+        guard !partitions.isEmpty else { return [] }
+        let rows = try await client.query("""
+            INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, topic_id, next_offset, epoch)
+            SELECT \(consumerGroup), \(topic), p, \(topicID), 0, 1 FROM unnest(\(partitions)::integer[]) AS p
+            ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE SET
+                epoch = consumer_offsets.epoch + 1,
+                next_offset = CASE WHEN consumer_offsets.topic_id = EXCLUDED.topic_id THEN consumer_offsets.next_offset ELSE 0 END,
+                topic_id = EXCLUDED.topic_id,
+                updated_at = now()
+            RETURNING kafka_partition, next_offset, epoch
+            """, logger: logger)
+        var claims: [PartitionClaim] = []
+        for try await (partition, next, epoch) in rows.decode((Int32, Int64, Int64).self) {
+            claims.append(PartitionClaim(partition: partition, nextOffset: next, epoch: epoch))
+        }
+        return claims.sorted { $0.partition < $1.partition }
+    }
+
+    /// A consumed event with where it came from.
+    public struct SourcedEvent: Sendable {
+        public var event: ScoreEvent
+        public var partition: Int32
+        public var offset: Int64
+
+        public init(event: ScoreEvent, partition: Int32, offset: Int64) {
+            self.event = event
+            self.partition = partition
+            self.offset = offset
+        }
+    }
+
+    public struct Batch: Sendable {
+        public var topic: String
+        public var events: [SourcedEvent]
+        /// Each partition's next offset after this batch, and the epoch claimed for it.
+        public var nextOffsets: [Int32: Int64]
+        public var epochs: [Int32: Int64]
+
+        public init(topic: String, events: [SourcedEvent], nextOffsets: [Int32: Int64], epochs: [Int32: Int64]) {
+            self.topic = topic
+            self.events = events
+            self.nextOffsets = nextOffsets
+            self.epochs = epochs
+        }
+    }
+
+    /// What a batch changed: the events that were new, and every total row of the members and periods they touched.
+    public struct Applied: Sendable {
+        public var newEvents: [ScoreEvent]
+        public var totals: [BatchAggregation.TotalKey: Int64]
+    }
+
+    /// Another worker claimed one of the batch's partitions after this one did.
+    public struct Fenced: Error, CustomStringConvertible {
+        public var partitions: [Int32]
+        public var description: String { "fenced out of partitions \(partitions): another worker owns them now" }
+    }
+
+    /// Applies a batch in one transaction. `beforeCommit` runs inside it, after every write, with what changed: the
+    /// worker projects to Redis and publishes updates there, so that a crash before COMMIT replays them (with the
+    /// same absolute totals) rather than losing them.
+    /// - Throws: ``Fenced`` (the transaction rolled back) or the database's error.
+    public func apply(
+        _ batch: Batch, catalog: LeaderboardCatalog, beforeCommit: @Sendable (Applied) async throws -> Void
+    ) async throws {
+        do {
+            try await client.withTransaction(logger: logger) { connection in
+                try await checkEpochs(batch, connection: connection)
+                let newEvents = try await insertEvents(batch, connection: connection)
+                let aggregation = BatchAggregation(events: newEvents, catalog: catalog)
+                let totals = try await addTotals(aggregation, connection: connection)
+                try await storeOffsets(batch, connection: connection)
+                try await beforeCommit(Applied(newEvents: aggregation.events, totals: totals))
+            }
+        } catch let error as PostgresTransactionError {
+            if let fenced = error.closureError as? Fenced { throw fenced }
+            throw error.closureError ?? error.commitError ?? error
+        }
+    }
+
+    private func checkEpochs(_ batch: Batch, connection: PostgresConnection) async throws {
+        let partitions = batch.nextOffsets.keys.sorted()
+        let rows = try await connection.query("""
+            SELECT kafka_partition, epoch FROM consumer_offsets
+            WHERE consumer_group = \(consumerGroup) AND topic = \(batch.topic) AND kafka_partition = ANY(\(partitions)::integer[])
+            ORDER BY kafka_partition
+            FOR UPDATE
+            """, logger: logger)
+        var stored: [Int32: Int64] = [:]
+        for try await (partition, epoch) in rows.decode((Int32, Int64).self) { stored[partition] = epoch }
+        let lost = partitions.filter { stored[$0] != batch.epochs[$0] }
+        if !lost.isEmpty { throw Fenced(partitions: lost) }
+    }
+
+    private func insertEvents(_ batch: Batch, connection: PostgresConnection) async throws -> [ScoreEvent] {
+        guard !batch.events.isEmpty else { return [] }
+        let events = batch.events
+        let rows = try await connection.query("""
+            INSERT INTO score_events (event_id, user_id, action, points, occurred_at, region, guild, idempotency_key, source,
+                                      kafka_partition, kafka_offset)
+            SELECT e.id::uuid, e.user_id, e.action, e.points, to_timestamp(e.at / 1000.0), NULLIF(e.region, ''), NULLIF(e.guild, ''),
+                   e.idem::uuid, e.source, e.part, e.off
+            FROM unnest(\(events.map(\.event.eventID))::text[], \(events.map(\.event.userID))::text[], \(events.map(\.event.action))::text[],
+                        \(events.map(\.event.points))::bigint[], \(events.map(\.event.occurredAt.millisecondsSinceEpoch))::bigint[],
+                        \(events.map { $0.event.region ?? "" })::text[], \(events.map { $0.event.guild ?? "" })::text[],
+                        \(events.map(\.event.idempotencyKey))::text[], \(events.map(\.event.source.rawValue))::text[],
+                        \(events.map(\.partition))::integer[], \(events.map(\.offset))::bigint[])
+                 AS e(id, user_id, action, points, at, region, guild, idem, source, part, off)
+            ON CONFLICT (event_id) DO NOTHING
+            RETURNING event_id::text
+            """, logger: logger)
+        var inserted: Set<String> = []
+        for try await id in rows.decode(String.self) { inserted.insert(id) }
+        return events.map(\.event).filter { inserted.contains($0.eventID) }
+    }
+
+    /// Adds the batch's points and returns every row of each (member, window, period) touched, as the board
+    /// projection needs all of a member's rows (see ``BatchAggregation/boardScores(totals:catalog:)``).
+    private func addTotals(_ aggregation: BatchAggregation, connection: PostgresConnection) async throws -> [BatchAggregation.TotalKey: Int64] {
+        guard !aggregation.pointsByTotal.isEmpty else { return [:] }
+        // Sorted, so concurrent transactions lock rows in one order and cannot deadlock.
+        let entries = aggregation.pointsByTotal.sorted { lhs, rhs in
+            (lhs.key.window.rawValue, lhs.key.period, lhs.key.userID, lhs.key.region ?? "", lhs.key.guild ?? "")
+                < (rhs.key.window.rawValue, rhs.key.period, rhs.key.userID, rhs.key.region ?? "", rhs.key.guild ?? "")
+        }
+        try await connection.query("""
+            INSERT INTO member_totals (board_window, period, user_id, region, guild, points)
+            SELECT * FROM unnest(\(entries.map(\.key.window.rawValue))::text[], \(entries.map(\.key.period))::text[],
+                                 \(entries.map(\.key.userID))::text[], \(entries.map { $0.key.region ?? "" })::text[],
+                                 \(entries.map { $0.key.guild ?? "" })::text[], \(entries.map(\.value))::bigint[])
+            ON CONFLICT (board_window, period, user_id, region, guild)
+            DO UPDATE SET points = member_totals.points + EXCLUDED.points, updated_at = now()
+            """, logger: logger)
+        let members = Set(entries.map { [$0.key.userID, $0.key.window.rawValue, $0.key.period] }).sorted { $0.joined() < $1.joined() }
+        let rows = try await connection.query("""
+            SELECT m.board_window, m.period, m.user_id, m.region, m.guild, m.points
+            FROM member_totals m
+            JOIN unnest(\(members.map { $0[0] })::text[], \(members.map { $0[1] })::text[], \(members.map { $0[2] })::text[]) AS k(u, w, p)
+              ON m.user_id = k.u AND m.board_window = k.w AND m.period = k.p
+            """, logger: logger)
+        return try await Self.decodeTotals(rows)
+    }
+
+    static func decodeTotals(_ rows: PostgresRowSequence) async throws -> [BatchAggregation.TotalKey: Int64] {
+        var totals: [BatchAggregation.TotalKey: Int64] = [:]
+        for try await (window, period, user, region, guild, points) in rows.decode((String, String, String, String, String, Int64).self) {
+            guard let window = LeaderboardWindow(rawValue: window) else { continue }
+            let key = BatchAggregation.TotalKey(
+                userID: user, window: window, period: period, region: region.isEmpty ? nil : region, guild: guild.isEmpty ? nil : guild)
+            totals[key] = points
+        }
+        return totals
+    }
+
+    private func storeOffsets(_ batch: Batch, connection: PostgresConnection) async throws {
+        let partitions = batch.nextOffsets.keys.sorted()
+        // GREATEST: a stored offset never moves back, whatever order batches commit in.
+        try await connection.query("""
+            UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, n.next), updated_at = now()
+            FROM unnest(\(partitions)::integer[], \(partitions.map { batch.nextOffsets[$0]! })::bigint[]) AS n(part, next)
+            WHERE o.consumer_group = \(consumerGroup) AND o.topic = \(batch.topic) AND o.kafka_partition = n.part
+            """, logger: logger)
+    }
+
+    // MARK: - Reads for rebuilds and archived periods
+
+    /// Every total row of the periods given per window (`nil`: every period), for `scoreboard rebuild`.
+    public func totals(window: LeaderboardWindow, periods: [String]?) async throws -> [BatchAggregation.TotalKey: Int64] {
+        let rows: PostgresRowSequence
+        if let periods {
+            rows = try await client.query("""
+                SELECT board_window, period, user_id, region, guild, points FROM member_totals
+                WHERE board_window = \(window.rawValue) AND period = ANY(\(periods)::text[])
+                """, logger: logger)
+        } else {
+            rows = try await client.query("""
+                SELECT board_window, period, user_id, region, guild, points FROM member_totals WHERE board_window = \(window.rawValue)
+                """, logger: logger)
+        }
+        return try await Self.decodeTotals(rows)
+    }
+
+    /// One entry of a board's standings.
+    public struct Standing: Sendable, Hashable {
+        public var rank: Int
+        public var userID: String
+        public var score: Int64
+    }
+
+    /// A board's standings from the stored totals (archived periods whose Redis key expired): competition ranks,
+    /// ties ordered as Redis orders them (member descending), and the number of members.
+    public func standings(board: BoardKey, limit: Int, offset: Int) async throws -> (entries: [Standing], count: Int) {
+        let region = board.dimension == .region ? board.value : nil
+        let guild = board.dimension == .guild ? board.value : nil
+        let rows = try await client.query("""
+            WITH scores AS (
+                SELECT user_id, sum(points)::bigint AS score FROM member_totals
+                WHERE board_window = \(board.window.rawValue) AND period = \(board.period)
+                  AND (\(region)::text IS NULL OR region = \(region))
+                  AND (\(guild)::text IS NULL OR guild = \(guild))
+                GROUP BY user_id
+            ), ranked AS (
+                SELECT user_id, score, rank() OVER (ORDER BY score DESC)::bigint AS rank, count(*) OVER ()::bigint AS members FROM scores
+            )
+            SELECT rank, user_id, score, members FROM ranked ORDER BY score DESC, user_id DESC LIMIT \(limit) OFFSET \(offset)
+            """, logger: logger)
+        var entries: [Standing] = []
+        var count = 0
+        for try await (rank, user, score, members) in rows.decode((Int64, String, Int64, Int64).self) {
+            entries.append(Standing(rank: Int(rank), userID: user, score: score))
+            count = Int(members)
+        }
+        if entries.isEmpty && offset > 0 {
+            count = try await memberCount(board: board)
+        }
+        return (entries, count)
+    }
+
+    public func memberCount(board: BoardKey) async throws -> Int {
+        let region = board.dimension == .region ? board.value : nil
+        let guild = board.dimension == .guild ? board.value : nil
+        let rows = try await client.query("""
+            SELECT count(DISTINCT user_id)::bigint FROM member_totals
+            WHERE board_window = \(board.window.rawValue) AND period = \(board.period)
+              AND (\(region)::text IS NULL OR region = \(region)) AND (\(guild)::text IS NULL OR guild = \(guild))
+            """, logger: logger)
+        for try await count in rows.decode(Int64.self) { return Int(count) }
+        return 0
+    }
+
+    /// The (region, guild) pairs a user scored under in one period of a window: which boards they are on.
+    public func placements(userID: String, window: LeaderboardWindow, period: String) async throws -> [(region: String?, guild: String?)] {
+        let rows = try await client.query("""
+            SELECT region, guild FROM member_totals WHERE user_id = \(userID) AND board_window = \(window.rawValue) AND period = \(period)
+            """, logger: logger)
+        var pairs: [(String?, String?)] = []
+        for try await (region, guild) in rows.decode((String, String).self) {
+            pairs.append((region.isEmpty ? nil : region, guild.isEmpty ? nil : guild))
+        }
+        return pairs
+    }
+}
+
+extension ScoreLedger {
+    /// The standings within `radius` places of `userID` on a board, from the stored totals; `nil` when the user is
+    /// not on it.
+    public func around(board: BoardKey, userID: String, radius: Int) async throws -> (entries: [Standing], count: Int)? {
+        let region = board.dimension == .region ? board.value : nil
+        let guild = board.dimension == .guild ? board.value : nil
+        let rows = try await client.query("""
+            WITH scores AS (
+                SELECT user_id, sum(points)::bigint AS score FROM member_totals
+                WHERE board_window = \(board.window.rawValue) AND period = \(board.period)
+                  AND (\(region)::text IS NULL OR region = \(region)) AND (\(guild)::text IS NULL OR guild = \(guild))
+                GROUP BY user_id
+            ), ranked AS (
+                SELECT user_id, score, rank() OVER (ORDER BY score DESC)::bigint AS rank,
+                       row_number() OVER (ORDER BY score DESC, user_id DESC) AS position, count(*) OVER ()::bigint AS members
+                FROM scores
+            ), me AS (SELECT position FROM ranked WHERE user_id = \(userID))
+            SELECT r.rank, r.user_id, r.score, r.members FROM ranked r, me
+            WHERE r.position BETWEEN me.position - \(radius) AND me.position + \(radius)
+            ORDER BY r.position
+            """, logger: logger)
+        var entries: [Standing] = []
+        var count = 0
+        for try await (rank, user, score, members) in rows.decode((Int64, String, Int64, Int64).self) {
+            entries.append(Standing(rank: Int(rank), userID: user, score: score))
+            count = Int(members)
+        }
+        return entries.isEmpty ? nil : (entries, count)
+    }
+}

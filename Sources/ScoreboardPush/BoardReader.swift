@@ -1,0 +1,141 @@
+import Foundation
+import ScoreboardCore
+import ScoreboardPostgres
+import ScoreboardRedis
+
+/// A page of a board's standings.
+public struct BoardPage: Codable, Sendable, Hashable {
+    public struct Entry: Codable, Sendable, Hashable {
+        public var rank: Int
+        public var userID: String
+        public var score: Int64
+
+        enum CodingKeys: String, CodingKey { case rank, userID = "userId", score }
+    }
+
+    public var board: String
+    public var window: LeaderboardWindow
+    public var period: String
+    public var dimension: BoardDimension
+    public var value: String?
+    /// Members on the board.
+    public var members: Int
+    public var entries: [Entry]
+    /// `live` (Redis) or `archive` (PostgreSQL's stored totals of a period whose Redis key has expired).
+    public var source: String
+}
+
+/// One board a user stands on.
+public struct Standing: Codable, Sendable, Hashable {
+    public var board: String
+    public var window: LeaderboardWindow
+    public var period: String
+    public var dimension: BoardDimension
+    public var value: String?
+    public var score: Int64
+    public var rank: Int
+    public var members: Int
+    /// The share of the board's members at or below this user's score, in percent (100 for the leader).
+    public var percentile: Double
+}
+
+/// Reads boards: from Redis while a period's sorted set exists, from PostgreSQL's totals once it has expired.
+/// Ranks are competition ranks (ties share a rank): the rank of a score is one more than the number of strictly
+/// higher scores.
+public struct BoardReader: Sendable {
+    let redis: RedisConnectionPool
+    let ledger: ScoreLedger
+    let catalog: LeaderboardCatalog
+
+    public init(redis: RedisConnectionPool, ledger: ScoreLedger, catalog: LeaderboardCatalog) {
+        self.redis = redis
+        self.ledger = ledger
+        self.catalog = catalog
+    }
+
+    public func top(_ board: BoardKey, limit: Int, offset: Int) async throws -> BoardPage {
+        let replies = try await redis.pipeline([
+            ["EXISTS", board.redisKey],
+            ["ZCARD", board.redisKey],
+            ["ZREVRANGE", board.redisKey, String(offset), String(offset + limit - 1), "WITHSCORES"],
+        ])
+        guard replies[0].integer == 1 else {
+            let (entries, count) = try await ledger.standings(board: board, limit: limit, offset: offset)
+            return page(board, members: count, entries: entries.map { .init(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: "archive")
+        }
+        let members = Int(try replies[1].throwingServerError().integer ?? 0)
+        let pairs = Self.pairs(try replies[2].throwingServerError())
+        return page(board, members: members, entries: try await ranked(pairs, board: board), source: "live")
+    }
+
+    public func around(_ board: BoardKey, userID: String, radius: Int) async throws -> BoardPage? {
+        let replies = try await redis.pipeline([["EXISTS", board.redisKey], ["ZREVRANK", board.redisKey, userID], ["ZCARD", board.redisKey]])
+        guard replies[0].integer == 1 else {
+            guard let (entries, count) = try await ledger.around(board: board, userID: userID, radius: radius) else { return nil }
+            return page(board, members: count, entries: entries.map { .init(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: "archive")
+        }
+        guard let position = try replies[1].throwingServerError().integer else { return nil }
+        let start = max(0, Int(position) - radius)
+        let range = try await redis.send(["ZREVRANGE", board.redisKey, String(start), String(Int(position) + radius), "WITHSCORES"])
+        return page(board, members: Int(replies[2].integer ?? 0), entries: try await ranked(Self.pairs(range), board: board), source: "live")
+    }
+
+    /// The user's score, rank and percentile on every board of every declared window's current period.
+    public func standings(userID: String, now: Timestamp) async throws -> [Standing] {
+        var boards: [BoardKey] = []
+        for window in Set(catalog.boards.map(\.window)).sorted(by: { $0.rawValue < $1.rawValue }) {
+            let period = window.period(containing: now).key
+            for (region, guild) in try await ledger.placements(userID: userID, window: window, period: period) {
+                for definition in catalog.boards where definition.window == window {
+                    if let board = definition.dimension.board(window: window, period: period, region: region, guild: guild), !boards.contains(board) {
+                        boards.append(board)
+                    }
+                }
+            }
+        }
+        var standings: [Standing] = []
+        let scores = try await redis.pipeline(boards.flatMap { [["ZSCORE", $0.redisKey, userID], ["ZCARD", $0.redisKey]] })
+        var rankCommands: [[String]] = []
+        var found: [(BoardKey, Int64, Int)] = []
+        for (index, board) in boards.enumerated() {
+            guard let text = scores[index * 2].string, let score = Double(text).map({ Int64($0) }) else { continue }
+            found.append((board, score, Int(scores[index * 2 + 1].integer ?? 0)))
+            rankCommands.append(["ZCOUNT", board.redisKey, "(\(score)", "+inf"])
+        }
+        let higher = try await redis.pipeline(rankCommands)
+        for (index, (board, score, members)) in found.enumerated() {
+            let rank = Int(higher[index].integer ?? 0) + 1
+            standings.append(Standing(
+                board: board.id, window: board.window, period: board.period, dimension: board.dimension, value: board.value, score: score,
+                rank: rank, members: members, percentile: members == 0 ? 0 : (Double(members - rank + 1) / Double(members) * 1000).rounded() / 10))
+        }
+        return standings
+    }
+
+    /// The top N of a board for a stream snapshot.
+    public func snapshot(_ board: BoardKey) async throws -> BoardPage {
+        try await top(board, limit: catalog.topN, offset: 0)
+    }
+
+    private func page(_ board: BoardKey, members: Int, entries: [BoardPage.Entry], source: String) -> BoardPage {
+        BoardPage(
+            board: board.id, window: board.window, period: board.period, dimension: board.dimension, value: board.value, members: members,
+            entries: entries, source: source)
+    }
+
+    static func pairs(_ reply: RedisReply) -> [(String, Int64)] {
+        let items = reply.array ?? []
+        return stride(from: 0, to: items.count - 1, by: 2).compactMap { index in
+            guard let member = items[index].string, let score = items[index + 1].string.flatMap(Double.init) else { return nil }
+            return (member, Int64(score))
+        }
+    }
+
+    /// Competition ranks for a contiguous slice of the board, sorted by descending score.
+    private func ranked(_ pairs: [(String, Int64)], board: BoardKey) async throws -> [BoardPage.Entry] {
+        guard let first = pairs.first else { return [] }
+        let higher = try await redis.send(["ZCOUNT", board.redisKey, "(\(first.1)", "+inf"]).integer ?? 0
+        let ranks = CompetitionRanking.ranks(forDescending: pairs.map(\.1), firstRank: Int(higher) + 1)
+        return zip(pairs, ranks).map { BoardPage.Entry(rank: $1, userID: $0.0, score: $0.1) }
+    }
+}
