@@ -38,7 +38,7 @@ struct PostgresTests {
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = \(schema) ORDER BY table_name")
             var tables: [String] = []
             for try await name in rows.decode(String.self) { tables.append(name) }
-            #expect(tables == ["consumer_offsets", "schema_migrations", "score_events"])
+            #expect(tables == ["consumer_offsets", "member_totals", "schema_migrations", "score_events"])
             let recorded = try await store.client.query("SELECT count(*) FROM schema_migrations")
             for try await count in recorded.decode(Int.self) { #expect(count == all.count) }
         }
