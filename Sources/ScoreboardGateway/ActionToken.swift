@@ -88,8 +88,12 @@ public struct ActionToken: Sendable, Hashable {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         guard token.utf8.count <= 1024, parts.count == 4, parts[0] == "v1" else { return .failure(.invalid("not a v1 action token")) }
         guard let secret = keys.secrets[parts[1]] else { return .failure(.invalid("unknown key \(parts[1])")) }
-        guard let mac = Base64URL.decode(parts[3]), let payloadBytes = Base64URL.decode(parts[2]) else {
-            return .failure(.invalid("not base64url"))
+        // Canonical encodings only: otherwise several spellings (differing in the unused low bits of the last
+        // character) would verify as one token.
+        guard let mac = Base64URL.decode(parts[3]), let payloadBytes = Base64URL.decode(parts[2]),
+              Base64URL.encode(mac) == parts[3], Base64URL.encode(payloadBytes) == parts[2]
+        else {
+            return .failure(.invalid("not canonical base64url"))
         }
         let signed = Data("v1.\(parts[1]).\(parts[2])".utf8)
         // swift-crypto compares authentication codes in constant time.

@@ -129,6 +129,10 @@ public struct IngestGuard: Sendable {
         local now = tonumber(ARGV[1])
         local member = ARGV[2]
         local n = tonumber(ARGV[3])
+        local base = 3 + n * 3
+        local hasToken = ARGV[base + 1] == '1'
+        -- A replayed token is refused first: it is the stronger fraud signal, whatever the limits say.
+        if hasToken and redis.call('EXISTS', KEYS[n + 1]) == 1 then return {'replayed'} end
         local worst, which = 0, 0
         for i = 1, n do
           local key = KEYS[i]
@@ -151,8 +155,6 @@ public struct IngestGuard: Sendable {
           end
         end
         if which > 0 then return {'limited', which, math.max(worst, 1)} end
-        local base = 3 + n * 3
-        local hasToken = ARGV[base + 1] == '1'
         local tokenKey = KEYS[n + 1]
         local idemKey = KEYS[n + 2]
         if redis.call('EXISTS', idemKey) == 1 then return {'in-use'} end
