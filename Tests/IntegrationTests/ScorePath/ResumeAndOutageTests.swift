@@ -1,0 +1,136 @@
+import Foundation
+import HummingbirdWSClient
+import Logging
+import ScoreboardCore
+import ScoreboardHTTP
+import Synchronization
+import Testing
+
+@Suite(.serialized, .timeLimit(.minutes(4)))
+struct ResumeAndOutageTests {
+    /// 4. A client that disconnects, misses 50 updates and reconnects with its last sequence receives exactly those
+    /// 50, as a client connected throughout saw them. The 50 scores come through the game-server batch endpoint.
+    @Test func aReconnectingClientReceivesExactlyTheUpdatesItMissed() async throws {
+        let world = try await ScorePathWorld(redisDatabase: 14)
+        defer { Task { await world.tearDown() } }
+        let worker = try await world.start("worker")
+        let push = try await world.start("push")
+        let gateway = try await world.gateway()
+        try await ScorePathTests().waitUntilReady(port: push.port)
+        let stream = BoardStream(window: .allTime, dimension: .global, value: nil)
+        let server = try await world.token("match-server-1", role: .gameServer)
+        let tag = world.namespace.dropLast()
+
+        func batch(_ users: Range<Int>) async throws -> HTTPAnswer {
+            let events = users.map { ["userId": "p\($0)-\(tag)", "action": "pvp-win", "idempotencyKey": UUID().uuidString.lowercased(), "region": "r1"] }
+            return try await HTTPConnection.with(port: gateway.port) { try await $0.postJSON("/v1/events:batch", token: server, json: ["events": events]) }
+        }
+
+        // An observer stays connected throughout; the client under test follows until its first update.
+        let observer = UpdateRecorder()
+        let observing = Task { try await record(port: push.port, stream: stream, since: nil, into: observer) }
+        let first = UpdateRecorder()
+        let firstSession = Task { try await record(port: push.port, stream: stream, since: nil, into: first, stopAfter: 1) }
+        try await within(.seconds(30)) { while !(observer.hasSnapshot && first.hasSnapshot) { try await Task.sleep(for: .milliseconds(50)) } }
+
+        let warmUp = try await batch(0..<1)
+        #expect(warmUp.status == 200)
+        try await firstSession.value
+        let lastSequence = try #require(first.sequences.last)
+
+        // Disconnected: 50 scores by 50 users, one update each on the all-time global board.
+        let answer = try await batch(1..<51)
+        #expect(answer.status == 200)
+        let results = answer.json["results"] as? [[String: Any]] ?? []
+        #expect(results.count == 50 && results.allSatisfy { ($0["status"] as? NSNumber)?.intValue == 202 })
+        try await within(.seconds(60)) { while observer.sequences.count < 51 { try await Task.sleep(for: .milliseconds(50)) } }
+        let missed = observer.sequences.filter { $0 > lastSequence }
+        #expect(missed.count == 50)
+
+        // Reconnecting with the last sequence: exactly the missed updates, no snapshot.
+        let resumed = UpdateRecorder()
+        try await within(.seconds(30)) { try await record(port: push.port, stream: stream, since: lastSequence, into: resumed, stopAfter: 50) }
+        #expect(resumed.sequences == missed)
+        #expect(resumed.updates == observer.updates.filter { $0.sequence > lastSequence })
+        #expect(!resumed.hasSnapshot)
+
+        // A sequence the feed cannot vouch for (before anything it read) gets a fresh snapshot instead.
+        let stale = UpdateRecorder()
+        try await within(.seconds(30)) { try await record(port: push.port, stream: stream, since: -5, into: stale, stopAfterSnapshot: true) }
+        #expect(stale.hasSnapshot)
+        observing.cancel()
+        _ = worker
+    }
+
+    /// 5. With the broker stopped, the gateway answers 503 with Retry-After within about a second, and never 202.
+    @Test func aStoppedBrokerGets503AndNever202() async throws {
+        let broker = try await TansuProcess()
+        let world = try await ScorePathWorld(redisDatabase: 15, kafkaBrokers: "127.0.0.1:\(broker.port)")
+        defer { Task { await world.tearDown() } }
+        let gateway = try await world.gateway()
+        let token = try await world.token("outage-user", region: "r0")
+
+        try await HTTPConnection.with(port: gateway.port) { connection in
+            func score() async throws -> (HTTPAnswer, Duration) {
+                let issued = try await connection.postJSON("/v1/actions/complete-quest/token", token: token, json: [:] as [String: String])
+                let body: [String: Any] = [
+                    "action": "complete-quest", "actionToken": issued.json["actionToken"] as! String, "idempotencyKey": UUID().uuidString.lowercased(),
+                ]
+                let start = ContinuousClock.now
+                let answer = try await connection.postJSON("/v1/scores", token: token, json: body)
+                return (answer, ContinuousClock.now - start)
+            }
+            let (before, _) = try await score()
+            #expect(before.status == 202)
+
+            broker.kill()
+            for _ in 0..<5 {
+                let (answer, elapsed) = try await score()
+                #expect(answer.status == 503)
+                #expect(answer.problemType == "broker-unavailable")
+                #expect(answer.headers["retry-after"] != nil)
+                #expect(elapsed < .milliseconds(1500), "answered after \(elapsed)")
+            }
+        }
+    }
+}
+
+/// Records what one stream connection receives.
+final class UpdateRecorder: Sendable {
+    struct Update: Equatable, Sendable { var sequence: Int64; var userID: String; var total: Int64 }
+    private let state = Mutex<(snapshot: Bool, updates: [Update])>((false, []))
+
+    var hasSnapshot: Bool { state.withLock { $0.snapshot } }
+    var updates: [Update] { state.withLock { $0.updates } }
+    var sequences: [Int64] { updates.map(\.sequence) }
+
+    func apply(_ message: [String: Any]) {
+        state.withLock { state in
+            switch message["type"] as? String {
+            case "snapshot": state.snapshot = true
+            case "update":
+                let update = message["update"] as! [String: Any]
+                state.updates.append(Update(
+                    sequence: (message["sequence"] as! NSNumber).int64Value, userID: update["userId"] as! String,
+                    total: (update["total"] as! NSNumber).int64Value))
+            default: break
+            }
+        }
+    }
+}
+
+/// Follows `stream` over the WebSocket until `stopAfter` updates (or a snapshot) arrived, or forever.
+func record(port: Int, stream: BoardStream, since: Int64?, into recorder: UpdateRecorder, stopAfter: Int? = nil, stopAfterSnapshot: Bool = false) async throws {
+    var logger = Logging.Logger(label: "test.ws")
+    logger.logLevel = .error
+    try await HummingbirdWSClient.WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/v1/streams/ws", logger: logger) { inbound, outbound, _ in
+        let subscribe = since.map { #"{"type":"subscribe","board":"\#(stream.id)","since":\#($0)}"# } ?? #"{"type":"subscribe","board":"\#(stream.id)"}"#
+        try await outbound.write(.text(subscribe))
+        for try await message in inbound.messages(maxSize: 1 << 24) {
+            guard case .text(let text) = message, let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { continue }
+            recorder.apply(json)
+            if stopAfterSnapshot && recorder.hasSnapshot { return }
+            if let stopAfter, recorder.updates.count >= stopAfter { return }
+        }
+    }
+}
