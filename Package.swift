@@ -183,7 +183,9 @@ let package = Package(
         .testTarget(
             name: "ScoreboardRoleTests",
             dependencies: [
-                "ScoreboardCore", "ScoreboardDefinitions", "ScoreboardHTTP", "ScoreboardGateway", "ScoreboardPush",
+                "ScoreboardCore", "ScoreboardDefinitions", "ScoreboardHTTP", "ScoreboardGateway", "ScoreboardPush", "ScoreboardKafka",
+                "ScoreboardRedis", "ScoreboardPostgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),

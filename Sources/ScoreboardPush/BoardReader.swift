@@ -23,6 +23,19 @@ public struct BoardPage: Codable, Sendable, Hashable {
     public var entries: [Entry]
     /// `live` (Redis) or `archive` (PostgreSQL's stored totals of a period whose Redis key has expired).
     public var source: String
+
+    public init(
+        board: String, window: LeaderboardWindow, period: String, dimension: BoardDimension, value: String?, members: Int, entries: [Entry], source: String
+    ) {
+        self.board = board
+        self.window = window
+        self.period = period
+        self.dimension = dimension
+        self.value = value
+        self.members = members
+        self.entries = entries
+        self.source = source
+    }
 }
 
 /// One board a user stands on.

@@ -11,6 +11,11 @@ import Synchronization
 public struct SequencedUpdate: Sendable, Hashable, Codable {
     public var sequence: Int64
     public var update: LeaderboardUpdate
+
+    public init(sequence: Int64, update: LeaderboardUpdate) {
+        self.sequence = sequence
+        self.update = update
+    }
 }
 
 /// Reads the leaderboard-updates topic and fans each update out to the subscribers of its board stream and of its
@@ -160,7 +165,7 @@ public enum OutboundItem: Sendable, Equatable {
     /// A board's top N, labelled with the stream sequence it reflects at least.
     case snapshot(stream: String, sequence: Int64, page: BoardPage)
 
-    var order: (Int64, Int) {
+    public var order: (Int64, Int) {
         switch self {
         case .update(let update): (update.sequence, 1)
         case .snapshot(_, let sequence, _): (sequence, 0)

@@ -1,0 +1,68 @@
+import Crypto
+import Foundation
+import ScoreboardCore
+import ScoreboardGateway
+import ScoreboardHTTP
+import Testing
+
+struct ActionTokenTests {
+    let keys = try! ActionTokenKeys.parse(Data(ActionTokenKeys.makeLocal(kid: "a1").utf8), origin: "test")
+    let now = Timestamp(millisecondsSinceEpoch: 1_795_000_000_000)
+
+    func later(_ milliseconds: Int64) -> Timestamp { Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch + milliseconds) }
+
+    @Test func aFreshTokenVerifiesForItsUserAndAction() throws {
+        let token = ActionToken.mint(userID: "alice", action: "complete-quest", now: now, keys: keys)
+        let parsed = try ActionToken.verify(token, userID: "alice", action: "complete-quest", now: later(59_000), keys: keys).get()
+        #expect(parsed.userID == "alice" && parsed.keyID == "a1" && parsed.issuedAt == now)
+    }
+
+    @Test func expiryWrongUserWrongActionAndForgeriesAreRefused() {
+        let token = ActionToken.mint(userID: "alice", action: "complete-quest", now: now, keys: keys)
+        #expect(ActionToken.verify(token, userID: "alice", action: "complete-quest", now: later(60_000), keys: keys) == .failure(.expired))
+        #expect(ActionToken.verify(token, userID: "bob", action: "complete-quest", now: now, keys: keys) == .failure(.mismatch("the token belongs to another user")))
+        guard case .failure(.mismatch) = ActionToken.verify(token, userID: "alice", action: "pvp-win", now: now, keys: keys) else {
+            Issue.record("another action must not verify")
+            return
+        }
+        // Every single-character change is refused (payload, kid or MAC), and so are truncation and junk.
+        var characters = Array(token)
+        for index in stride(from: 3, to: characters.count, by: 7) where characters[index] != "." {
+            let original = characters[index]
+            characters[index] = original == "x" ? "y" : "x"
+            guard case .failure = ActionToken.verify(String(characters), userID: "alice", action: "complete-quest", now: now, keys: keys) else {
+                Issue.record("a token changed at \(index) verified")
+                return
+            }
+            characters[index] = original
+        }
+        for bad in ["", "v1", "v2.a1.x.y", String(token.dropLast()), token + "A", "v1.zz.\(token.split(separator: ".")[2]).\(token.split(separator: ".")[3])"] {
+            guard case .failure(.invalid) = ActionToken.verify(bad, userID: "alice", action: "complete-quest", now: now, keys: keys) else {
+                Issue.record("\(bad) verified")
+                continue
+            }
+        }
+    }
+
+    @Test func rotationAcceptsEveryListedKeyAndSignsWithTheCurrent() throws {
+        let old = ActionToken.mint(userID: "alice", action: "pvp-win", now: now, keys: keys)
+        var rotated = keys
+        rotated.secrets["a2"] = SymmetricKey(size: .bits256)
+        rotated.currentKeyID = "a2"
+        let new = ActionToken.mint(userID: "alice", action: "pvp-win", now: now, keys: rotated)
+        #expect(new.hasPrefix("v1.a2."))
+        #expect((try? ActionToken.verify(old, userID: "alice", action: "pvp-win", now: now, keys: rotated).get()) != nil)
+        #expect((try? ActionToken.verify(new, userID: "alice", action: "pvp-win", now: now, keys: rotated).get()) != nil)
+        rotated.secrets["a1"] = nil
+        guard case .failure(.invalid) = ActionToken.verify(old, userID: "alice", action: "pvp-win", now: now, keys: rotated) else {
+            Issue.record("a removed key still verifies")
+            return
+        }
+    }
+
+    @Test func keyFilesAreCheckedWhenLoaded() {
+        for bad in [#"{}"#, #"{"current":"a","keys":{}}"#, #"{"current":"a","keys":{"a":"c2hvcnQ"}}"#, #"{"current":"a.b","keys":{"a.b":"\#(String(repeating: "A", count: 43))"}}"#] {
+            #expect(throws: ScoreboardError.self, "\(bad)") { try ActionTokenKeys.parse(Data(bad.utf8), origin: "test") }
+        }
+    }
+}
