@@ -24,9 +24,11 @@ RUN swift build -c release --product scoreboard --static-swift-stdlib \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libhiredis0.14 ca-certificates \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libhiredis0.14 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 scoreboard
+ && useradd --system --uid 10001 scoreboard \
+ # A new named volume mounted here takes this ownership, so `token init-local` can write the first keys.
+ && mkdir /keys && chown scoreboard /keys
 COPY --from=build /staging/bin/ /opt/scoreboard/bin/
 COPY --from=build /staging/lib/ /opt/scoreboard/lib/
 COPY topics /opt/scoreboard/topics

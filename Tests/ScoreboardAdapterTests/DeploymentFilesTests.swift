@@ -30,7 +30,9 @@ import Yams
         let initService = try #require(services["init"] as? [String: Any])
         let environment = try #require(initService["environment"] as? [String: Any]).mapValues { "\($0)" }
         let known: Set<String> = ["SCOREBOARD_KAFKA_BROKERS", "SCOREBOARD_REDIS_URL", "SCOREBOARD_POSTGRES_URL",
-                                  "SCOREBOARD_POSTGRES_SCHEMA", "SCOREBOARD_LOG_LEVEL", "SCOREBOARD_HOME"]
+                                  "SCOREBOARD_POSTGRES_SCHEMA", "SCOREBOARD_LOG_LEVEL", "SCOREBOARD_HOME",
+                                  "SCOREBOARD_JWKS_FILE", "SCOREBOARD_ACTION_TOKEN_KEYS", "SCOREBOARD_TOPIC_NAMESPACE",
+                                  "SCOREBOARD_KAFKA_SESSION_TIMEOUT_MS", "SCOREBOARD_WORKER_GROUP"]
         #expect(Set(environment.keys).isSubset(of: known), "\(environment.keys)")
         let settings = try ConnectionSettings(environment: environment)
         #expect(settings.kafkaBrokers == ["kafka:9092"])
@@ -38,6 +40,23 @@ import Yams
         #expect(settings.postgres.host == "postgres" && settings.postgres.database == "scoreboard")
         let dependsOn = try #require(initService["depends_on"] as? [String: Any])
         #expect(Set(dependsOn.keys) == ["kafka", "redis", "postgres"])
+    }
+
+    @Test func theThreeRolesRunAfterInitWithTheirCommands() throws {
+        let services = try #require(try compose()["services"] as? [String: Any])
+        for role in ["gateway", "worker", "push"] {
+            let service = try #require(services[role] as? [String: Any], "\(role) is missing")
+            #expect((service["command"] as? [String])?.first == role)
+            let dependsOn = try #require(service["depends_on"] as? [String: Any])
+            #expect(dependsOn.keys.contains("init"))
+            let environment = try #require(service["environment"] as? [String: Any])
+            #expect(environment["SCOREBOARD_KAFKA_BROKERS"] as? String == "kafka:9092")
+            #expect(service["healthcheck"] != nil)
+        }
+        // The subcommands exist with these flags.
+        for role in ["gateway", "worker", "push"] {
+            #expect(throws: Never.self) { _ = try ScoreboardCommand.parseAsRoot([role, "--host", "0.0.0.0", "--port", "8080"]) }
+        }
     }
 
     @Test func readmeHasExactlyTwoSetUpCommandsAndCIRunsTheTestOne() throws {
