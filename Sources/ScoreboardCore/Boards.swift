@@ -105,16 +105,20 @@ public struct LeaderboardCatalog: Hashable, Sendable, Codable {
 
 /// Competition ranking ("1224"): equal scores share a rank, and the next rank skips the tied places.
 public enum CompetitionRanking {
-    /// Ranks for scores already sorted from highest to lowest. `firstRank` is the rank of `scores[0]` when the
-    /// slice starts further down a board (its first score's rank, as computed from the number of higher scores).
-    public static func ranks(forDescending scores: [Int64], firstRank: Int = 1) -> [Int] {
+    /// Ranks for scores already sorted from highest to lowest. For a slice that starts further down a board, pass
+    /// `firstPosition` (the 0-based place of `scores[0]` on the board) and `firstRank` (its rank: one more than the
+    /// number of strictly higher scores). They differ when `scores[0]` ties with members before the slice: a slice
+    /// `[80, 20]` at positions 1 and 2 of `[80, 80, 20]` ranks `[1, 3]`.
+    public static func ranks(forDescending scores: [Int64], firstPosition: Int = 0, firstRank: Int? = nil) -> [Int] {
         var ranks: [Int] = []
         ranks.reserveCapacity(scores.count)
         for (index, score) in scores.enumerated() {
-            if index > 0 && score == scores[index - 1] {
+            if index == 0 {
+                ranks.append(firstRank ?? firstPosition + 1)
+            } else if score == scores[index - 1] {
                 ranks.append(ranks[index - 1])
             } else {
-                ranks.append(index == 0 ? firstRank : firstRank + index)
+                ranks.append(firstPosition + index + 1)
             }
         }
         return ranks

@@ -78,7 +78,7 @@ public struct BoardReader: Sendable {
         }
         let members = Int(try replies[1].throwingServerError().integer ?? 0)
         let pairs = Self.pairs(try replies[2].throwingServerError())
-        return page(board, members: members, entries: try await ranked(pairs, board: board), source: "live")
+        return page(board, members: members, entries: try await ranked(pairs, position: offset, board: board), source: "live")
     }
 
     public func around(_ board: BoardKey, userID: String, radius: Int) async throws -> BoardPage? {
@@ -90,7 +90,7 @@ public struct BoardReader: Sendable {
         guard let position = try replies[1].throwingServerError().integer else { return nil }
         let start = max(0, Int(position) - radius)
         let range = try await redis.send(["ZREVRANGE", board.redisKey, String(start), String(Int(position) + radius), "WITHSCORES"])
-        return page(board, members: Int(replies[2].integer ?? 0), entries: try await ranked(Self.pairs(range), board: board), source: "live")
+        return page(board, members: Int(replies[2].integer ?? 0), entries: try await ranked(Self.pairs(range), position: start, board: board), source: "live")
     }
 
     /// The user's score, rank and percentile on every board of every declared window's current period.
@@ -144,11 +144,11 @@ public struct BoardReader: Sendable {
         }
     }
 
-    /// Competition ranks for a contiguous slice of the board, sorted by descending score.
-    private func ranked(_ pairs: [(String, Int64)], board: BoardKey) async throws -> [BoardPage.Entry] {
+    /// Competition ranks for a contiguous slice of the board starting at `position`, sorted by descending score.
+    private func ranked(_ pairs: [(String, Int64)], position: Int, board: BoardKey) async throws -> [BoardPage.Entry] {
         guard let first = pairs.first else { return [] }
         let higher = try await redis.send(["ZCOUNT", board.redisKey, "(\(first.1)", "+inf"]).integer ?? 0
-        let ranks = CompetitionRanking.ranks(forDescending: pairs.map(\.1), firstRank: Int(higher) + 1)
+        let ranks = CompetitionRanking.ranks(forDescending: pairs.map(\.1), firstPosition: position, firstRank: Int(higher) + 1)
         return zip(pairs, ranks).map { BoardPage.Entry(rank: $1, userID: $0.0, score: $0.1) }
     }
 }

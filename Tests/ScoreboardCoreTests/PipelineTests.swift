@@ -50,7 +50,10 @@ import Testing
         #expect(CompetitionRanking.ranks(forDescending: [9, 9, 9]) == [1, 1, 1])
         #expect(CompetitionRanking.ranks(forDescending: []) == [])
         // A page further down the board starts at the rank of its first score.
-        #expect(CompetitionRanking.ranks(forDescending: [20, 20, 10], firstRank: 7) == [7, 7, 9])
+        #expect(CompetitionRanking.ranks(forDescending: [20, 20, 10], firstPosition: 6, firstRank: 7) == [7, 7, 9])
+        // A slice whose first score ties with members above it: positions 1 and 2 of [80, 80, 20].
+        #expect(CompetitionRanking.ranks(forDescending: [80, 20], firstPosition: 1, firstRank: 1) == [1, 3])
+        #expect(CompetitionRanking.ranks(forDescending: [80, 80, 20, 20, 5], firstPosition: 3, firstRank: 2) == [2, 2, 6, 6, 8])
     }
 
     @Test func batchAggregationWritesOneRowPerMemberWindowAndAttributesPointsToTheEventsGuild() {

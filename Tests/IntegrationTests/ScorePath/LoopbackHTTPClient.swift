@@ -75,7 +75,7 @@ struct ServerSentEvent: Sendable {
 
 /// Reads an SSE stream, handing each event to `onEvent` until it returns false (then the connection is closed).
 func readServerSentEvents(
-    port: Int, path: String, headers: [String: String] = [:], onEvent: @Sendable (ServerSentEvent) async throws -> Bool
+    port: Int, path: String, headers: [String: String] = [:], comments: Bool = false, onEvent: @Sendable (ServerSentEvent) async throws -> Bool
 ) async throws {
     try await HTTPConnection.with(port: port) { connection in
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
@@ -101,7 +101,11 @@ func readServerSentEvents(
                     if line.hasPrefix("event: ") { event.event = String(line.dropFirst(7)); isComment = false }
                     if line.hasPrefix("data: ") { event.data += String(line.dropFirst(6)); isComment = false }
                 }
-                if isComment { continue }
+                if isComment {
+                    // Comments (`: heartbeat`) reach the caller as empty events only when asked for.
+                    if comments, try await !onEvent(ServerSentEvent(data: "")) { return }
+                    continue
+                }
                 if try await !onEvent(event) { return }
             }
         }
