@@ -3,6 +3,7 @@ import HummingbirdWSClient
 import Logging
 import ScoreboardCore
 import ScoreboardHTTP
+import ScoreboardKafka
 import Synchronization
 import Testing
 
@@ -133,4 +134,73 @@ func record(port: Int, stream: BoardStream, since: Int64?, into recorder: Update
             if let stopAfter, recorder.updates.count >= stopAfter { return }
         }
     }
+}
+
+@Suite(.timeLimit(.minutes(3)))
+struct GracefulShutdownTests {
+    /// SIGTERM stops accepting, drains requests in flight and flushes the producer: the process exits 0 and every
+    /// event it answered 202 for is on the topic.
+    @Test func sigtermDrainsRequestsInFlightAndLosesNoAcceptedEvent() async throws {
+        let world = try await ScorePathWorld(redisDatabase: 9)
+        defer { Task { await world.tearDown() } }
+        let gateway = try await RoleProcess(
+            "gateway", arguments: ["--per-ip-per-minute", "1000000", "--per-user-per-minute", "1000"], environment: world.environment,
+            acceptsSIGTERM: true)
+        let server = try await world.token("server-\(world.namespace.dropLast())", role: .gameServer)
+        let tally = DrainTally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in 0..<8 {
+                group.addTask {
+                    // Each lane keeps sending batches until the gateway stops answering.
+                    do {
+                        try await HTTPConnection.with(port: gateway.port) { connection in
+                            for round in 0..<1000 {
+                                let events = (0..<20).map { index in
+                                    ["userId": "u\(lane)-\(round)-\(index)", "action": "complete-quest", "idempotencyKey": UUID().uuidString.lowercased()]
+                                }
+                                let answer = try await connection.postJSON("/v1/events:batch", token: server, json: ["events": events])
+                                tally.answered.add(1, ordering: .relaxed)
+                                #expect(answer.status == 200, "batch answered \(answer.status)")
+                                for result in answer.json["results"] as? [[String: Any]] ?? [] {
+                                    if let id = (result["accepted"] as? [String: Any])?["eventId"] as? String { tally.accepted.withLock { _ = $0.insert(id) } }
+                                }
+                            }
+                        }
+                    } catch {
+                        // The connection closed by the shutdown: expected once the drain is over.
+                    }
+                }
+            }
+            try await within(.seconds(30)) { while tally.answered.load(ordering: .relaxed) < 16 { try await Task.sleep(for: .milliseconds(10)) } }
+            #expect(try await gateway.terminate(within: .seconds(20)) == 0)
+            try await group.waitForAll()
+        }
+        let ids = tally.accepted.withLock { $0 }
+        #expect(ids.count >= 16 * 20)
+
+        // Every acknowledged event is on the topic.
+        var configuration = TestEnvironment.consumerConfiguration(group: TestEnvironment.uniqueName("drain"))
+        configuration.maxBatchSize = 5_000
+        let consumer = try KafkaConsumer(
+            configuration: configuration, topics: [world.namespace + TopicNames.scoreEventsBase],
+            rebalanceHandler: KafkaRebalanceHandler(onAssign: { Dictionary(uniqueKeysWithValues: $0.map { ($0, .beginning) }) }),
+            logger: TestEnvironment.logger)
+        let found = try await within(.seconds(60)) {
+            var found: Set<String> = []
+            for try await batch in consumer.batches {
+                for message in batch.messages {
+                    found.insert(try JSONDecoder().decode(ScoreEvent.self, from: Data(message.value)).eventID)
+                }
+                if ids.isSubset(of: found) { break }
+            }
+            return found
+        }
+        await consumer.close()
+        #expect(ids.isSubset(of: found))
+    }
+}
+
+final class DrainTally: Sendable {
+    let accepted = Mutex<Set<String>>([])
+    let answered = Atomic<Int>(0)
 }

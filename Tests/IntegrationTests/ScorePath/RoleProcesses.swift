@@ -42,10 +42,21 @@ final class RoleProcess: @unchecked Sendable {
     let port: Int
 
     /// Starts the role with `--port 0` and waits until it says which port it listens on.
-    init(_ role: String, arguments: [String] = [], environment: [String: String]) async throws {
+    /// - Parameter acceptsSIGTERM: start through a tiny launcher that unblocks SIGTERM before `exec` (a child of
+    ///   Foundation's `Process` inherits the spawning thread's blocked mask), for tests of graceful shutdown.
+    init(_ role: String, arguments: [String] = [], environment: [String: String], acceptsSIGTERM: Bool = false) async throws {
         self.role = role
-        process.executableURL = Repository.executable
-        process.arguments = [role, "--port", "0"] + arguments
+        if acceptsSIGTERM {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [
+                "python3", "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT}); os.execv(sys.argv[1], sys.argv[1:])",
+                Repository.executable.path, role, "--port", "0",
+            ] + arguments
+        } else {
+            process.executableURL = Repository.executable
+            process.arguments = [role, "--port", "0"] + arguments
+        }
         var merged = ProcessInfo.processInfo.environment
         merged.merge(environment) { _, new in new }
         merged["SCOREBOARD_HOME"] = Repository.root.path
@@ -88,6 +99,16 @@ final class RoleProcess: @unchecked Sendable {
     }
 
     var isRunning: Bool { process.isRunning }
+
+    /// SIGTERM, then waits for the exit; returns the exit status.
+    func terminate(within limit: Duration) async throws -> Int32 {
+        Foundation.kill(process.processIdentifier, SIGTERM)
+        let process = self.process
+        try await within(limit) {
+            while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        return process.terminationStatus
+    }
 
     /// SIGKILL: no graceful shutdown, as a crash. (SIGTERM would not reach a child spawned from a Dispatch thread,
     /// which inherits its blocked signal mask.)
