@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import Logging
@@ -265,6 +266,18 @@ public struct ScoreIngest: Sendable {
         return results.map { $0! }
     }
 
+    /// The event id is derived from the user and the idempotency key (a UUID version 8 over SHA-256), not drawn at
+    /// random: if a gateway dies after the broker took an event but before the answer was stored, the client's retry
+    /// publishes the *same* event id again, and the workers' deduplication by event id absorbs it.
+    public static func eventID(userID: String, idempotencyKey: String) -> String {
+        var bytes = Array(SHA256.hash(data: Array("\(userID)\n\(idempotencyKey.lowercased())".utf8)).prefix(16))
+        bytes[6] = (bytes[6] & 0x0F) | 0x80  // version 8
+        bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 9562 variant
+        let hex = bytes.map { String(format: "%02x", $0) }.joined()
+        let parts = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)]
+        return parts.map(String.init).joined(separator: "-")
+    }
+
     static func answer(_ event: ScoreEvent, _ delivery: KafkaDeliveryReport) -> AcceptedScore {
         AcceptedScore(
             eventID: event.eventID, partition: delivery.partition, offset: delivery.offset, userID: event.userID, action: event.action,
@@ -293,7 +306,7 @@ public struct ScoreIngest: Sendable {
             }
         }
         let event = ScoreEvent(
-            eventID: UUID().uuidString.lowercased(), userID: item.userID, action: item.action, points: item.definition.points,
+            eventID: Self.eventID(userID: item.userID, idempotencyKey: item.idempotencyKey), userID: item.userID, action: item.action, points: item.definition.points,
             occurredAt: now, region: item.region, guild: item.guild, idempotencyKey: item.idempotencyKey.lowercased(), source: item.source)
         // The event must match its topic's schema; a violation here is our bug or a bad token claim, never published.
         let violations = schemas.scoreEvent.validate(try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(event)))

@@ -66,3 +66,15 @@ struct ActionTokenTests {
         }
     }
 }
+
+struct EventIdentityTests {
+    @Test func theEventIDIsAUUIDFixedByUserAndIdempotencyKey() {
+        let key = "0b5e2c1a-7f7e-4a6e-9f0e-3a1d2c3b4a59"
+        let id = ScoreIngest.eventID(userID: "alice", idempotencyKey: key)
+        #expect(UUIDText.isValid(id))
+        #expect(Array(id)[14] == "8")
+        #expect(id == ScoreIngest.eventID(userID: "alice", idempotencyKey: key.uppercased()))
+        #expect(id != ScoreIngest.eventID(userID: "bob", idempotencyKey: key))
+        #expect(id != ScoreIngest.eventID(userID: "alice", idempotencyKey: "1b5e2c1a-7f7e-4a6e-9f0e-3a1d2c3b4a59"))
+    }
+}
