@@ -112,7 +112,38 @@ extension ScoreboardCommand {
 
     public struct Bench: AsyncParsableCommand {
         public init() {}
-        public static let configuration = CommandConfiguration(abstract: "Benchmarks that compare against a baseline measured in the same run.", subcommands: [Kafka.self])
+        public static let configuration = CommandConfiguration(abstract: "Benchmarks that compare against a baseline measured in the same run.", subcommands: [Kafka.self, Worker.self])
+
+        public struct Worker: AsyncParsableCommand {
+            public init() {}
+            public static let configuration = CommandConfiguration(
+                abstract: "Worker throughput end to end, beside PostgreSQL and Redis write floors measured in the same run.")
+
+            @OptionGroup var connection: ConnectionOptions
+            @Option(help: "Score events per repetition.") var events = 100_000
+            @Option(help: "Distinct members.") var users = 10_000
+            @Option(help: "Repetitions; medians are reported.") var repetitions = 3
+            @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 8
+
+            public func run() async throws {
+                var configuration = WorkerBenchmark.Configuration()
+                configuration.events = events
+                configuration.users = users
+                configuration.repetitions = repetitions
+                configuration.redisDatabase = redisDatabase
+                let catalog = try PipelineCatalog.load(directory: DefinitionsLocation.root().appendingPathComponent("pipelines")).leaderboards
+                print("Worker benchmark: \(events) events of \(users) members, \(catalog.boards.count) boards, \(repetitions) repetitions")
+                let result = try await WorkerBenchmark(
+                    connection: try connection.settings(), catalog: catalog, configuration: configuration, logger: makeLogger("scoreboard.bench"),
+                    progress: { print($0) }).run()
+                let median = KafkaBenchmark.Measurement.median
+                let worker = median(result.workerRates), postgres = median(result.postgresFloorRates), redis = median(result.redisFloorRates)
+                print("")
+                print(String(format: "worker (median)          %10.0f events/s", worker))
+                print(String(format: "PostgreSQL floor         %10.0f event rows/s   worker / floor %.2f", postgres, worker / postgres))
+                print(String(format: "Redis floor              %10.0f ZADD/s", redis))
+            }
+        }
 
         public struct Kafka: AsyncParsableCommand {
             public init() {}

@@ -31,7 +31,7 @@ public struct KafkaBenchmark: Sendable {
         /// Median of the per-repetition ratios (each pair ran back to back, so noise cancels better).
         public var pairedRatio: Double { Self.median(zip(wrapperRates, baselineRates).map { $0 / $1 }) }
 
-        static func median(_ values: [Double]) -> Double {
+        public static func median(_ values: [Double]) -> Double {
             let sorted = values.sorted()
             guard !sorted.isEmpty else { return 0 }
             return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2

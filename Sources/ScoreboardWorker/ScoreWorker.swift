@@ -122,7 +122,9 @@ public final class ScoreWorker: Service, Sendable {
             topic: topic, events: events, nextOffsets: nextOffsets,
             epochs: claimed.filter { nextOffsets[$0.key] != nil })
         do {
+            let phases = PhaseClock()
             try await ledger.apply(ledgerBatch, catalog: catalog) { [self] applied in
+                phases.mark("postgres")
                 let scores = BatchAggregation.boardScores(totals: applied.totals, catalog: catalog)
                 // Only boards the new events touched: a member's rows in other regions/guilds come along for the
                 // global sum, but their own boards did not change.
@@ -134,8 +136,12 @@ public final class ScoreWorker: Service, Sendable {
                     if !relevant.isEmpty { changed[board] = relevant }
                 }
                 let ranks = try await projector.project(changed)
+                phases.mark("redis")
                 try await publishUpdates(changed, ranks: ranks)
+                phases.mark("updates")
             }
+            phases.mark("commit")
+            logger.debug("batch applied", metadata: ["events": "\(events.count)", "phases": "\(phases.summary)"])
         } catch let fenced as ScoreLedger.Fenced {
             logger.warning("batch dropped", metadata: ["reason": "\(fenced)"])
             Counter(label: "worker_fenced_batches_total").increment()
@@ -187,5 +193,22 @@ extension Timer {
     func recordInterval(since start: ContinuousClock.Instant) {
         let (seconds, attoseconds) = (ContinuousClock.now - start).components
         recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+/// Phase durations of one batch, for the debug log.
+final class PhaseClock: Sendable {
+    private let state = Mutex<(last: ContinuousClock.Instant, phases: [(String, Duration)])>((ContinuousClock.now, []))
+
+    func mark(_ name: String) {
+        state.withLock { state in
+            let now = ContinuousClock.now
+            state.phases.append((name, now - state.last))
+            state.last = now
+        }
+    }
+
+    var summary: String {
+        state.withLock { $0.phases.map { "\($0.0)=\($0.1.formatted(.units(allowed: [.milliseconds], width: .narrow)))" }.joined(separator: " ") }
     }
 }

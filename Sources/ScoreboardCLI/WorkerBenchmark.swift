@@ -1,0 +1,183 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ScoreboardCore
+import ScoreboardKafka
+import ScoreboardPostgres
+import ScoreboardRedis
+import ScoreboardWorker
+
+/// End-to-end worker throughput (score events on Kafka → PostgreSQL transaction → Redis boards → updates on Kafka)
+/// beside two floors measured in the same run on the same servers: bulk-inserting the same number of event rows
+/// into PostgreSQL (`unnest`, 5,000 per transaction) and pipelining the same number of single-member ZADDs to
+/// Redis. Each repetition uses fresh topics and a fresh schema; Redis database `redisDatabase` is flushed.
+public struct WorkerBenchmark: Sendable {
+    public struct Configuration: Sendable {
+        public var events = 100_000
+        public var users = 10_000
+        public var repetitions = 3
+        public var redisDatabase = 8
+
+        public init() {}
+    }
+
+    public struct Result: Sendable {
+        public var workerRates: [Double] = []
+        public var postgresFloorRates: [Double] = []
+        public var redisFloorRates: [Double] = []
+        public var batches: [Int] = []
+    }
+
+    let connection: ConnectionSettings
+    let catalog: LeaderboardCatalog
+    let configuration: Configuration
+    let logger: Logger
+    let progress: @Sendable (String) -> Void
+
+    public init(connection: ConnectionSettings, catalog: LeaderboardCatalog, configuration: Configuration, logger: Logger, progress: @escaping @Sendable (String) -> Void) {
+        self.connection = connection
+        self.catalog = catalog
+        self.configuration = configuration
+        self.logger = logger
+        self.progress = progress
+    }
+
+    public func run() async throws -> Result {
+        var result = Result()
+        var redisConfiguration = connection.redis
+        redisConfiguration.database = configuration.redisDatabase
+        let redis = RedisConnectionPool(configuration: redisConfiguration, logger: logger)
+        defer { redis.close() }
+        for repetition in 1...configuration.repetitions {
+            try await redis.send(["FLUSHDB"])
+            let id = UUID().uuidString.prefix(8).lowercased()
+            var scratch = connection
+            scratch.topicNamespace = "bench\(id)."
+            scratch.postgres.schema = "bench_\(id)"
+            let settings = scratch
+            let topics = settings.topics
+            let admin = try KafkaAdminClient(configuration: settings.kafkaClient, logger: logger)
+            _ = try await admin.createTopics([
+                KafkaNewTopic(name: topics.scoreEvents, partitions: 8), KafkaNewTopic(name: topics.leaderboardUpdates, partitions: 8),
+                KafkaNewTopic(name: topics.deadLetter, partitions: 1),
+            ])
+            let store = PostgresStore(configuration: settings.postgres, logger: logger)
+            let (worker, floor) = try await store.withRunningClient { store in
+                try await store.migrate()
+                try await produceEvents(settings: settings)
+                let worker = try await measureWorker(settings: settings, store: store, redis: redis)
+                let floor = try await postgresFloor(store: store)
+                try await store.client.query("DROP SCHEMA \(unescaped: settings.postgres.schema) CASCADE")
+                return (worker, floor)
+            }
+            try await redis.send(["FLUSHDB"])
+            let redisFloor = try await redisFloor(redis: redis)
+            try? await admin.deleteTopics([topics.scoreEvents, topics.leaderboardUpdates, topics.deadLetter])
+            result.workerRates.append(worker.rate)
+            result.batches.append(worker.batches)
+            result.postgresFloorRates.append(floor)
+            result.redisFloorRates.append(redisFloor)
+            progress(String(format: "repetition %d: worker %.0f events/s in %d batches, PostgreSQL floor %.0f rows/s, Redis floor %.0f ZADD/s",
+                            repetition, worker.rate, worker.batches, floor, redisFloor))
+        }
+        try await redis.send(["FLUSHDB"])
+        return result
+    }
+
+    /// Events for `users` members over 3 regions and 5 guilds, stamped now.
+    private func produceEvents(settings: ConnectionSettings) async throws {
+        var producerConfiguration = KafkaProducerConfiguration(client: settings.kafkaClient)
+        producerConfiguration.linger = .milliseconds(20)
+        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
+        let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+        let encoder = JSONEncoder()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await producer.run() }
+            for chunk in stride(from: 0, to: configuration.events, by: 10_000) {
+                let messages = try (chunk..<min(chunk + 10_000, configuration.events)).map { index in
+                    let user = index % configuration.users
+                    let event = ScoreEvent(
+                        eventID: UUID().uuidString.lowercased(), userID: "user-\(user)", action: "complete-quest", points: 10, occurredAt: now,
+                        region: "region-\(user % 3)", guild: "guild-\(user % 5)", idempotencyKey: UUID().uuidString.lowercased(), source: .gameServer)
+                    return KafkaProducerMessage(topic: settings.topics.scoreEvents, key: Array(event.userID.utf8), value: Array(try encoder.encode(event)))
+                }
+                for report in try await producer.send(batch: messages) { _ = try report.get() }
+            }
+            await producer.shutdown()
+            group.cancelAll()
+        }
+    }
+
+    private func measureWorker(settings: ConnectionSettings, store: PostgresStore, redis: RedisConnectionPool) async throws -> (rate: Double, batches: Int) {
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(client: settings.kafkaClient), logger: logger)
+        let groupID = "bench-workers-\(settings.topicNamespace)"
+        var consumer = settings.consumer(groupID: groupID)
+        consumer.sessionTimeout = .seconds(3)
+        let worker = ScoreWorker(
+            configuration: .init(consumer: consumer, topics: settings.topics), catalog: catalog,
+            ledger: ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger), redis: redis, producer: producer,
+            admin: try KafkaAdminClient(configuration: settings.kafkaClient, logger: logger), logger: logger)
+        let total = Int64(configuration.events)
+        return try await withThrowingTaskGroup(of: (Double, Int)?.self) { group in
+            group.addTask { try await producer.run(); return nil }
+            group.addTask { try await worker.run(); return nil }
+            group.addTask {
+                // The clock starts once the group assigned the partitions: the join is not the worker's work.
+                while worker.status.withLock({ $0.assignedPartitions.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+                let start = ContinuousClock.now
+                while true {
+                    let rows = try await store.client.query("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets", logger: logger)
+                    var done: Int64 = 0
+                    for try await value in rows.decode(Int64.self) { done = value }
+                    if done >= total { break }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let elapsed = ContinuousClock.now - start
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                return (Double(total) / seconds, worker.status.withLock { $0.batches })
+            }
+            var measured: (Double, Int)?
+            while let next = try await group.next() {
+                if let next {
+                    measured = next
+                    group.cancelAll()
+                }
+            }
+            await producer.shutdown()
+            return measured!
+        }
+    }
+
+    /// Rows per second for bulk inserts of event rows, the least any exactly-once design must write.
+    private func postgresFloor(store: PostgresStore) async throws -> Double {
+        try await store.client.query("CREATE TABLE bench_events (LIKE score_events INCLUDING ALL)", logger: logger)
+        let start = ContinuousClock.now
+        for chunk in stride(from: 0, to: configuration.events, by: 5_000) {
+            let count = min(5_000, configuration.events - chunk)
+            let ids = (0..<count).map { _ in UUID().uuidString.lowercased() }
+            let users = (0..<count).map { "user-\((chunk + $0) % configuration.users)" }
+            try await store.client.withTransaction(logger: logger) { connection in
+                try await connection.query("""
+                    INSERT INTO bench_events (event_id, user_id, action, points, occurred_at, idempotency_key, source, kafka_partition, kafka_offset)
+                    SELECT id::uuid, u, 'complete-quest', 10, now(), id::uuid, 'game-server', 0, 0 FROM unnest(\(ids)::text[], \(users)::text[]) AS t(id, u)
+                    ON CONFLICT (event_id) DO NOTHING
+                    """, logger: logger)
+            }
+        }
+        let elapsed = ContinuousClock.now - start
+        return Double(configuration.events) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+
+    /// Single-member ZADDs per second, pipelined 5,000 at a time.
+    private func redisFloor(redis: RedisConnectionPool) async throws -> Double {
+        let start = ContinuousClock.now
+        for chunk in stride(from: 0, to: configuration.events, by: 5_000) {
+            let commands = (chunk..<min(chunk + 5_000, configuration.events)).map { index in
+                ["ZADD", "bench:board:\(index % 12)", String(index), "user-\(index % configuration.users)"]
+            }
+            _ = try await redis.pipeline(commands)
+        }
+        let elapsed = ContinuousClock.now - start
+        return Double(configuration.events) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+}
