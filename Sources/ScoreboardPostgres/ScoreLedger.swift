@@ -163,14 +163,26 @@ public struct ScoreLedger: Sendable {
             ON CONFLICT (board_window, period, user_id, region, guild)
             DO UPDATE SET points = member_totals.points + EXCLUDED.points, updated_at = now()
             """, logger: logger)
-        let members = Set(entries.map { [$0.key.userID, $0.key.window.rawValue, $0.key.period] }).sorted { $0.joined() < $1.joined() }
+        // Read back by user and period with `= ANY` (a bitmap scan of the user index), then keep the touched
+        // (member, window, period) triples. A join against `unnest` of the triples looked equivalent but the
+        // planner, estimating 100 rows for `unnest`, picked a nested loop that took 7-10 s per batch of 5,000
+        // events at 40k rows (`scoreboard bench worker`, docs/benchmarks.md).
+        let users = Array(Set(entries.map(\.key.userID))).sorted()
+        let periods = Array(Set(entries.map(\.key.period))).sorted()
+        let touched = Set(entries.map { TouchedTotal(userID: $0.key.userID, window: $0.key.window, period: $0.key.period) })
         let rows = try await connection.query("""
-            SELECT m.board_window, m.period, m.user_id, m.region, m.guild, m.points
-            FROM member_totals m
-            JOIN unnest(\(members.map { $0[0] })::text[], \(members.map { $0[1] })::text[], \(members.map { $0[2] })::text[]) AS k(u, w, p)
-              ON m.user_id = k.u AND m.board_window = k.w AND m.period = k.p
+            SELECT board_window, period, user_id, region, guild, points FROM member_totals
+            WHERE user_id = ANY(\(users)::text[]) AND period = ANY(\(periods)::text[])
             """, logger: logger)
-        return try await Self.decodeTotals(rows)
+        return try await Self.decodeTotals(rows).filter { key, _ in
+            touched.contains(TouchedTotal(userID: key.userID, window: key.window, period: key.period))
+        }
+    }
+
+    struct TouchedTotal: Hashable {
+        var userID: String
+        var window: LeaderboardWindow
+        var period: String
     }
 
     static func decodeTotals(_ rows: PostgresRowSequence) async throws -> [BatchAggregation.TotalKey: Int64] {
