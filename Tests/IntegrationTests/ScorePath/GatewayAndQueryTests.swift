@@ -67,6 +67,18 @@ struct GatewayAndQueryTests {
             #expect(try await score(revocable).problemType == "token-revoked")
             #expect(try await score(carolToken, action: "complete-quest").status == 202)
 
+            // A body over the 4 KiB limit.
+            let large = try await connection.postJSON(
+                "/v1/scores", token: aliceToken, json: ["action": "pvp-win", "actionToken": String(repeating: "x", count: 5000), "idempotencyKey": UUID().uuidString])
+            #expect(large.status == 413 && large.problemType == "body-too-large")
+
+            // Operators: liveness, readiness and Prometheus metrics that count what happened.
+            #expect(try await connection.send(.GET, "/health/live").status == 200)
+            #expect(try await connection.send(.GET, "/health/ready").status == 200)
+            let metrics = String(decoding: try await connection.send(.GET, "/metrics").body, as: UTF8.self)
+            #expect(metrics.contains("gateway_events_accepted_total"))
+            #expect(metrics.contains(#"gateway_rejections_total{reason="banned"}"#))
+
             // An unknown action, and no token at all.
             #expect(try await connection.postJSON("/v1/actions/no-such-action/token", token: aliceToken, json: [:] as [String: String]).problemType == "unknown-action")
             #expect(try await connection.postJSON("/v1/scores", token: nil, json: [:] as [String: String]).problemType == "unauthenticated")
