@@ -187,10 +187,7 @@ struct GatewayAndQueryTests {
         let process = Process()
         process.executableURL = Repository.executable
         process.arguments = arguments
-        var merged = ProcessInfo.processInfo.environment
-        merged.merge(environment) { _, new in new }
-        merged["SCOREBOARD_HOME"] = Repository.root.path
-        process.environment = merged
+        process.environment = Repository.environment(environment)
         let output = Pipe()
         process.standardOutput = output
         try process.run()

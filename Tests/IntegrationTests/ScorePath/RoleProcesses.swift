@@ -26,6 +26,14 @@ enum Repository {
         }
         return root.appendingPathComponent(".build/debug/scoreboard")
     }
+
+    /// The test process's environment with `overrides`, and `SCOREBOARD_HOME` at this checkout.
+    static func environment(_ overrides: [String: String]) -> [String: String] {
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(overrides) { _, new in new }
+        merged["SCOREBOARD_HOME"] = root.path
+        return merged
+    }
 }
 
 /// One role (`gateway`, `worker`, `push`) as a real process of the real executable.
@@ -57,10 +65,7 @@ final class RoleProcess: @unchecked Sendable {
             process.executableURL = Repository.executable
             process.arguments = [role, "--port", "0"] + arguments
         }
-        var merged = ProcessInfo.processInfo.environment
-        merged.merge(environment) { _, new in new }
-        merged["SCOREBOARD_HOME"] = Repository.root.path
-        process.environment = merged
+        process.environment = Repository.environment(environment)
         let output = Pipe()
         process.standardOutput = output
         let errors = FileHandle(forWritingAtPath: "/dev/null")

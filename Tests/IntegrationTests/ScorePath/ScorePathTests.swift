@@ -209,11 +209,16 @@ final class BoardView: Sendable {
     }
 }
 
+/// The WebSocket command that subscribes to `stream`, resuming after `since` when given.
+func subscribeCommand(_ stream: BoardStream, since: Int64?) -> String {
+    since.map { #"{"type":"subscribe","board":"\#(stream.id)","since":\#($0)}"# } ?? #"{"type":"subscribe","board":"\#(stream.id)"}"#
+}
+
 func followWebSocket(port: Int, stream: BoardStream, view: BoardView, since: Int64? = nil) async throws {
     var logger = Logger(label: "test.ws")
     logger.logLevel = .error
     try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/v1/streams/ws", logger: logger) { inbound, outbound, _ in
-        let subscribe = since.map { #"{"type":"subscribe","board":"\#(stream.id)","since":\#($0)}"# } ?? #"{"type":"subscribe","board":"\#(stream.id)"}"#
+        let subscribe = subscribeCommand(stream, since: since)
         try await outbound.write(.text(subscribe))
         for try await message in inbound.messages(maxSize: 1 << 24) {
             guard case .text(let text) = message, let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { continue }
