@@ -232,44 +232,56 @@ public struct ScoreLedger: Sendable {
     }
 
     /// A board's standings from the stored totals (archived periods whose Redis key expired): competition ranks,
-    /// ties ordered as Redis orders them (member descending), and the number of members.
+    /// ties ordered as Redis orders them (member descending), and the number of members. `board_standings` is
+    /// migration 0003's SQL function.
     public func standings(board: BoardKey, limit: Int, offset: Int) async throws -> (entries: [Standing], count: Int) {
-        let region = board.dimension == .region ? board.value : nil
-        let guild = board.dimension == .guild ? board.value : nil
+        let (region, guild) = Self.filters(board)
         let rows = try await client.query("""
-            WITH scores AS (
-                SELECT user_id, sum(points)::bigint AS score FROM member_totals
-                WHERE board_window = \(board.window.rawValue) AND period = \(board.period)
-                  AND (\(region)::text IS NULL OR region = \(region))
-                  AND (\(guild)::text IS NULL OR guild = \(guild))
-                GROUP BY user_id
-            ), ranked AS (
-                SELECT user_id, score, rank() OVER (ORDER BY score DESC)::bigint AS rank, count(*) OVER ()::bigint AS members FROM scores
-            )
-            SELECT rank, user_id, score, members FROM ranked ORDER BY score DESC, user_id DESC LIMIT \(limit) OFFSET \(offset)
+            SELECT rank, user_id, score, members FROM board_standings(\(board.window.rawValue), \(board.period), \(region), \(guild))
+            ORDER BY board_position LIMIT \(limit) OFFSET \(offset)
             """, logger: logger)
+        let (entries, count) = try await Self.decodeStandings(rows)
+        if entries.isEmpty && offset > 0 { return (entries, try await memberCount(board: board)) }
+        return (entries, count)
+    }
+
+    public func memberCount(board: BoardKey) async throws -> Int {
+        let (region, guild) = Self.filters(board)
+        let rows = try await client.query("""
+            SELECT count(*)::bigint FROM board_standings(\(board.window.rawValue), \(board.period), \(region), \(guild))
+            """, logger: logger)
+        for try await count in rows.decode(Int64.self) { return Int(count) }
+        return 0
+    }
+
+    /// The standings within `radius` places of `userID` on a board, from the stored totals; `nil` when the user is
+    /// not on it.
+    public func around(board: BoardKey, userID: String, radius: Int) async throws -> (entries: [Standing], count: Int)? {
+        let (region, guild) = Self.filters(board)
+        let rows = try await client.query("""
+            WITH ranked AS (SELECT * FROM board_standings(\(board.window.rawValue), \(board.period), \(region), \(guild))),
+                 me AS (SELECT board_position FROM ranked WHERE user_id = \(userID))
+            SELECT r.rank, r.user_id, r.score, r.members FROM ranked r, me
+            WHERE r.board_position BETWEEN me.board_position - \(radius) AND me.board_position + \(radius)
+            ORDER BY r.board_position
+            """, logger: logger)
+        let (entries, count) = try await Self.decodeStandings(rows)
+        return entries.isEmpty ? nil : (entries, count)
+    }
+
+    /// The region and guild a board filters on (`nil`: all).
+    static func filters(_ board: BoardKey) -> (region: String?, guild: String?) {
+        (board.dimension == .region ? board.value : nil, board.dimension == .guild ? board.value : nil)
+    }
+
+    static func decodeStandings(_ rows: PostgresRowSequence) async throws -> (entries: [Standing], count: Int) {
         var entries: [Standing] = []
         var count = 0
         for try await (rank, user, score, members) in rows.decode((Int64, String, Int64, Int64).self) {
             entries.append(Standing(rank: Int(rank), userID: user, score: score))
             count = Int(members)
         }
-        if entries.isEmpty && offset > 0 {
-            count = try await memberCount(board: board)
-        }
         return (entries, count)
-    }
-
-    public func memberCount(board: BoardKey) async throws -> Int {
-        let region = board.dimension == .region ? board.value : nil
-        let guild = board.dimension == .guild ? board.value : nil
-        let rows = try await client.query("""
-            SELECT count(DISTINCT user_id)::bigint FROM member_totals
-            WHERE board_window = \(board.window.rawValue) AND period = \(board.period)
-              AND (\(region)::text IS NULL OR region = \(region)) AND (\(guild)::text IS NULL OR guild = \(guild))
-            """, logger: logger)
-        for try await count in rows.decode(Int64.self) { return Int(count) }
-        return 0
     }
 
     /// The (region, guild) pairs a user scored under in one period of a window: which boards they are on.
@@ -282,36 +294,5 @@ public struct ScoreLedger: Sendable {
             pairs.append((region.isEmpty ? nil : region, guild.isEmpty ? nil : guild))
         }
         return pairs
-    }
-}
-
-extension ScoreLedger {
-    /// The standings within `radius` places of `userID` on a board, from the stored totals; `nil` when the user is
-    /// not on it.
-    public func around(board: BoardKey, userID: String, radius: Int) async throws -> (entries: [Standing], count: Int)? {
-        let region = board.dimension == .region ? board.value : nil
-        let guild = board.dimension == .guild ? board.value : nil
-        let rows = try await client.query("""
-            WITH scores AS (
-                SELECT user_id, sum(points)::bigint AS score FROM member_totals
-                WHERE board_window = \(board.window.rawValue) AND period = \(board.period)
-                  AND (\(region)::text IS NULL OR region = \(region)) AND (\(guild)::text IS NULL OR guild = \(guild))
-                GROUP BY user_id
-            ), ranked AS (
-                SELECT user_id, score, rank() OVER (ORDER BY score DESC)::bigint AS rank,
-                       row_number() OVER (ORDER BY score DESC, user_id DESC) AS position, count(*) OVER ()::bigint AS members
-                FROM scores
-            ), me AS (SELECT position FROM ranked WHERE user_id = \(userID))
-            SELECT r.rank, r.user_id, r.score, r.members FROM ranked r, me
-            WHERE r.position BETWEEN me.position - \(radius) AND me.position + \(radius)
-            ORDER BY r.position
-            """, logger: logger)
-        var entries: [Standing] = []
-        var count = 0
-        for try await (rank, user, score, members) in rows.decode((Int64, String, Int64, Int64).self) {
-            entries.append(Standing(rank: Int(rank), userID: user, score: score))
-            count = Int(members)
-        }
-        return entries.isEmpty ? nil : (entries, count)
     }
 }

@@ -42,7 +42,6 @@ public final class ScoreWorker: Service, Sendable {
         public var assignedPartitions: [Int32] = []
         public var batches = 0
         public var events = 0
-        public var lastError: String?
     }
 
     public init(
@@ -150,7 +149,6 @@ public final class ScoreWorker: Service, Sendable {
         status.withLock { status in
             status.batches += 1
             status.events += events.count
-            status.lastError = nil
         }
         Counter(label: "worker_events_total").increment(by: events.count)
         Timer(label: "worker_batch_duration_seconds").recordInterval(since: start)

@@ -143,6 +143,12 @@ struct GatewayAndQueryTests {
             }
         }
         #expect(archived == "archive")
+        try await HTTPConnection.with(port: push.port) { connection in
+            let around = try await connection.send(.GET, "/v1/leaderboards/daily/region/r1/around/\(carol)?period=\(oldDay)&radius=3")
+            #expect(around.json["source"] as? String == "archive")
+            #expect((around.json["entries"] as? [[String: Any]])?.map { "\($0["userId"]!) #\($0["rank"]!) \($0["score"]!)" } == ["\(carol) #1 40"])
+            #expect((around.json["members"] as? NSNumber)?.intValue == 1)
+        }
         let oldKey = BoardKey(window: .daily, period: oldDay, dimension: .global, value: nil)
         #expect(try await world.redis.send(["EXISTS", oldKey.redisKey]).integer == 0)
 
