@@ -9,6 +9,7 @@ import Testing
 
 /// The parts of the score path the big scenarios do not reach: operator actions, the rejections topic, around-me,
 /// closed windows and archives, rebuilds, the personal channel, heartbeats, and `token mint`.
+extension ScorePath {
 @Suite(.serialized, .timeLimit(.minutes(4)))
 struct GatewayAndQueryTests {
     @Test func operatorsRejectionsQueriesArchivesRebuildsAndPersonalStreams() async throws {
@@ -202,6 +203,7 @@ struct GatewayAndQueryTests {
         #expect(process.terminationStatus == 0, "scoreboard \(arguments.joined(separator: " "))")
         return String(decoding: data, as: UTF8.self)
     }
+}
 }
 
 /// What a personal stream received.

@@ -7,6 +7,7 @@ import ScoreboardKafka
 import Synchronization
 import Testing
 
+extension ScorePath {
 @Suite(.serialized, .timeLimit(.minutes(4)))
 struct ResumeAndOutageTests {
     /// 4. A client that disconnects, misses 50 updates and reconnects with its last sequence receives exactly those
@@ -95,6 +96,7 @@ struct ResumeAndOutageTests {
         }
     }
 }
+}
 
 /// Records what one stream connection receives.
 final class UpdateRecorder: Sendable {
@@ -136,6 +138,7 @@ func record(port: Int, stream: BoardStream, since: Int64?, into recorder: Update
     }
 }
 
+extension ScorePath {
 @Suite(.timeLimit(.minutes(3)))
 struct GracefulShutdownTests {
     /// SIGTERM stops accepting, drains requests in flight and flushes the producer: the process exits 0 and every
@@ -198,6 +201,7 @@ struct GracefulShutdownTests {
         await consumer.close()
         #expect(ids.isSubset(of: found))
     }
+}
 }
 
 final class DrainTally: Sendable {

@@ -10,6 +10,11 @@ import ScoreboardPostgres
 import ScoreboardRedis
 import PostgresNIO
 import Synchronization
+import Testing
+
+/// The suites that start role processes run one after another: each starts servers and drives real traffic, and
+/// on two cores, running them side by side would turn timing checks (a 503 within a second) into load tests.
+@Suite(.serialized) enum ScorePath {}
 
 /// The repository checkout and the `scoreboard` executable the test build produced beside the tests.
 enum Repository {

@@ -8,6 +8,7 @@ import Synchronization
 import Testing
 
 /// Issue 3's end-to-end tests: real gateway, worker and push processes on the real broker, PostgreSQL and Redis.
+extension ScorePath {
 @Suite(.serialized, .timeLimit(.minutes(6)))
 struct ScorePathTests {
     static let regions = ["r0", "r1", "r2"]
@@ -174,6 +175,7 @@ struct ScorePathTests {
         }
     }
 }
+}
 
 /// A client's view of one board period: the snapshot, then the updates applied (absolute totals).
 final class BoardView: Sendable {
@@ -246,12 +248,12 @@ final class RoleList: Sendable {
 
 /// What the traffic produced: the accepted events by id, every unexpected answer, and the request count.
 final class TrafficLog: Sendable {
-    let accepted = Mutex<[String: ScorePathTests.Accepted]>([:])
+    let accepted = Mutex<[String: ScorePath.ScorePathTests.Accepted]>([:])
     let mismatches = Mutex<[String]>([])
     let requests = Atomic<Int>(0)
 }
 
-func sendUserRequests(user: ScorePathTests.User, seed: Int, connection: inout HTTPConnection, log: TrafficLog) async throws {
+func sendUserRequests(user: ScorePath.ScorePathTests.User, seed: Int, connection: inout HTTPConnection, log: TrafficLog) async throws {
     // The catalog's limits make some of these 429s: complete-quest allows 10 a minute, the PvP actions 5 an hour,
     // the daily bonus once a day.
     let actions = Array(repeating: "complete-quest", count: 11) + Array(repeating: "pvp-match", count: 5) + Array(repeating: "pvp-win", count: 5)
@@ -268,7 +270,7 @@ func sendUserRequests(user: ScorePathTests.User, seed: Int, connection: inout HT
         log.requests.add(1, ordering: .relaxed)
         // Deterministic mix per user: ~5% repeats, 1% replays, 1% forgeries, ~3% malformed.
         let roll = (seed * 31 + request * 17) % 100
-        var kind: ScorePathTests.Kind = .normal
+        var kind: ScorePath.ScorePathTests.Kind = .normal
         if lastAccepted != nil {
             if roll < 5 { kind = .repeatKey } else if roll < 6 { kind = .replayToken } else if roll < 7 { kind = .forgedToken }
         }
@@ -327,7 +329,7 @@ func sendUserRequests(user: ScorePathTests.User, seed: Int, connection: inout HT
                     log.mismatches.withLock { $0.append("\(user.id) 202 body: \(String(decoding: answer.body, as: UTF8.self))") }
                     continue
                 }
-                log.accepted.withLock { $0[eventID] = ScorePathTests.Accepted(user: user, points: points[action]!, occurredAt: occurredAt) }
+                log.accepted.withLock { $0[eventID] = ScorePath.ScorePathTests.Accepted(user: user, points: points[action]!, occurredAt: occurredAt) }
                 lastAccepted = (body, answer.body)
             } else {
                 problem("\(action) #\(actionIndex)", answer, expected: "rate-limited")
