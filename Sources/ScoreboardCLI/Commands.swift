@@ -48,8 +48,7 @@ extension ScoreboardCommand {
                 let settings = try connection.settings()
                 let directory = topicsDirectory.map { URL(fileURLWithPath: $0) }
                     ?? DefinitionsLocation.root().appendingPathComponent("topics")
-                var catalog = try TopicCatalog.load(directory: directory)
-                for index in catalog.topics.indices { catalog.topics[index].name = settings.topicNamespace + catalog.topics[index].name }
+                let catalog = try TopicCatalog.load(directory: directory).namespaced(settings.topicNamespace)
                 let admin = try KafkaAdminClient(configuration: settings.kafkaClient, logger: makeLogger("scoreboard.topics"))
                 let outcomes = try await TopicsApplier(admin: admin).apply(catalog)
                 var drifted = false

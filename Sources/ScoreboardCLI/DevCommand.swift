@@ -27,8 +27,7 @@ extension ScoreboardCommand {
             let logger = RoleLogging.logger("scoreboard.dev")
 
             // Topics and tables first, so the roles start on a ready stack.
-            var catalog = try TopicCatalog.load(directory: root.appendingPathComponent("topics"))
-            for index in catalog.topics.indices { catalog.topics[index].name = context.settings.topicNamespace + catalog.topics[index].name }
+            let catalog = try TopicCatalog.load(directory: root.appendingPathComponent("topics")).namespaced(context.settings.topicNamespace)
             let admin = try KafkaAdminClient(configuration: context.settings.kafkaClient, logger: logger)
             _ = try await TopicsApplier(admin: admin).apply(catalog)
 

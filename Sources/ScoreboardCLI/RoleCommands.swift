@@ -87,7 +87,7 @@ extension ScoreboardCommand {
                 let projector = BoardProjector(redis: redis, catalog: catalog)
                 var count = 0
                 for window in Set(catalog.boards.map(\.window)).sorted(by: { $0.rawValue < $1.rawValue }) {
-                    let totals = try await ledger.totals(window: window, periods: nil)
+                    let totals = try await ledger.totals(window: window)
                     let scores = BatchAggregation.boardScores(totals: totals, catalog: catalog)
                         .filter { board, _ in catalog.redisExpiry(of: board).map { $0 > now } ?? true }
                     try await projector.replace(scores)

@@ -148,8 +148,7 @@ enum Roles {
             schemas: .init(scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest], scoreEvent: eventSchema),
             authenticator: try await auth.authenticator(redis: redis), redis: redis, publisher: publisher, rejections: rejections)
         let operations = OperationsRoutes(registry: registry) {
-            var problems: [String: String] = [:]
-            do { _ = try await redis.send(["PING"]) } catch { problems["redis"] = "\(error)" }
+            var problems = await redisReadiness(redis)
             if producer.outstandingMessageCount > 10_000 { problems["kafka"] = "\(producer.outstandingMessageCount) messages waiting for the broker" }
             return problems
         }
@@ -173,10 +172,8 @@ enum Roles {
             redis: redis, producer: producer, admin: admin, logger: logger)
         let migrator = MigrationService(store: store, logger: logger)
         let operations = OperationsRoutes(registry: registry) {
-            var problems: [String: String] = [:]
-            do { _ = try await redis.send(["PING"]) } catch { problems["redis"] = "\(error)" }
             // A worker that cannot process a batch stops (its ServiceGroup ends), so a running one is processing.
-            return problems
+            await redisReadiness(redis)
         }
         let router = Router()
         operations.add(to: router)
@@ -201,9 +198,8 @@ enum Roles {
             configuration: configuration, feed: feed, reader: BoardReader(redis: redis, ledger: ledger, catalog: context.pipelines.leaderboards),
             authenticator: try await auth.authenticator(redis: redis), logger: logger)
         let operations = OperationsRoutes(registry: registry) {
-            var problems: [String: String] = [:]
+            var problems = await redisReadiness(redis)
             if !feed.isReady { problems["kafka"] = "not yet assigned the leaderboard-updates partitions" }
-            do { _ = try await redis.send(["PING"]) } catch { problems["redis"] = "\(error)" }
             return problems
         }
         let router = gateway.router(operations: operations)
@@ -211,6 +207,16 @@ enum Roles {
             router: router, server: server, name: "push", logger: logger,
             serverBuilder: HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter: router))
         return ([store, feed, app], { redis.close() })
+    }
+}
+
+/// `["redis": why]` when Redis does not answer a PING, else empty: every role's readiness starts from it.
+func redisReadiness(_ redis: RedisConnectionPool) async -> [String: String] {
+    do {
+        _ = try await redis.send(["PING"])
+        return [:]
+    } catch {
+        return ["redis": "\(error)"]
     }
 }
 

@@ -42,6 +42,16 @@ public struct TopicCatalog: Sendable {
         topics.first { $0.name == name }
     }
 
+    /// The catalog with `namespace` prepended to every topic name (`TopicNames.namespace`: tests and deployments
+    /// sharing one cluster).
+    public func namespaced(_ namespace: String) -> TopicCatalog {
+        TopicCatalog(topics: topics.map { topic in
+            var topic = topic
+            topic.name = namespace + topic.name
+            return topic
+        })
+    }
+
     /// The JSON Schema of a topic's values, ready to validate.
     public func valueSchema(of name: String) throws -> JSONSchema? {
         try topic(named: name).map { try JSONSchema($0.valueSchema) }

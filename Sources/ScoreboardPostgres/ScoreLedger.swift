@@ -208,20 +208,11 @@ public struct ScoreLedger: Sendable {
 
     // MARK: - Reads for rebuilds and archived periods
 
-    /// Every total row of the periods given per window (`nil`: every period), for `scoreboard rebuild`.
-    public func totals(window: LeaderboardWindow, periods: [String]?) async throws -> [BatchAggregation.TotalKey: Int64] {
-        let rows: PostgresRowSequence
-        if let periods {
-            rows = try await client.query("""
-                SELECT board_window, period, user_id, region, guild, points FROM member_totals
-                WHERE board_window = \(window.rawValue) AND period = ANY(\(periods)::text[])
-                """, logger: logger)
-        } else {
-            rows = try await client.query("""
-                SELECT board_window, period, user_id, region, guild, points FROM member_totals WHERE board_window = \(window.rawValue)
-                """, logger: logger)
-        }
-        return try await Self.decodeTotals(rows)
+    /// Every total row of a window, all periods, for `scoreboard rebuild`.
+    public func totals(window: LeaderboardWindow) async throws -> [BatchAggregation.TotalKey: Int64] {
+        try await Self.decodeTotals(try await client.query("""
+            SELECT board_window, period, user_id, region, guild, points FROM member_totals WHERE board_window = \(window.rawValue)
+            """, logger: logger))
     }
 
     /// One entry of a board's standings.

@@ -209,8 +209,7 @@ final class ScorePathWorld: @unchecked Sendable {
         catalog = try PipelineCatalog.load(directory: Repository.root.appendingPathComponent("pipelines"))
 
         // The topics, as `topics apply` creates them, under this world's namespace.
-        var topics = try TopicCatalog.load(directory: Repository.root.appendingPathComponent("topics"))
-        for index in topics.topics.indices { topics.topics[index].name = namespace + topics.topics[index].name }
+        let topics = try TopicCatalog.load(directory: Repository.root.appendingPathComponent("topics")).namespaced(namespace)
         var client = KafkaClientConfiguration(bootstrapServers: [self.kafkaBrokers])
         client.socketTimeout = .seconds(5)
         _ = try await TopicsApplier(admin: try KafkaAdminClient(configuration: client, logger: TestEnvironment.logger)).apply(topics)
