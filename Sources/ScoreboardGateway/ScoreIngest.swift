@@ -204,34 +204,26 @@ public struct ScoreIngest: Sendable {
     /// Guards each item, publishes the admitted ones together, and answers per item.
     func ingest(_ items: [Item], clientIP: String?) async throws -> [Result<AcceptedScore, Problem>] {
         var results = [Result<AcceptedScore, Problem>?](repeating: nil, count: items.count)
-        var admitted: [(index: Int, event: ScoreEvent, nonce: String?)] = []
+        var admitted: [(index: Int, admitted: Admitted)] = []
         let now = now()
-        try await withThrowingTaskGroup(of: (Int, Result<(ScoreEvent, String?), Problem>?, AcceptedScore?).self) { group in
+        try await withThrowingTaskGroup(of: (Int, Admission).self) { group in
             for (index, item) in items.enumerated() {
-                group.addTask {
-                    let (outcome, repeated) = try await self.admit(item, clientIP: clientIP, now: now)
-                    return (index, outcome, repeated)
-                }
+                group.addTask { (index, try await self.admit(item, clientIP: clientIP, now: now)) }
             }
-            for try await (index, outcome, repeated) in group {
-                if let repeated {
-                    results[index] = .success(repeated)
-                } else {
-                    switch outcome! {
-                    case .success(let (event, nonce)): admitted.append((index, event, nonce))
-                    case .failure(let problem): results[index] = .failure(problem)
-                    }
+            for try await (index, admission) in group {
+                switch admission {
+                case .repeated(let answer): results[index] = .success(answer)
+                case .admitted(let entry): admitted.append((index, entry))
+                case .refused(let problem): results[index] = .failure(problem)
                 }
             }
         }
         guard !admitted.isEmpty else { return results.map { $0! } }
 
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        let messages = try admitted.map { entry in
+        let messages = admitted.map { entry in
             KafkaProducerMessage(
-                topic: configuration.topics.scoreEvents, key: Array(entry.event.partitionKey.utf8), value: Array(try encoder.encode(entry.event)),
-                timestampMilliseconds: entry.event.occurredAt.millisecondsSinceEpoch)
+                topic: configuration.topics.scoreEvents, key: Array(entry.admitted.event.partitionKey.utf8), value: entry.admitted.value,
+                timestampMilliseconds: entry.admitted.event.occurredAt.millisecondsSinceEpoch)
         }
         let settledEvents = admitted
         let guarding = self.guarding
@@ -244,9 +236,9 @@ public struct ScoreIngest: Sendable {
                     case .success(let delivery):
                         try await guarding.complete(
                             userID: item.userID, idempotencyKey: item.idempotencyKey, fingerprint: item.fingerprint,
-                            answer: Self.answer(entry.event, delivery))
+                            answer: Self.answer(entry.admitted.event, delivery))
                     case .failure:
-                        try await guarding.release(userID: item.userID, idempotencyKey: item.idempotencyKey, tokenNonce: entry.nonce)
+                        try await guarding.release(userID: item.userID, idempotencyKey: item.idempotencyKey, tokenNonce: entry.admitted.nonce)
                     }
                 } catch {
                     // The pending claim expires on its own; until then a retry is told the key is in use.
@@ -255,8 +247,8 @@ public struct ScoreIngest: Sendable {
         }
         for (position, entry) in admitted.enumerated() {
             if let report = reports?[position], case .success(let delivery) = report {
-                results[entry.index] = .success(Self.answer(entry.event, delivery))
-                Counter(label: "gateway_events_accepted_total", dimensions: [("action", entry.event.action)]).increment()
+                results[entry.index] = .success(Self.answer(entry.admitted.event, delivery))
+                Counter(label: "gateway_events_accepted_total", dimensions: [("action", entry.admitted.event.action)]).increment()
             } else {
                 results[entry.index] = .failure(Problem(
                     .brokerUnavailable, detail: reports == nil ? "the broker did not acknowledge in time" : "the broker refused the event",
@@ -284,17 +276,37 @@ public struct ScoreIngest: Sendable {
             points: event.points, occurredAt: event.occurredAt.millisecondsSinceEpoch)
     }
 
-    /// One item's checks, cheapest first. Returns the stored answer for a repeated idempotency key, the event to
-    /// publish, or the problem.
-    private func admit(_ item: Item, clientIP: String?, now: Timestamp) async throws -> (Result<(ScoreEvent, String?), Problem>?, AcceptedScore?) {
-        func fail(_ problem: Problem) -> (Result<(ScoreEvent, String?), Problem>?, AcceptedScore?) { (.failure(problem), nil) }
+    /// An event that passed every check, with the JSON it is published as (encoded once, validated from those
+    /// bytes) and the nonce of its action token.
+    struct Admitted: Sendable {
+        var event: ScoreEvent
+        var value: [UInt8]
+        var nonce: String?
+    }
+
+    enum Admission: Sendable {
+        /// The idempotency key was answered before: the same answer again.
+        case repeated(AcceptedScore)
+        case admitted(Admitted)
+        case refused(Problem)
+    }
+
+    static let eventEncoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return encoder
+    }()
+
+    /// One item's checks, cheapest first.
+    private func admit(_ item: Item, clientIP: String?, now: Timestamp) async throws -> Admission {
+        func fail(_ problem: Problem) -> Admission { .refused(problem) }
         let (banned, record) = try await guarding.precheck(userID: item.userID, idempotencyKey: item.idempotencyKey)
         if banned { return fail(Problem(.banned, detail: "user \(item.userID) is banned")) }
         if let record {
             guard record.fingerprint == item.fingerprint else {
                 return fail(Problem(.idempotencyKeyReused, detail: "the key was first used for another request"))
             }
-            if let answer = record.answer { return (nil, answer) }
+            if let answer = record.answer { return .repeated(answer) }
             return fail(Problem(.idempotencyKeyInUse, detail: "the first request with this key is still being published"))
         }
         var nonce: String?
@@ -309,7 +321,8 @@ public struct ScoreIngest: Sendable {
             eventID: Self.eventID(userID: item.userID, idempotencyKey: item.idempotencyKey), userID: item.userID, action: item.action, points: item.definition.points,
             occurredAt: now, region: item.region, guild: item.guild, idempotencyKey: item.idempotencyKey.lowercased(), source: item.source)
         // The event must match its topic's schema; a violation here is our bug or a bad token claim, never published.
-        let violations = schemas.scoreEvent.validate(try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(event)))
+        let value = try Self.eventEncoder.encode(event)
+        let violations = schemas.scoreEvent.validate(try JSONDecoder().decode(JSONValue.self, from: value))
         if !violations.isEmpty { return fail(Problem(.invalidBody, errors: violations.map(\.description))) }
         let limits = IngestGuard.limits(
             clientIP: clientIP, userID: item.userID, action: item.action, definition: item.definition, configuration: configuration, now: now)
@@ -317,7 +330,7 @@ public struct ScoreIngest: Sendable {
             limits: limits, tokenNonce: nonce, userID: item.userID, idempotencyKey: item.idempotencyKey, fingerprint: item.fingerprint,
             requestID: event.eventID, now: now)
         switch outcome {
-        case .admitted: return (.success((event, nonce)), nil)
+        case .admitted: return .admitted(Admitted(event: event, value: Array(value), nonce: nonce))
         case .rateLimited(let limit, let wait):
             return fail(Problem(.rateLimited, detail: "limit \(limit)", retryAfter: Int((wait + 999) / 1000)))
         case .tokenReplayed: return fail(Problem(.actionTokenReplayed))
