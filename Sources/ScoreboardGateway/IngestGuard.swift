@@ -92,14 +92,15 @@ public struct IngestGuard: Sendable {
             String(Self.pendingTTLMilliseconds),
         ]
         let reply = try await redis.run(Self.admitScript, keys: keys, arguments: arguments)
-        guard let parts = reply.array, let verdict = parts.first?.string else { return .admitted }
-        switch verdict {
-        case "limited":
+        // Anything but the script's own verdicts is an error, never an admission.
+        switch (reply.array?.first?.string, reply.array ?? []) {
+        case ("ok", _): return .admitted
+        case ("limited", let parts) where parts.count == 3:
             let index = Int(parts[1].integer ?? 1) - 1
             return .rateLimited(limit: limits[max(0, min(index, limits.count - 1))].name, retryAfterMilliseconds: parts[2].integer ?? 1000)
-        case "replayed": return .tokenReplayed
-        case "in-use": return .idempotencyKeyInUse
-        default: return .admitted
+        case ("replayed", _): return .tokenReplayed
+        case ("in-use", _): return .idempotencyKeyInUse
+        default: throw RedisError(code: .unexpectedReply, reason: "the ingest guard script answered \(reply)")
         }
     }
 

@@ -96,4 +96,9 @@ enum RDKafkaErrorCodes {
 extension KafkaError {
     /// A message that was never handed to librdkafka because its producer is stopping.
     public static var shuttingDown: KafkaError { KafkaError(code: .shutdown, reason: "the producer is shutting down") }
+
+    /// The broker does not know a topic a client needs (not created yet: run `scoreboard topics apply`).
+    public static func unknownTopic(_ topic: String) -> KafkaError {
+        KafkaError(code: .admin, reason: "topic \(topic) does not exist; create it with `scoreboard topics apply`")
+    }
 }

@@ -76,12 +76,9 @@ public struct PushGateway: Sendable {
             let identity = try await self.authenticator.authenticate(request, roles: Set(Role.allCases))
             return self.sseResponse { buffer in self.feed.subscribe(buffer, toUser: identity.userID) }
         }
-        router.ws("/v1/streams/ws", shouldUpgrade: { request, _ in
-            // A bearer token (header, or `access_token` for browsers, which cannot set headers on WebSockets) opens
-            // the personal channel; anonymous clients may still follow boards.
-            _ = request
-            return .upgrade([:])
-        }, onUpgrade: { inbound, outbound, context in
+        // Every client may upgrade and follow boards; the personal channel checks the upgrade request's bearer token
+        // when asked for (see `handleCommand`).
+        router.ws("/v1/streams/ws", onUpgrade: { inbound, outbound, context in
             try await self.webSocket(inbound: inbound, outbound: outbound, request: context.request)
         })
         return router

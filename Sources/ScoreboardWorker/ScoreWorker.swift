@@ -79,7 +79,7 @@ public final class ScoreWorker: Service, Sendable {
     func assign(_ partitions: [KafkaTopicPartition], topic: String) async throws -> [KafkaTopicPartition: KafkaStartOffset] {
         guard !partitions.isEmpty else { return [:] }
         guard let description = try await admin.describeTopics([topic])[topic] else {
-            throw KafkaError.shuttingDown
+            throw KafkaError.unknownTopic(topic)
         }
         let claims = try await ledger.claim(topic: topic, topicID: description.topicID, partitions: partitions.map(\.partition))
         epochs.withLock { epochs in for claim in claims { epochs[claim.partition] = claim.epoch } }
