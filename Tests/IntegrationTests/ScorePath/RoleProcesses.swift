@@ -120,15 +120,18 @@ final class RoleProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
-    /// SIGKILL: no graceful shutdown, as a crash. (SIGTERM would not reach a child spawned from a Dispatch thread,
-    /// which inherits its blocked signal mask.)
-    func kill() {
-        guard process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    /// Kills the role as a crash would (``killAndWait(_:)``).
+    func kill() { killAndWait(process) }
 
     deinit { kill() }
+}
+
+/// SIGKILL: no graceful shutdown, as a crash. (SIGTERM would not reach a child spawned from a Dispatch thread,
+/// which inherits its blocked signal mask.)
+func killAndWait(_ process: Process) {
+    guard process.isRunning else { return }
+    kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
 }
 
 /// A private Tansu broker on a free port, for the test that stops the broker.
@@ -170,11 +173,7 @@ final class TansuProcess: @unchecked Sendable {
         } == 0
     }
 
-    func kill() {
-        guard process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    func kill() { killAndWait(process) }
 
     deinit { kill() }
 }
