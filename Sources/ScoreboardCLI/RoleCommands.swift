@@ -81,7 +81,7 @@ extension ScoreboardCommand {
             defer { redis.close() }
             let catalog = context.pipelines.leaderboards
             let store = PostgresStore(configuration: context.settings.postgres, logger: logger)
-            let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+            let now = Timestamp.now()
             let rebuilt = try await store.withRunningClient { store in
                 let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: logger)
                 let projector = BoardProjector(redis: redis, catalog: catalog)

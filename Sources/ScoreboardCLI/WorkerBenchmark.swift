@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import ScoreboardCore
+import ScoreboardHTTP
 import ScoreboardKafka
 import ScoreboardPostgres
 import ScoreboardRedis
@@ -89,7 +90,7 @@ public struct WorkerBenchmark: Sendable {
         var producerConfiguration = KafkaProducerConfiguration(client: settings.kafkaClient)
         producerConfiguration.linger = .milliseconds(20)
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
-        let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+        let now = Timestamp.now()
         let encoder = JSONEncoder()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await producer.run() }

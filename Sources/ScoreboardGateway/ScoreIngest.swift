@@ -37,7 +37,7 @@ public struct ScoreIngest: Sendable {
     public init(
         configuration: GatewayConfiguration, actions: ActionCatalog, actionTokenKeys: ActionTokenKeys, schemas: Schemas,
         authenticator: JWTAuthenticator, redis: RedisConnectionPool, publisher: EventPublisher, rejections: RejectionLog,
-        now: @escaping @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
+        now: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
     ) {
         self.configuration = configuration
         self.actions = actions

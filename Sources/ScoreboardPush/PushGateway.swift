@@ -43,7 +43,7 @@ public struct PushGateway: Sendable {
 
     public init(
         configuration: Configuration, feed: UpdateFeed, reader: BoardReader, authenticator: JWTAuthenticator, logger: Logger,
-        now: @escaping @Sendable () -> Timestamp = { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
+        now: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
     ) {
         self.configuration = configuration
         self.feed = feed

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import ScoreboardCore
+import ScoreboardHTTP
 import ScoreboardKafka
 import ScoreboardPostgres
 import ScoreboardRedis
@@ -181,7 +182,7 @@ public final class ScoreWorker: Service, Sendable {
         }
         let letter = DeadLetter(
             sourceTopic: message.topic, sourcePartition: message.partition, sourceOffset: message.offset, error: String(reason.prefix(2000)),
-            payload: Data(message.value).base64EncodedString(), failedAt: Int64(Date().timeIntervalSince1970 * 1000))
+            payload: Data(message.value).base64EncodedString(), failedAt: Timestamp.now().millisecondsSinceEpoch)
         let value = (try? JSONEncoder().encode(letter)) ?? Data()
         return KafkaProducerMessage(topic: configuration.topics.deadLetter, key: message.key.map(Array.init), value: Array(value))
     }
