@@ -5,21 +5,38 @@ public struct KafkaClientConfiguration: Sendable {
     public var clientID: String = "scoreboard"
     /// How long to wait for a broker socket before giving up on one attempt.
     public var socketTimeout: Duration = .seconds(10)
+    /// How the client proves who it is to the brokers.
+    public var authentication: Authentication = .none
     /// Extra librdkafka properties, for settings this struct does not name. Applied last.
     public var additionalProperties: [String: String] = [:]
+
+    public enum Authentication: Sendable, Hashable {
+        /// No authentication (a broker on loopback, such as the local stack's).
+        case none
+        /// SASL/PLAIN user and password (`security.protocol=SASL_PLAINTEXT`); put TLS in front where the network is
+        /// not private.
+        case saslPlain(username: String, password: String)
+    }
 
     public init(bootstrapServers: [String]) {
         self.bootstrapServers = bootstrapServers
     }
 
     var properties: [String: String] {
-        [
+        var result = [
             "bootstrap.servers": bootstrapServers.joined(separator: ","),
             "client.id": clientID,
             "socket.timeout.ms": String(socketTimeout.milliseconds),
             // Brokers are on loopback or a private network; broker address family auto-detect is what we want.
             "log.connection.close": "false",
         ]
+        if case .saslPlain(let username, let password) = authentication {
+            result["security.protocol"] = "SASL_PLAINTEXT"
+            result["sasl.mechanism"] = "PLAIN"
+            result["sasl.username"] = username
+            result["sasl.password"] = password
+        }
+        return result
     }
 }
 
@@ -61,6 +78,10 @@ public struct KafkaProducerConfiguration: Sendable {
         result["message.timeout.ms"] = String(deliveryTimeout.milliseconds)
         result["queue.buffering.max.messages"] = String(queueMaxMessages)
         result["compression.codec"] = compression.rawValue
+        // A topic that does not exist is a deployment error (run `scoreboard topics apply`), not something to create
+        // with the broker's default partition count: a producer that auto-created `leaderboard-updates` before
+        // `topics apply` left it with the wrong number of partitions for good.
+        result["allow.auto.create.topics"] = "false"
         return result.merging(client.additionalProperties) { _, new in new }
     }
 }
@@ -79,6 +100,10 @@ public struct KafkaConsumerConfiguration: Sendable {
     public var maxBatchSize = 5_000
     /// How long one librdkafka poll waits for a first message before checking for cancellation.
     public var pollTimeout: Duration = .milliseconds(100)
+    /// How often the member refreshes topic metadata (`topic.metadata.refresh.interval.ms`). A subscribed topic that
+    /// appears (after `topics apply`, or a broker that lost its log) or grows partitions is only assigned after a
+    /// refresh: librdkafka's five-minute default left a group idle that long after a broker restart.
+    public var metadataRefreshInterval: Duration = .seconds(10)
 
     public enum StartWithoutCommit: String, Sendable {
         case earliest, latest
@@ -101,6 +126,7 @@ public struct KafkaConsumerConfiguration: Sendable {
         // "finish the batch in hand, then hand the partition over" rule simple.
         result["partition.assignment.strategy"] = "range,roundrobin"
         result["enable.partition.eof"] = "false"
+        result["topic.metadata.refresh.interval.ms"] = String(metadataRefreshInterval.milliseconds)
         return result.merging(client.additionalProperties) { _, new in new }
     }
 }

@@ -47,6 +47,14 @@ public final class KafkaConsumer: Sendable {
         /// An error from a rebalance handler: the next `next()` throws it.
         let pendingError = LockedBox<KafkaError?>(nil)
         let isClosed = AtomicFlag()
+        /// Work that must run on the poll thread between two polls (seeks). The waiting poll loop runs it at its next
+        /// turn, and `rd_kafka_queue_yield` makes that turn come at once instead of after a message arrives.
+        let pollThreadWork = LockedBox<[@Sendable () -> Void]>([])
+
+        /// Runs whatever work is queued for the poll thread. Only called on the poll queue.
+        func runPollThreadWork() {
+            for work in pollThreadWork.withLock({ work in defer { work.removeAll() }; return work }) { work() }
+        }
     }
 
     /// Joins `configuration.groupID` and subscribes to `topics`.
@@ -93,6 +101,7 @@ public final class KafkaConsumer: Sendable {
     /// or the task is cancelled), then whatever else is ready, without waiting, up to `maxBatchSize`.
     func nextBatch() async throws -> KafkaConsumerBatch? {
         let cancellation = AtomicFlag()
+        let consumerQueue = self.consumerQueue
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 pollQueue.async { [self] in
@@ -101,6 +110,8 @@ public final class KafkaConsumer: Sendable {
             }
         } onCancel: {
             cancellation.set()
+            // Wakes a poll that is waiting for a message, so cancellation takes effect now, not at the poll timeout.
+            rd_kafka_queue_yield(consumerQueue.pointer)
         }
     }
 
@@ -109,6 +120,7 @@ public final class KafkaConsumer: Sendable {
         let capacity = configuration.maxBatchSize
         var raw = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: capacity)
         while true {
+            shared.runPollThreadWork()
             if let error = shared.pendingError.withLock({ $0.take() }) { throw error }
             if shared.isClosed.isSet || cancellation.isSet { return nil }
             guard let first = rd_kafka_consumer_poll(client.handle, timeout) else { continue }
@@ -245,23 +257,54 @@ public final class KafkaConsumer: Sendable {
     public func seek(_ offsets: [KafkaTopicPartition: Int64], timeout: Duration = .seconds(10)) async throws {
         let client = self.client
         let pairs = offsets.map { ($0.key, $0.value) }
-        // Run on the poll queue, so that no poll is in progress while positions change.
+        // Runs on the poll thread between two polls, so that no poll is in progress while positions change. A poll
+        // may be waiting for a message right now (a pending `next()`): the work goes into the poll loop's mailbox,
+        // and both that loop and an idle poll queue pick it up, whichever comes first.
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            pollQueue.async {
-                continuation.resume(with: Result {
-                    let list = RDKafkaTopicPartitionList.make(pairs)
-                    defer { rd_kafka_topic_partition_list_destroy(list) }
-                    if let error = rd_kafka_seek_partitions(client.handle, list, Int32(timeout.milliseconds)) {
-                        defer { rd_kafka_error_destroy(error) }
-                        throw KafkaError.rdKafka(errorObject: error, code: .seek)
-                    }
-                    for (partition, _, partitionError) in RDKafkaTopicPartitionList.read(list)
-                    where partitionError != RD_KAFKA_RESP_ERR_NO_ERROR {
-                        throw KafkaError.rdKafka(partitionError, code: .seek, context: partition.description)
-                    }
-                })
+            // Each closure in the mailbox is taken out once, under its lock: it runs exactly once.
+            shared.pollThreadWork.withLock { work in
+                work.append {
+                    continuation.resume(with: Result {
+                        let list = RDKafkaTopicPartitionList.make(pairs)
+                        defer { rd_kafka_topic_partition_list_destroy(list) }
+                        if let error = rd_kafka_seek_partitions(client.handle, list, Int32(timeout.milliseconds)) {
+                            defer { rd_kafka_error_destroy(error) }
+                            throw KafkaError.rdKafka(errorObject: error, code: .seek)
+                        }
+                        for (partition, _, partitionError) in RDKafkaTopicPartitionList.read(list)
+                        where partitionError != RD_KAFKA_RESP_ERR_NO_ERROR {
+                            throw KafkaError.rdKafka(partitionError, code: .seek, context: partition.description)
+                        }
+                    })
+                }
             }
+            rd_kafka_queue_yield(consumerQueue.pointer)
+            pollQueue.async { [shared] in shared.runPollThreadWork() }
         }
+    }
+
+    // MARK: - Lag
+
+    /// How far behind the log end this member is on each partition it owns: the broker's high watermark (as last
+    /// reported in a fetch response, so no request is made) minus the position of the next message to read.
+    /// Partitions with no position or watermark yet are left out. Thread-safe and non-blocking.
+    /// - Note: The local memory broker (Tansu 0.6) under-reports its high watermark, so against it this is a lower
+    ///   bound; Apache Kafka reports it exactly.
+    public func lag() -> [KafkaTopicPartition: Int64] {
+        let owned = Array(shared.assignment.withLock { $0 })
+        guard !owned.isEmpty else { return [:] }
+        let list = RDKafkaTopicPartitionList.make(owned.map { ($0, Int64(RD_KAFKA_OFFSET_INVALID)) })
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        guard rd_kafka_position(client.handle, list) == RD_KAFKA_RESP_ERR_NO_ERROR else { return [:] }
+        var result: [KafkaTopicPartition: Int64] = [:]
+        for (partition, position, _) in RDKafkaTopicPartitionList.read(list) where position >= 0 {
+            var low: Int64 = -1
+            var high: Int64 = -1
+            guard rd_kafka_get_watermark_offsets(client.handle, partition.topic, partition.partition, &low, &high)
+                == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 else { continue }
+            result[partition] = max(0, high - position)
+        }
+        return result
     }
 
     // MARK: - Closing
@@ -271,6 +314,7 @@ public final class KafkaConsumer: Sendable {
         guard shared.isClosed.set() else { return }
         let client = self.client
         let logger = self.logger
+        rd_kafka_queue_yield(consumerQueue.pointer)
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             pollQueue.async {
                 let error = rd_kafka_consumer_close(client.handle)

@@ -20,6 +20,11 @@ public final class KafkaProducer: Service, Sendable {
 
     private struct State {
         var isShutDown = false
+        /// Counts the poll steps that served delivery reports (each frees room in librdkafka's queue). A sender that
+        /// saw QUEUE_FULL waits only if this has not moved since it looked: a report served between its failed
+        /// produce and its wait would otherwise be a lost wake-up, and with nothing else in flight it would wait
+        /// forever.
+        var roomGeneration: UInt64 = 0
         /// Tasks waiting for room in librdkafka's queue (it answered QUEUE_FULL).
         var roomWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -41,16 +46,20 @@ public final class KafkaProducer: Service, Sendable {
             let served = rd_kafka_poll(client.handle, 100)
             if served > 0 {
                 let waiters = state.withLock { state in
+                    state.roomGeneration &+= 1
                     defer { state.roomWaiters.removeAll() }
                     return state.roomWaiters
                 }
+                // Resumed outside the lock.
                 for waiter in waiters { waiter.resume() }
             }
         }
     }
 
     deinit {
-        pollThread.stop()
+        // Not `stop()`: that waits for the current poll (up to 100 ms) on whatever thread drops the last reference.
+        // The poll thread holds the client, so the handle stays valid until its loop has ended.
+        pollThread.requestStop()
     }
 
     // MARK: - Sending
@@ -76,13 +85,17 @@ public final class KafkaProducer: Service, Sendable {
         let tracker = DeliveryTracker(topics: messages.map(\.topic))
         for (index, message) in messages.enumerated() {
             while true {
-                let error = produce(message, opaque: tracker.opaque(for: index))
+                let (generation, isShutDown) = state.withLock { ($0.roomGeneration, $0.isShutDown) }
+                // After shutdown nothing polls for delivery reports: a message produced then would never settle.
+                let error = isShutDown ? RD_KAFKA_RESP_ERR__QUEUE_FULL : produce(message, opaque: tracker.opaque(for: index))
                 if error == RD_KAFKA_RESP_ERR_NO_ERROR { break }
-                if error == RD_KAFKA_RESP_ERR__QUEUE_FULL {
-                    await waitForRoom()
+                if error == RD_KAFKA_RESP_ERR__QUEUE_FULL, await waitForRoom(after: generation) {
                     continue
                 }
-                tracker.complete(index: index, with: .failure(.rdKafka(error, code: .produce, context: message.topic)))
+                let failure: KafkaError = error == RD_KAFKA_RESP_ERR__QUEUE_FULL
+                    ? KafkaError(code: .shutdown, reason: "the producer shut down while waiting for room in its queue")
+                    : .rdKafka(error, code: .produce, context: message.topic)
+                tracker.complete(index: index, with: .failure(failure))
                 break
             }
         }
@@ -105,10 +118,18 @@ public final class KafkaProducer: Service, Sendable {
         }
     }
 
-    private func waitForRoom() async {
-        await withCheckedContinuation { continuation in
-            state.withLock { $0.roomWaiters.append(continuation) }
+    /// Waits until a poll step serves delivery reports after `generation`, which frees room in the queue.
+    /// - Returns: `false` when the producer shut down instead (no room will come).
+    private func waitForRoom(after generation: UInt64) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waits = state.withLock { state in
+                guard !state.isShutDown, state.roomGeneration == generation else { return false }
+                state.roomWaiters.append(continuation)
+                return true
+            }
+            if !waits { continuation.resume() }
         }
+        return !state.withLock { $0.isShutDown }
     }
 
     /// The number of messages librdkafka still holds (queued, in flight, or awaiting their report).
@@ -126,10 +147,15 @@ public final class KafkaProducer: Service, Sendable {
     /// Flushes outstanding messages for at most ``KafkaProducerConfiguration/shutdownFlushTimeout``, fails whatever
     /// is left (their senders get an error), then stops polling. Further sends throw. Safe to call twice.
     public func shutdown() async {
-        let alreadyShutDown = state.withLock { state in
-            defer { state.isShutDown = true }
-            return state.isShutDown
+        let (alreadyShutDown, roomWaiters) = state.withLock { state in
+            defer {
+                state.isShutDown = true
+                state.roomWaiters.removeAll()
+            }
+            return (state.isShutDown, state.roomWaiters)
         }
+        // Senders waiting for room would wait for a poll that is about to stop: they fail now instead.
+        for waiter in roomWaiters { waiter.resume() }
         guard !alreadyShutDown else { return }
         let timeout = Int32(configuration.shutdownFlushTimeout.milliseconds)
         let client = self.client

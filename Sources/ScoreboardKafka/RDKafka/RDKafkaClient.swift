@@ -71,6 +71,9 @@ final class RDKafkaClient: @unchecked Sendable {
 final class RDKafkaCallbacks: Sendable {
     let logger: Logger
     let rebalance: (@Sendable (RebalanceEvent) -> Void)?
+    /// librdkafka retries a refused connection every few dozen milliseconds and logs each failure: one warning per
+    /// facility a minute is enough to say a broker is unreachable; the rest go to the debug level.
+    let warningThrottle = LogThrottle(interval: .seconds(60))
 
     enum RebalanceEvent {
         case assign(UnsafeMutablePointer<rd_kafka_topic_partition_list_t>, handle: OpaquePointer)
@@ -97,8 +100,45 @@ private let rdKafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoi
     let facilityText = facility.map { String(cString: $0) } ?? ""
     // syslog levels. librdkafka logs a refused connection at 3 (LOG_ERR) and retries by itself, so 3 is a warning;
     // what the caller must act on reaches it as a KafkaError.
-    let logLevel: Logger.Level = level <= 2 ? .error : level == 3 ? .warning : level <= 6 ? .info : .debug
-    callbacks.logger.log(level: logLevel, "\(text)", metadata: ["kafka.facility": "\(facilityText)"])
+    var logLevel: Logger.Level = level <= 2 ? .error : level == 3 ? .warning : level <= 6 ? .info : .debug
+    var metadata: Logger.Metadata = ["kafka.facility": "\(facilityText)"]
+    if logLevel == .warning {
+        switch callbacks.warningThrottle.admit(facilityText, now: ContinuousClock.now) {
+        case .log(let suppressed):
+            if suppressed > 0 { metadata["kafka.suppressed"] = "\(suppressed)" }
+        case .suppress:
+            logLevel = .debug
+        }
+    }
+    callbacks.logger.log(level: logLevel, "\(text)", metadata: metadata)
+}
+
+/// Lets one line per key through each `interval`, and counts the ones it held back.
+final class LogThrottle: Sendable {
+    enum Verdict: Equatable {
+        /// Log it, saying how many were suppressed since the last one.
+        case log(suppressed: Int)
+        case suppress
+    }
+
+    private let interval: Duration
+    private let state = Mutex<[String: (last: ContinuousClock.Instant, suppressed: Int)]>([:])
+
+    init(interval: Duration) {
+        self.interval = interval
+    }
+
+    func admit(_ key: String, now: ContinuousClock.Instant) -> Verdict {
+        state.withLock { state in
+            if let entry = state[key], now - entry.last < interval {
+                state[key]!.suppressed += 1
+                return .suppress
+            }
+            let suppressed = state[key]?.suppressed ?? 0
+            state[key] = (now, 0)
+            return .log(suppressed: suppressed)
+        }
+    }
 }
 
 private let rdKafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = {

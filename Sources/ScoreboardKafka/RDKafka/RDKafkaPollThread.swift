@@ -22,4 +22,9 @@ final class RDKafkaPollThread: Sendable {
     func stop() {
         if isStopped.set() { finished.wait() }
     }
+
+    /// Asks the loop to stop after its current step, without waiting for it (for `deinit`s, which must not block).
+    func requestStop() {
+        isStopped.set()
+    }
 }

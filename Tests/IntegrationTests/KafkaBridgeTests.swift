@@ -1,0 +1,108 @@
+import Foundation
+@testable import ScoreboardKafka
+import Synchronization
+import Testing
+
+/// The C bridges under pressure: wake-ups that race with delivery reports, shutdown with senders waiting, and polls
+/// that must give way to seeks and cancellation.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct KafkaBridgeTests {
+    /// Bad input: a queue of one message, so that nearly every send waits for room and most wake-ups race with the
+    /// report that frees it. A wake-up lost between a QUEUE_FULL and the wait used to hang the sender for good.
+    @Test func sendersWaitingForRoomInAOneMessageQueueAllFinish() async throws {
+        try await TestEnvironment.withTopic(partitions: 2) { topic in
+            var configuration = KafkaProducerConfiguration(client: TestEnvironment.settings.kafkaClient)
+            configuration.queueMaxMessages = 1
+            configuration.linger = .zero
+            let producer = try KafkaProducer(configuration: configuration, logger: TestEnvironment.logger)
+            let delivered = try await within(.seconds(90)) {
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    for sender in 0..<4 {
+                        group.addTask {
+                            let messages = (0..<300).map { KafkaProducerMessage(topic: topic, key: Array("s\(sender)-\($0)".utf8), value: [1]) }
+                            return try await producer.send(batch: messages).filter { (try? $0.get()) != nil }.count
+                        }
+                    }
+                    return try await group.reduce(0, +)
+                }
+            }
+            #expect(delivered == 1_200)
+            await producer.shutdown()
+        }
+    }
+
+    /// Bad input: a broker that does not exist and a one-message queue, so the second message of a batch waits for
+    /// room that never comes. Shutdown must fail that sender instead of leaving it waiting.
+    @Test func shutdownReleasesSendersWaitingForRoom() async throws {
+        var configuration = KafkaProducerConfiguration(client: KafkaClientConfiguration(bootstrapServers: ["127.0.0.1:\(try freeLoopbackPort())"]))
+        configuration.queueMaxMessages = 1
+        configuration.deliveryTimeout = .seconds(120)
+        configuration.shutdownFlushTimeout = .milliseconds(200)
+        let producer = try KafkaProducer(configuration: configuration, logger: TestEnvironment.logger)
+        let started = AsyncStream<Void>.makeStream()
+        let sender = Task {
+            started.continuation.finish()
+            return try await producer.send(batch: (0..<3).map { KafkaProducerMessage(topic: "nowhere", key: [UInt8($0)], value: [1]) })
+        }
+        for await _ in started.stream {}
+        // Let the first message take the only place, so the second waits for room.
+        while producer.outstandingMessageCount == 0 { await Task.yield() }
+        await producer.shutdown()
+        let results = try await within(.seconds(20)) { try await sender.value }
+        #expect(results.count == 3)
+        #expect(results.allSatisfy { (try? $0.get()) == nil })
+    }
+
+    /// A seek issued while a poll waits for messages that do not come used to queue behind that poll forever.
+    @Test func aSeekTakesEffectWhileABatchIsAwaited() async throws {
+        try await TestEnvironment.withTopic(partitions: 1) { topic in
+            let producer = try TestEnvironment.producer()
+            _ = try await producer.send(batch: (0..<10).map { KafkaProducerMessage(topic: topic, key: "k", value: "m\($0)") })
+            await producer.shutdown()
+            let assigned = AsyncStream<Void>.makeStream()
+            let consumer = try KafkaConsumer(
+                configuration: TestEnvironment.consumerConfiguration(group: TestEnvironment.uniqueName("seek")), topics: [topic],
+                rebalanceHandler: KafkaRebalanceHandler(onAssign: { partitions in
+                    assigned.continuation.yield()
+                    // Start at the log end: nothing to read until the seek moves back.
+                    return Dictionary(uniqueKeysWithValues: partitions.map { ($0, KafkaStartOffset.offset(10)) })
+                }), logger: TestEnvironment.logger)
+            let firstOffset = Task { () -> Int64? in
+                for try await batch in consumer.batches { return batch.messages.first?.offset }
+                return nil
+            }
+            try await within(.seconds(30)) { for await _ in assigned.stream { break } }
+            try await within(.seconds(10)) { try await consumer.seek([KafkaTopicPartition(topic: topic, partition: 0): 3]) }
+            #expect(try await within(.seconds(10)) { try await firstOffset.value } == 3)
+            await consumer.close()
+        }
+    }
+
+    /// With a poll timeout of a minute, cancellation used to wait for that minute; it now wakes the poll.
+    @Test func cancellingAnAwaitedBatchEndsItAtOnce() async throws {
+        try await TestEnvironment.withTopic(partitions: 1) { topic in
+            var configuration = TestEnvironment.consumerConfiguration(group: TestEnvironment.uniqueName("cancel"))
+            configuration.pollTimeout = .seconds(60)
+            let consumer = try KafkaConsumer(configuration: configuration, topics: [topic], logger: TestEnvironment.logger)
+            let waiting = Task { () -> Int in
+                var batches = 0
+                for try await _ in consumer.batches { batches += 1 }
+                return batches
+            }
+            // Give the poll time to start waiting (nothing observable marks that moment).
+            try await Task.sleep(for: .milliseconds(500))
+            waiting.cancel()
+            #expect(try await within(.seconds(10)) { try await waiting.value } == 0)
+            await consumer.close()
+        }
+    }
+
+    @Test func repeatedBrokerWarningsAreThrottledPerFacility() {
+        let throttle = LogThrottle(interval: .seconds(60))
+        let start = ContinuousClock.now
+        #expect(throttle.admit("FAIL", now: start) == .log(suppressed: 0))
+        for second in 1...20 { #expect(throttle.admit("FAIL", now: start + .seconds(second)) == .suppress) }
+        #expect(throttle.admit("REQTMOUT", now: start + .seconds(1)) == .log(suppressed: 0))
+        #expect(throttle.admit("FAIL", now: start + .seconds(61)) == .log(suppressed: 20))
+    }
+}
