@@ -1,3 +1,4 @@
+import Synchronization
 import Dispatch
 import Logging
 
@@ -84,16 +85,16 @@ public enum RedisSubscriber {
 
 }
 
-/// Set once when the stream's consumer goes away; the read loop checks it between reads.
-private final class StopFlag: @unchecked Sendable {
+/// Set once when the stream's consumer goes away; the read loop checks it between reads, and a reconnection backoff
+/// waits on it so that stopping cuts the wait short. An atomic and a semaphore, both thread-safe: checked `Sendable`.
+private final class StopFlag: Sendable {
     private let semaphore = DispatchSemaphore(value: 0)
-    private let lock = DispatchQueue(label: "scoreboard.redis.subscriber.stop")
-    private var stoppedValue = false
+    private let stoppedValue = Atomic<Bool>(false)
 
-    var isStopped: Bool { lock.sync { stoppedValue } }
+    var isStopped: Bool { stoppedValue.load(ordering: .acquiring) }
 
     func stop() {
-        lock.sync { stoppedValue = true }
+        stoppedValue.store(true, ordering: .releasing)
         semaphore.signal()
     }
 
@@ -101,4 +102,3 @@ private final class StopFlag: @unchecked Sendable {
         semaphore.wait(timeout: .now() + .milliseconds(milliseconds)) == .success
     }
 }
-
