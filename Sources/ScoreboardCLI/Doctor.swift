@@ -1,4 +1,5 @@
 import Logging
+import ScoreboardCore
 import ScoreboardKafka
 import ScoreboardPostgres
 import ScoreboardRedis
@@ -61,22 +62,4 @@ public struct Doctor: Sendable {
         let store = PostgresStore(configuration: settings.postgres, logger: logger)
         return try await store.withRunningClient { "postgresql \(try await $0.serverVersion())" }
     }
-}
-
-/// The operation's result, or a ``TimeoutError`` once `duration` has passed (the operation is then cancelled).
-public func withTimeout<T: Sendable>(_ duration: Duration, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: duration)
-            throw TimeoutError(duration: duration)
-        }
-        defer { group.cancelAll() }
-        return try await group.next()!
-    }
-}
-
-public struct TimeoutError: Error, CustomStringConvertible {
-    public var duration: Duration
-    public var description: String { "no answer within \(duration)" }
 }

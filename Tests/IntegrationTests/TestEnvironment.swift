@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ScoreboardCLI
+import ScoreboardCore
 import ScoreboardKafka
 import ScoreboardRedis
 
