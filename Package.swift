@@ -183,7 +183,7 @@ let package = Package(
         .testTarget(
             name: "ScoreboardRoleTests",
             dependencies: [
-                "ScoreboardCore", "ScoreboardDefinitions", "ScoreboardHTTP", "ScoreboardGateway", "ScoreboardPush", "ScoreboardKafka",
+                "ScoreboardCore", "ScoreboardDefinitions", "ScoreboardHTTP", "ScoreboardGateway", "ScoreboardPush", "ScoreboardWorker", "ScoreboardKafka",
                 "ScoreboardRedis", "ScoreboardPostgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -216,6 +216,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 "ScoreboardHTTP",
                 "ScoreboardGateway",
+                "ScoreboardWorker",
             ],
             linkerSettings: rdkafkaLinkerSettings
         ),

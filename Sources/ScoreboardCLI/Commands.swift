@@ -130,10 +130,10 @@ extension ScoreboardCommand {
                 configuration.users = users
                 configuration.repetitions = repetitions
                 configuration.redisDatabase = redisDatabase
-                let catalog = try PipelineCatalog.load(directory: DefinitionsLocation.root().appendingPathComponent("pipelines")).leaderboards
-                print("Worker benchmark: \(events) events of \(users) members, \(catalog.boards.count) boards, \(repetitions) repetitions")
+                let pipelines = try PipelineCatalog.load(directory: DefinitionsLocation.root().appendingPathComponent("pipelines"))
+                print("Worker benchmark: \(events) events of \(users) members, \(pipelines.leaderboards.boards.count) boards, \(repetitions) repetitions")
                 let result = try await WorkerBenchmark(
-                    connection: try connection.settings(), catalog: catalog, configuration: configuration, logger: makeLogger("scoreboard.bench"),
+                    connection: try connection.settings(), pipelines: pipelines, configuration: configuration, logger: makeLogger("scoreboard.bench"),
                     progress: { print($0) }).run()
                 let median = KafkaBenchmark.Measurement.median
                 let worker = median(result.workerRates), postgres = median(result.postgresFloorRates), redis = median(result.redisFloorRates)

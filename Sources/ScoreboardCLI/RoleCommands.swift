@@ -79,22 +79,13 @@ extension ScoreboardCommand {
             let logger = makeLogger("scoreboard.rebuild")
             let redis = context.redis(logger: logger)
             defer { redis.close() }
-            let catalog = context.pipelines.leaderboards
             let store = PostgresStore(configuration: context.settings.postgres, logger: logger)
-            let now = Timestamp.now()
+            let catalog = context.pipelines.leaderboards
             let rebuilt = try await store.withRunningClient { store in
                 let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: logger)
-                let projector = BoardProjector(redis: redis, catalog: catalog)
-                var count = 0
-                for window in Set(catalog.boards.map(\.window)).sorted(by: { $0.rawValue < $1.rawValue }) {
-                    let totals = try await ledger.totals(window: window)
-                    let scores = BatchAggregation.boardScores(totals: totals, catalog: catalog)
-                        .filter { board, _ in catalog.redisExpiry(of: board).map { $0 > now } ?? true }
-                    try await projector.replace(scores)
-                    print("\(window.rawValue): \(scores.count) boards, \(totals.count) total rows")
-                    count += scores.count
+                return try await BoardRebuild(ledger: ledger, redis: redis, catalog: catalog).run { report in
+                    print("\(report.window.rawValue): \(report.boards) boards, \(report.totalRows) total rows")
                 }
-                return count
             }
             print("rebuilt \(rebuilt) boards")
         }

@@ -15,6 +15,7 @@ import ScoreboardPush
 import ScoreboardRedis
 import ScoreboardWorker
 import ServiceLifecycle
+import Synchronization
 
 /// The flags of the HTTP roles.
 public struct ServerOptions: ParsableArguments {
@@ -101,6 +102,10 @@ struct RoleContext {
     func producer(logger: Logger) throws -> KafkaProducer {
         var configuration = KafkaProducerConfiguration(client: settings.kafkaClient)
         configuration.linger = .milliseconds(2)
+        // Short, because nobody waits longer: the gateway answers 503 after a second and the worker retries its
+        // batch. And after a broker restart the idempotent producer drains every message it still holds before it
+        // can send again: with the 30 s default, a gateway answered 503 for 30 s after the broker was back.
+        configuration.deliveryTimeout = .seconds(5)
         return try KafkaProducer(configuration: configuration, logger: logger)
     }
 
@@ -168,12 +173,14 @@ enum Roles {
         var consumer = context.settings.consumer(groupID: groupID)
         consumer.maxBatchSize = 5_000
         let worker = ScoreWorker(
-            configuration: .init(consumer: consumer, topics: context.settings.topics), catalog: context.pipelines.leaderboards, ledger: ledger,
-            redis: redis, producer: producer, admin: admin, logger: logger)
+            configuration: .init(consumer: consumer, topics: context.settings.topics), catalog: context.pipelines.leaderboards,
+            actions: context.pipelines.actions, ledger: ledger, redis: redis, producer: producer, admin: admin, logger: logger)
         let migrator = MigrationService(store: store, logger: logger)
         let operations = OperationsRoutes(registry: registry) {
-            // A worker that cannot process a batch stops (its ServiceGroup ends), so a running one is processing.
-            await redisReadiness(redis)
+            // A worker keeps running through outages: it is ready only while it can make progress.
+            var problems = worker.health.readinessProblems()
+            if !migrator.isFinished { problems["postgres"] = problems["postgres"] ?? "migrations not applied yet" }
+            return problems
         }
         let router = Router()
         operations.add(to: router)
@@ -221,19 +228,36 @@ func redisReadiness(_ redis: RedisConnectionPool) async -> [String: String] {
 }
 
 /// Applies migrations once at start, then waits for shutdown; ``WorkerAfterMigrations`` waits for it.
+/// PostgreSQL that is down at start is waited for (with capped backoff, logged once), not a reason to exit.
 final class MigrationService: Service, Sendable {
     let store: PostgresStore
     let logger: Logger
     let done = AsyncStream<Void>.makeStream()
+    private let finished = Atomic<Bool>(false)
 
     init(store: PostgresStore, logger: Logger) {
         self.store = store
         self.logger = logger
     }
 
+    var isFinished: Bool { finished.load(ordering: .acquiring) }
+
     func run() async throws {
-        let report = try await store.migrate()
-        logger.info("migrations", metadata: ["applied": "\(report.applied)"])
+        var backoff = RetryBackoff(initial: .milliseconds(200), maximum: .seconds(5))
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                let report = try await withTimeout(.seconds(60)) { try await self.store.migrate() }
+                logger.info("migrations", metadata: ["applied": "\(report.applied)"])
+                finished.store(true, ordering: .releasing)
+                done.continuation.finish()
+                break
+            } catch {
+                if backoff.attempts == 0 { logger.error("migrations failed: retrying until PostgreSQL answers", metadata: ["error": "\(error)"]) }
+                let delay = backoff.nextDelay()
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+            }
+        }
+        // Unblocks a worker still waiting, so that it can see the shutdown too.
         done.continuation.finish()
         try? await gracefulShutdown()
     }
@@ -249,6 +273,7 @@ struct WorkerAfterMigrations: Service {
 
     func run() async throws {
         await migrator.wait()
+        guard migrator.isFinished else { return }
         try await worker.run()
     }
 }

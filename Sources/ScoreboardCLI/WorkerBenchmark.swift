@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import ScoreboardCore
+import ScoreboardDefinitions
 import ScoreboardHTTP
 import ScoreboardKafka
 import ScoreboardPostgres
@@ -31,13 +32,18 @@ public struct WorkerBenchmark: Sendable {
 
     let connection: ConnectionSettings
     let catalog: LeaderboardCatalog
+    let actions: ActionCatalog
     let configuration: Configuration
     let logger: Logger
     let progress: @Sendable (String) -> Void
 
-    public init(connection: ConnectionSettings, catalog: LeaderboardCatalog, configuration: Configuration, logger: Logger, progress: @escaping @Sendable (String) -> Void) {
+    public init(
+        connection: ConnectionSettings, pipelines: PipelineCatalog, configuration: Configuration, logger: Logger,
+        progress: @escaping @Sendable (String) -> Void
+    ) {
         self.connection = connection
-        self.catalog = catalog
+        self.catalog = pipelines.leaderboards
+        self.actions = pipelines.actions
         self.configuration = configuration
         self.logger = logger
         self.progress = progress
@@ -115,7 +121,7 @@ public struct WorkerBenchmark: Sendable {
         var consumer = settings.consumer(groupID: groupID)
         consumer.sessionTimeout = .seconds(3)
         let worker = ScoreWorker(
-            configuration: .init(consumer: consumer, topics: settings.topics), catalog: catalog,
+            configuration: .init(consumer: consumer, topics: settings.topics), catalog: catalog, actions: actions,
             ledger: ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger), redis: redis, producer: producer,
             admin: try KafkaAdminClient(configuration: settings.kafkaClient, logger: logger), logger: logger)
         let total = Int64(configuration.events)
@@ -124,7 +130,7 @@ public struct WorkerBenchmark: Sendable {
             group.addTask { try await worker.run(); return nil }
             group.addTask {
                 // The clock starts once the group assigned the partitions: the join is not the worker's work.
-                while worker.status.withLock({ $0.assignedPartitions.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+                while worker.health.snapshot.assignedPartitions.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
                 let start = ContinuousClock.now
                 while true {
                     let rows = try await store.client.query("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets", logger: logger)
@@ -133,7 +139,7 @@ public struct WorkerBenchmark: Sendable {
                     if done >= total { break }
                     try await Task.sleep(for: .milliseconds(20))
                 }
-                return (Double(total) / (ContinuousClock.now - start).seconds, worker.status.withLock { $0.batches })
+                return (Double(total) / (ContinuousClock.now - start).seconds, worker.health.snapshot.batches)
             }
             var measured: (Double, Int)?
             while let next = try await group.next() {

@@ -20,6 +20,15 @@ public final class ScoreWorker: Service, Sendable {
     public struct Configuration: Sendable {
         public var consumer: KafkaConsumerConfiguration
         public var topics: TopicNames
+        /// Bound on one attempt at a batch (its PostgreSQL transaction, Redis writes and update publishing). A server
+        /// that stops answering must not hang the worker: the attempt is cancelled and retried.
+        public var batchDeadline: Duration = .seconds(60)
+        /// Delays between attempts while a dependency is down.
+        public var retry = RetryBackoff(initial: .milliseconds(200), maximum: .seconds(5))
+        /// How often lag, stall and the topic's incarnation are checked.
+        public var monitorInterval: Duration = .seconds(2)
+        /// A worker behind the log end that commits nothing for this long reports itself stalled.
+        public var stallAfter: Duration = .seconds(30)
 
         public init(consumer: KafkaConsumerConfiguration, topics: TopicNames) {
             self.consumer = consumer
@@ -29,33 +38,37 @@ public final class ScoreWorker: Service, Sendable {
 
     let configuration: Configuration
     let catalog: LeaderboardCatalog
+    let actions: ActionCatalog
     let ledger: ScoreLedger
     let projector: BoardProjector
     let producer: KafkaProducer
     let admin: KafkaAdminClient
     let logger: Logger
-    /// The epoch claimed for each owned partition.
-    let epochs = Mutex<[Int32: Int64]>([:])
-    /// Whether the worker has an assignment and its last batch went through: for readiness.
-    public let status = Mutex<Status>(Status())
+    /// What this worker claimed: the topic incarnation and each owned partition's epoch.
+    let claims = Mutex(Claims())
+    /// Progress, outages and lag, for readiness and metrics.
+    public let health: WorkerHealth
+    /// Set when the worker stops: an assignment still waiting for a dependency gives up.
+    private let isStopping = Atomic<Bool>(false)
 
-    public struct Status: Sendable {
-        public var assignedPartitions: [Int32] = []
-        public var batches = 0
-        public var events = 0
+    struct Claims {
+        var topicID: String?
+        var epochs: [Int32: Int64] = [:]
     }
 
     public init(
-        configuration: Configuration, catalog: LeaderboardCatalog, ledger: ScoreLedger, redis: RedisConnectionPool, producer: KafkaProducer,
-        admin: KafkaAdminClient, logger: Logger
+        configuration: Configuration, catalog: LeaderboardCatalog, actions: ActionCatalog, ledger: ScoreLedger, redis: RedisConnectionPool,
+        producer: KafkaProducer, admin: KafkaAdminClient, logger: Logger
     ) {
         self.configuration = configuration
         self.catalog = catalog
+        self.actions = actions
         self.ledger = ledger
         self.projector = BoardProjector(redis: redis, catalog: catalog)
         self.producer = producer
         self.admin = admin
         self.logger = logger
+        self.health = WorkerHealth(stallAfter: configuration.stallAfter, logger: logger)
     }
 
     public func run() async throws {
@@ -64,39 +77,165 @@ public final class ScoreWorker: Service, Sendable {
             onAssign: { [self] partitions in try await self.assign(partitions, topic: topic) },
             onRevoke: { [self] partitions in self.revoke(partitions) })
         let consumer = try KafkaConsumer(configuration: configuration.consumer, topics: [topic], rebalanceHandler: handler, logger: logger)
-        do {
-            for try await batch in consumer.batches.cancelOnGracefulShutdown() {
-                try await process(batch, topic: topic)
+        health.markStarted()
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.monitor(consumer: consumer, topic: topic) }
+                await self.consume(consumer, topic: topic)
+                group.cancelAll()
             }
-        } catch {
-            await consumer.close()
-            throw error
+        } onGracefulShutdown: {
+            self.isStopping.store(true, ordering: .releasing)
         }
+        isStopping.store(true, ordering: .releasing)
         await consumer.close()
         logger.info("worker stopped")
     }
 
+    /// Takes batches until graceful shutdown. A batch is retried until it is applied (or fenced): it is never
+    /// skipped, and the offsets stored with it only move when it commits.
+    private func consume(_ consumer: KafkaConsumer, topic: String) async {
+        var batches = consumer.batches.cancelOnGracefulShutdown().makeAsyncIterator()
+        var backoff = configuration.retry
+        while !isStopping.load(ordering: .acquiring) {
+            let batch: KafkaConsumerBatch?
+            do {
+                batch = try await batches.next()
+            } catch {
+                // The consumer reports what librdkafka could not recover from by itself (an assignment that failed,
+                // a fatal error). The worker stays up, says so, and asks again.
+                logger.error("Kafka consumer error", metadata: ["error": "\(error)"])
+                health.attemptFailed(error)
+                await pause(backoff.nextDelay())
+                continue
+            }
+            guard let batch else { break }
+            backoff.reset()
+            await applyUntilDone(batch, topic: topic)
+        }
+    }
+
+    /// Applies one batch, retrying with capped backoff while a dependency is down, until it commits, is fenced, or
+    /// the worker stops (then the batch is left uncommitted, to be replayed by the partition's next owner).
+    func applyUntilDone(_ batch: KafkaConsumerBatch, topic: String) async {
+        var backoff = configuration.retry
+        while !isStopping.load(ordering: .acquiring) {
+            do {
+                try await withTimeout(configuration.batchDeadline) { try await self.process(batch, topic: topic) }
+                health.attemptSucceeded()
+                return
+            } catch {
+                if isStopping.load(ordering: .acquiring) { return }
+                health.attemptFailed(error)
+                Counter(label: "worker_batch_failures_total", dimensions: [("dependency", WorkerHealth.Dependency(classifying: error).rawValue)])
+                    .increment()
+                await pause(backoff.nextDelay())
+            }
+        }
+    }
+
+    /// Sleeps, but returns at once on graceful shutdown.
+    private func pause(_ delay: Duration) async {
+        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+    }
+
+    // MARK: - Assignment
+
     /// Resumes each assigned partition where PostgreSQL says, after claiming it (which fences out the previous owner).
+    /// While the topic cannot be described or PostgreSQL cannot be reached, it retries (the consumer reads nothing in
+    /// the meantime) and reports the assignment as the reason it is not ready.
     func assign(_ partitions: [KafkaTopicPartition], topic: String) async throws -> [KafkaTopicPartition: KafkaStartOffset] {
         guard !partitions.isEmpty else { return [:] }
+        var backoff = configuration.retry
+        while true {
+            do {
+                let starts = try await withTimeout(configuration.batchDeadline) {
+                    try await self.claim(partitions.map(\.partition), topic: topic)
+                }
+                health.assignmentFailed(nil)
+                return Dictionary(uniqueKeysWithValues: starts.map { (KafkaTopicPartition(topic: topic, partition: $0.key), .offset($0.value)) })
+            } catch {
+                if isStopping.load(ordering: .acquiring) { throw error }
+                let problem = error is KafkaError ? "the \(topic) topic cannot be described (does it exist? run `scoreboard topics apply`)"
+                    : "\(WorkerHealth.Dependency(classifying: error).rawValue) unavailable while claiming partitions"
+                if backoff.attempts == 0 {
+                    logger.error("partition assignment failed: retrying", metadata: ["error": "\(error)", "partitions": "\(partitions.map(\.partition))"])
+                }
+                health.assignmentFailed(problem)
+                try? await Task.sleep(for: backoff.nextDelay())
+            }
+        }
+    }
+
+    /// Claims `partitions` in PostgreSQL for the topic's current incarnation and returns where each resumes.
+    private func claim(_ partitions: [Int32], topic: String) async throws -> [Int32: Int64] {
         guard let description = try await admin.describeTopics([topic])[topic] else {
             throw KafkaError.unknownTopic(topic)
         }
-        let claims = try await ledger.claim(topic: topic, topicID: description.topicID, partitions: partitions.map(\.partition))
-        epochs.withLock { epochs in for claim in claims { epochs[claim.partition] = claim.epoch } }
-        status.withLock { $0.assignedPartitions = epochs.withLock { $0.keys.sorted() } }
-        logger.info("assigned", metadata: ["partitions": "\(claims.map { "\($0.partition)@\($0.nextOffset)#\($0.epoch)" })"])
-        return Dictionary(uniqueKeysWithValues: claims.map { (KafkaTopicPartition(topic: topic, partition: $0.partition), .offset($0.nextOffset)) })
+        let claimed = try await ledger.claim(topic: topic, topicID: description.topicID, partitions: partitions)
+        let owned = claims.withLock { claims in
+            claims.topicID = description.topicID
+            for claim in claimed { claims.epochs[claim.partition] = claim.epoch }
+            return claims.epochs.keys.sorted()
+        }
+        health.assigned(owned)
+        logger.info("assigned", metadata: [
+            "partitions": "\(claimed.map { "\($0.partition)@\($0.nextOffset)#\($0.epoch)" })", "kafka.topic.id": "\(description.topicID)",
+        ])
+        return Dictionary(uniqueKeysWithValues: claimed.map { ($0.partition, $0.nextOffset) })
     }
 
     func revoke(_ partitions: [KafkaTopicPartition]) {
-        epochs.withLock { epochs in for partition in partitions { epochs[partition.partition] = nil } }
-        status.withLock { $0.assignedPartitions = epochs.withLock { $0.keys.sorted() } }
+        let owned = claims.withLock { claims in
+            for partition in partitions { claims.epochs[partition.partition] = nil }
+            return claims.epochs.keys.sorted()
+        }
+        health.assigned(owned)
         logger.info("revoked", metadata: ["partitions": "\(partitions.map(\.partition))"])
     }
 
-    /// One batch, end to end. A fenced batch is dropped: the partition has a new owner, which resumes from the
-    /// offsets this worker last committed.
+    // MARK: - Monitoring
+
+    /// Every `monitorInterval`: exports lag per partition and the last commit time, and checks that the topic is
+    /// still the incarnation the partitions were claimed on. A memory-only broker that restarted has a new, empty
+    /// log; the stored offsets then lie beyond its end, where a consumer would wait forever without an error. The
+    /// topic id tells the incarnations apart: on a new one the partitions are claimed again (from offset 0).
+    private func monitor(consumer: KafkaConsumer, topic: String) async {
+        while !Task.isCancelled {
+            let lag = consumer.lag()
+            let byPartition = Dictionary(lag.map { ($0.key.partition, $0.value) }, uniquingKeysWith: max)
+            health.updateLag(byPartition)
+            for (partition, behind) in byPartition {
+                Gauge(label: "worker_consumer_lag", dimensions: [("topic", topic), ("partition", "\(partition)")]).record(behind)
+            }
+            if let committed = health.snapshot.lastCommitAt {
+                Gauge(label: "worker_last_commit_timestamp_seconds").record(Double(committed.millisecondsSinceEpoch) / 1000)
+            }
+            await checkIncarnation(consumer: consumer, topic: topic)
+            try? await Task.sleep(for: configuration.monitorInterval)
+        }
+    }
+
+    private func checkIncarnation(consumer: KafkaConsumer, topic: String) async {
+        let (claimedID, owned) = claims.withLock { ($0.topicID, $0.epochs.keys.sorted()) }
+        guard let claimedID, !owned.isEmpty else { return }
+        guard let current = try? await withTimeout(.seconds(5), { try await self.admin.describeTopics([topic])[topic] }) else { return }
+        guard current.topicID != claimedID else { return }
+        logger.warning("the topic was recreated (the broker lost its log?): claiming its partitions again from the new log", metadata: [
+            "kafka.topic.id.old": "\(claimedID)", "kafka.topic.id.new": "\(current.topicID)",
+        ])
+        do {
+            let starts = try await withTimeout(configuration.batchDeadline) { try await self.claim(owned, topic: topic) }
+            try await consumer.seek(Dictionary(uniqueKeysWithValues: starts.map { (KafkaTopicPartition(topic: topic, partition: $0.key), $0.value) }))
+        } catch {
+            logger.error("re-claiming a recreated topic failed: trying again at the next check", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: - Batches
+
+    /// One attempt at a batch, end to end. A fenced batch is dropped: the partition has a new owner, which resumes
+    /// from the offsets this worker last committed.
     func process(_ batch: KafkaConsumerBatch, topic: String) async throws {
         let start = ContinuousClock.now
         var events: [ScoreLedger.SourcedEvent] = []
@@ -104,20 +243,22 @@ public final class ScoreWorker: Service, Sendable {
         let decoder = JSONDecoder()
         for message in batch.messages {
             do {
-                let event = try decoder.decode(ScoreEvent.self, from: Data(message.value))
+                var event = try decoder.decode(ScoreEvent.self, from: Data(message.value))
                 try event.validate()
+                // Points come from the catalog, never from the message: anyone who can write to the topic could
+                // otherwise award any score the schema allows.
+                guard let points = actions.points(for: event.action) else {
+                    throw ScoreboardError(code: .invalidEvent, reasons: ["action \(event.action) is not in the action catalog"])
+                }
+                event.points = points
                 events.append(ScoreLedger.SourcedEvent(event: event, partition: message.partition, offset: message.offset))
             } catch {
                 deadLetters.append(deadLetter(message, reason: "\(error)"))
             }
         }
-        if !deadLetters.isEmpty {
-            // Published before the offsets move past them, so nothing unreadable is lost silently.
-            for result in try await producer.send(batch: deadLetters) { _ = try result.get() }
-            Counter(label: "worker_dead_letters_total").increment(by: deadLetters.count)
-        }
+        let unreadable = deadLetters
         let nextOffsets = Dictionary(batch.nextOffsets.map { ($0.key.partition, $0.value) }, uniquingKeysWith: max)
-        let claimed = epochs.withLock { $0 }
+        let claimed = claims.withLock { $0.epochs }
         let ledgerBatch = ScoreLedger.Batch(
             topic: topic, events: events, nextOffsets: nextOffsets,
             epochs: claimed.filter { nextOffsets[$0.key] != nil })
@@ -125,6 +266,11 @@ public final class ScoreWorker: Service, Sendable {
             let phases = PhaseClock()
             try await ledger.apply(ledgerBatch, catalog: catalog) { [self] applied in
                 phases.mark("postgres")
+                // Inside the transaction and after the epoch check: a fenced batch publishes nothing, and the dead
+                // letters of a committed batch are published by the attempt that commits it.
+                if !unreadable.isEmpty {
+                    for result in try await producer.send(batch: unreadable) { _ = try result.get() }
+                }
                 let scores = BatchAggregation.boardScores(totals: applied.totals, catalog: catalog)
                 // Only boards the new events touched: a member's rows in other regions/guilds come along for the
                 // global sum, but their own boards did not change.
@@ -147,11 +293,9 @@ public final class ScoreWorker: Service, Sendable {
             Counter(label: "worker_fenced_batches_total").increment()
             return
         }
-        status.withLock { status in
-            status.batches += 1
-            status.events += events.count
-        }
+        health.committed(events: events.count)
         Counter(label: "worker_events_total").increment(by: events.count)
+        if !deadLetters.isEmpty { Counter(label: "worker_dead_letters_total").increment(by: deadLetters.count) }
         Timer(label: "worker_batch_duration_seconds").recordInterval(since: start)
     }
 

@@ -1,0 +1,149 @@
+import Logging
+import ScoreboardCore
+import ScoreboardKafka
+import ScoreboardRedis
+import Synchronization
+
+/// What a worker knows about its own progress: for `/health/ready`, `/metrics` and the outage log lines.
+///
+/// A worker never exits because PostgreSQL, Redis or the broker went away: it keeps the batch in hand, retries it with
+/// capped backoff, and says here why it cannot make progress. The outage is logged once when it starts (and again
+/// only if another dependency becomes the cause) and once when it ends.
+public final class WorkerHealth: Sendable {
+    public struct Snapshot: Sendable {
+        public var assignedPartitions: [Int32] = []
+        public var batches = 0
+        public var events = 0
+        /// Why the batch in hand cannot be applied right now, while it is retried.
+        public var outage: Outage?
+        /// Why the assignment could not be set up (for example the topic does not exist yet).
+        public var assignmentProblem: String?
+        /// When the last batch committed (monotonic, for the stall check) and its wall-clock time (for `/metrics`).
+        public var lastCommit: ContinuousClock.Instant?
+        public var lastCommitAt: Timestamp?
+        /// Messages behind the log end, per owned partition, at the last check.
+        public var lag: [Int32: Int64] = [:]
+        /// When the worker started consuming: a fresh worker is not stalled before it had time to commit.
+        public var startedAt: ContinuousClock.Instant?
+    }
+
+    /// A dependency the worker cannot reach, since when, and how often the batch was tried.
+    public struct Outage: Sendable {
+        public var dependency: Dependency
+        public var since: ContinuousClock.Instant
+        public var attempts: Int
+    }
+
+    /// The servers a batch needs. Readiness names these, never an address or a raw error (those go to the log).
+    public enum Dependency: String, Sendable {
+        case postgres, redis, kafka
+        /// A batch that did not finish within its deadline.
+        case deadline
+
+        init(classifying error: any Error) {
+            switch error {
+            case is RedisError: self = .redis
+            case is KafkaError: self = .kafka
+            case is TimeoutError: self = .deadline
+            // PostgresNIO's errors (PSQLError, the pool's ConnectionPoolError, transaction errors) and anything else
+            // raised inside the ledger's transaction.
+            default: self = .postgres
+            }
+        }
+    }
+
+    private let state = Mutex(Snapshot())
+    /// A worker with lag that has committed nothing for this long reports itself stalled.
+    let stallAfter: Duration
+    private let logger: Logger
+
+    init(stallAfter: Duration, logger: Logger) {
+        self.stallAfter = stallAfter
+        self.logger = logger
+    }
+
+    public var snapshot: Snapshot { state.withLock { $0 } }
+
+    /// Reasons the worker is not ready (empty when it is): each a dependency name and a short sentence.
+    public func readinessProblems(now: ContinuousClock.Instant = .now) -> [String: String] {
+        let snapshot = self.snapshot
+        var problems: [String: String] = [:]
+        if let outage = snapshot.outage {
+            let seconds = (now - outage.since).components.seconds
+            problems[outage.dependency.rawValue] = outage.dependency == .deadline
+                ? "batches do not finish within their deadline (\(outage.attempts) attempts in \(seconds) s)"
+                : "unavailable for \(seconds) s; the batch in hand is retried (\(outage.attempts) attempts)"
+        }
+        if let problem = snapshot.assignmentProblem { problems["assignment"] = problem }
+        let lag = snapshot.lag.values.reduce(0, +)
+        let sinceCommit = snapshot.lastCommit.map { now - $0 }
+        if lag > 0, problems.isEmpty, sinceCommit.map({ $0 > stallAfter }) ?? true,
+            let started = snapshot.startedAt, now - started > stallAfter
+        {
+            problems["progress"] = "stalled: \(lag) messages behind and nothing committed for \(stallAfter)"
+        }
+        return problems
+    }
+
+    func markStarted(now: ContinuousClock.Instant = .now) {
+        state.withLock { $0.startedAt = now }
+    }
+
+    // MARK: - Updates from the worker
+
+    func assigned(_ partitions: [Int32]) {
+        state.withLock { $0.assignedPartitions = partitions.sorted() }
+    }
+
+    func assignmentFailed(_ problem: String?) {
+        state.withLock { $0.assignmentProblem = problem }
+    }
+
+    func committed(events: Int, now: ContinuousClock.Instant = .now) {
+        state.withLock { state in
+            state.batches += 1
+            state.events += events
+            state.lastCommit = now
+            state.lastCommitAt = Timestamp.now()
+        }
+    }
+
+    func updateLag(_ lag: [Int32: Int64]) {
+        state.withLock { $0.lag = lag }
+    }
+
+    /// Records a failed attempt; logs when an outage starts or its cause changes, and at debug level otherwise.
+    func attemptFailed(_ error: any Error, now: ContinuousClock.Instant = .now) {
+        let dependency = Dependency(classifying: error)
+        let isNew = state.withLock { state -> Bool in
+            if var outage = state.outage, outage.dependency == dependency {
+                outage.attempts += 1
+                state.outage = outage
+                return false
+            }
+            state.outage = Outage(dependency: dependency, since: now, attempts: 1)
+            return true
+        }
+        if isNew {
+            logger.error("dependency unavailable: retrying the batch in hand until it returns", metadata: [
+                "scoreboard.dependency": "\(dependency.rawValue)", "error": "\(error)",
+            ])
+        } else {
+            logger.debug("batch attempt failed", metadata: ["scoreboard.dependency": "\(dependency.rawValue)", "error": "\(error)"])
+        }
+    }
+
+    /// Records a successful batch after failed attempts: the outage is over.
+    func attemptSucceeded(now: ContinuousClock.Instant = .now) {
+        let ended = state.withLock { state -> Outage? in
+            defer { state.outage = nil }
+            return state.outage
+        }
+        if let ended {
+            logger.info("dependency recovered: processing resumed", metadata: [
+                "scoreboard.dependency": "\(ended.dependency.rawValue)", "outage.seconds": "\((now - ended.since).components.seconds)",
+                "outage.attempts": "\(ended.attempts)",
+            ])
+        }
+    }
+}
