@@ -144,8 +144,11 @@ up_redis() {
     if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then log "redis already answers on $REDIS_PORT"; return; fi
     mkdir -p "$STATE/redis"
     log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+    # Redis holds the gateway's ingest state (idempotency answers, spent action tokens, bans, revocations): an
+    # append-only file synced on every write, as in docker-compose.yml, so a restart forgets none of it.
+    # docs/architecture.md ("Where state lives") says why.
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --dir "$STATE/redis" \
-        --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" --save "" --appendonly no
+        --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" --save "" --appendonly yes --appendfsync always
     wait_for redis 20 sh -c "redis-cli -p $REDIS_PORT ping | grep -q PONG"
 }
 
@@ -162,9 +165,13 @@ up_postgres() {
         as_pg "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --pwfile="$pw" --auth=scram-sha-256 -E UTF8 >/dev/null
         rm -f "$pw"
     fi
-    log "starting postgres on 127.0.0.1:$PG_PORT"
+    # Durable like the compose stack, except for test runs (scripts/test.sh sets SCOREBOARD_STACK_FOR_TESTS=1),
+    # whose data is thrown away: there fsync=off saves minutes of disk waits.
+    local durability="" why="durable"
+    if [ "${SCOREBOARD_STACK_FOR_TESTS:-}" = 1 ]; then durability="-c fsync=off -c synchronous_commit=off"; why="fsync off, for tests"; fi
+    log "starting postgres on 127.0.0.1:$PG_PORT ($why)"
     as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start \
-        -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories='$data' -c max_connections=200 -c fsync=off" >/dev/null
+        -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories='$data' -c max_connections=200 $durability" >/dev/null
     echo "$data" >"$STATE/postgres.datadir"
     wait_for postgres 60 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
     PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \

@@ -16,7 +16,7 @@ done < <(scripts/stack.sh status || true)
 stop_started() { [ ${#started[@]} -eq 0 ] || scripts/stack.sh down "${started[@]}"; }
 trap stop_started EXIT
 
-scripts/stack.sh up
+SCOREBOARD_STACK_FOR_TESTS=1 scripts/stack.sh up
 eval "$(scripts/stack.sh env)"
 
 echo "[test] building (a cold build of the dependencies takes a few minutes)" >&2

@@ -20,6 +20,9 @@ public struct ConnectionSettings: Sendable, Hashable {
     /// `session.timeout.ms` for consumers (env SCOREBOARD_KAFKA_SESSION_TIMEOUT_MS). A group join takes about half of
     /// it on the local broker, so local runs use a few seconds.
     public var kafkaSessionTimeout: Duration
+    /// SASL/PLAIN credentials for the brokers (env SCOREBOARD_KAFKA_SASL_USERNAME and SCOREBOARD_KAFKA_SASL_PASSWORD,
+    /// both or neither); none for the local stack.
+    public var kafkaAuthentication: KafkaClientConfiguration.Authentication
 
     /// - Throws: A ``ValidationError`` naming the setting that cannot be read.
     public init(
@@ -47,6 +50,14 @@ public struct ConnectionSettings: Sendable, Hashable {
         } else {
             kafkaSessionTimeout = .seconds(10)
         }
+        switch (environment["SCOREBOARD_KAFKA_SASL_USERNAME"], environment["SCOREBOARD_KAFKA_SASL_PASSWORD"]) {
+        case (nil, nil):
+            kafkaAuthentication = .none
+        case (let username?, let password?) where !username.isEmpty && !password.isEmpty:
+            kafkaAuthentication = .saslPlain(username: username, password: password)
+        default:
+            throw ValidationError("SCOREBOARD_KAFKA_SASL_USERNAME and SCOREBOARD_KAFKA_SASL_PASSWORD: set both (not empty), or neither")
+        }
     }
 
     public var topics: TopicNames { TopicNames(namespace: topicNamespace) }
@@ -61,6 +72,7 @@ public struct ConnectionSettings: Sendable, Hashable {
     public var kafkaClient: KafkaClientConfiguration {
         var configuration = KafkaClientConfiguration(bootstrapServers: kafkaBrokers)
         configuration.socketTimeout = .seconds(5)
+        configuration.authentication = kafkaAuthentication
         return configuration
     }
 }
