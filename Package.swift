@@ -53,6 +53,7 @@ let package = Package(
             name: "ScoreboardKafka",
             dependencies: [
                 "CRdKafka",
+                "ScoreboardCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -62,6 +63,7 @@ let package = Package(
             name: "ScoreboardRedis",
             dependencies: [
                 "CHiredis",
+                "ScoreboardCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
@@ -114,16 +116,14 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The worker reads its batches from Kafka itself; everything else it reaches through its ports
+        // (WorkerPorts.swift), which the executable wires to the PostgreSQL, Redis and Kafka adapters.
         .target(
             name: "ScoreboardWorker",
             dependencies: [
                 "ScoreboardCore",
                 "ScoreboardHTTP",
                 "ScoreboardKafka",
-                "ScoreboardRedis",
-                "ScoreboardPostgres",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

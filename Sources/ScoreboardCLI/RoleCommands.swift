@@ -83,7 +83,7 @@ extension ScoreboardCommand {
             let catalog = context.pipelines.leaderboards
             let rebuilt = try await store.withRunningClient { store in
                 let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: logger)
-                return try await BoardRebuild(ledger: ledger, redis: redis, catalog: catalog).run { report in
+                return try await BoardRebuild(ledger: ledger, boards: RedisBoardStore(redis: redis, catalog: catalog), catalog: catalog).run { report in
                     print("\(report.window.rawValue): \(report.boards) boards, \(report.totalRows) total rows")
                 }
             }

@@ -172,9 +172,11 @@ enum Roles {
         let ledger = ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger)
         var consumer = context.settings.consumer(groupID: groupID)
         consumer.maxBatchSize = 5_000
+        let ports = WorkerPorts.live(
+            ledger: ledger, redis: redis, catalog: context.pipelines.leaderboards, producer: producer, admin: admin, topics: context.settings.topics)
         let worker = ScoreWorker(
             configuration: .init(consumer: consumer, topics: context.settings.topics), catalog: context.pipelines.leaderboards,
-            actions: context.pipelines.actions, ledger: ledger, redis: redis, producer: producer, admin: admin, logger: logger)
+            actions: context.pipelines.actions, ports: ports, logger: logger)
         let migrator = MigrationService(store: store, logger: logger)
         let operations = OperationsRoutes(registry: registry) {
             // A worker keeps running through outages: it is ready only while it can make progress.

@@ -122,8 +122,10 @@ public struct WorkerBenchmark: Sendable {
         consumer.sessionTimeout = .seconds(3)
         let worker = ScoreWorker(
             configuration: .init(consumer: consumer, topics: settings.topics), catalog: catalog, actions: actions,
-            ledger: ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger), redis: redis, producer: producer,
-            admin: try KafkaAdminClient(configuration: settings.kafkaClient, logger: logger), logger: logger)
+            ports: .live(
+                ledger: ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger), redis: redis, catalog: catalog,
+                producer: producer, admin: try KafkaAdminClient(configuration: settings.kafkaClient, logger: logger), topics: settings.topics),
+            logger: logger)
         let total = Int64(configuration.events)
         return try await withThrowingTaskGroup(of: (Double, Int)?.self) { group in
             group.addTask { try await producer.run(); return nil }

@@ -1,3 +1,4 @@
+import ScoreboardCore
 import CRdKafka
 
 /// The one error type of the Kafka module: what went wrong, and librdkafka's own code and text where it said so.
@@ -101,4 +102,8 @@ extension KafkaError {
     public static func unknownTopic(_ topic: String) -> KafkaError {
         KafkaError(code: .admin, reason: "topic \(topic) does not exist; create it with `scoreboard topics apply`")
     }
+}
+
+extension KafkaError: ServerFailure {
+    public var server: ServerKind { .kafka }
 }

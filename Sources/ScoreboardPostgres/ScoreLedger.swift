@@ -18,13 +18,6 @@ public struct ScoreLedger: Sendable {
         self.logger = logger
     }
 
-    /// Where a worker resumes a partition, and the epoch that fences its writes.
-    public struct PartitionClaim: Sendable, Hashable {
-        public var partition: Int32
-        public var nextOffset: Int64
-        public var epoch: Int64
-    }
-
     /// Claims `partitions` of `topic` for this worker: bumps each epoch (fencing out the previous owner) and returns
     /// where to resume. When the stored `topic_id` differs from `topicID` the log was recreated (a memory-only
     /// broker restarted, or the topic was deleted), so the stored offset is meaningless and the claim starts at 0;
@@ -48,52 +41,14 @@ public struct ScoreLedger: Sendable {
         return claims.sorted { $0.partition < $1.partition }
     }
 
-    /// A consumed event with where it came from.
-    public struct SourcedEvent: Sendable {
-        public var event: ScoreEvent
-        public var partition: Int32
-        public var offset: Int64
-
-        public init(event: ScoreEvent, partition: Int32, offset: Int64) {
-            self.event = event
-            self.partition = partition
-            self.offset = offset
-        }
-    }
-
-    public struct Batch: Sendable {
-        public var topic: String
-        public var events: [SourcedEvent]
-        /// Each partition's next offset after this batch, and the epoch claimed for it.
-        public var nextOffsets: [Int32: Int64]
-        public var epochs: [Int32: Int64]
-
-        public init(topic: String, events: [SourcedEvent], nextOffsets: [Int32: Int64], epochs: [Int32: Int64]) {
-            self.topic = topic
-            self.events = events
-            self.nextOffsets = nextOffsets
-            self.epochs = epochs
-        }
-    }
-
-    /// What a batch changed: the events that were new, and every total row of the members and periods they touched.
-    public struct Applied: Sendable {
-        public var newEvents: [ScoreEvent]
-        public var totals: [BatchAggregation.TotalKey: Int64]
-    }
-
-    /// Another worker claimed one of the batch's partitions after this one did.
-    public struct Fenced: Error, CustomStringConvertible {
-        public var partitions: [Int32]
-        public var description: String { "fenced out of partitions \(partitions): another worker owns them now" }
-    }
-
     /// Applies a batch in one transaction. `beforeCommit` runs inside it, after every write, with what changed: the
     /// worker projects to Redis and publishes updates there, so that a crash before COMMIT replays them (with the
-    /// same absolute totals) rather than losing them.
-    /// - Throws: ``Fenced`` (the transaction rolled back) or the database's error.
+    /// same absolute totals) rather than losing them. `aggregate` turns the new events into total rows: the ledger
+    /// stores totals, the worker knows which windows exist.
+    /// - Throws: ``LedgerFenced`` (the transaction rolled back) or the database's error.
     public func apply(
-        _ batch: Batch, catalog: LeaderboardCatalog, beforeCommit: @Sendable (Applied) async throws -> Void
+        _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
+        beforeCommit: @Sendable (LedgerApplied) async throws -> Void
     ) async throws {
         do {
             try await client.withTransaction(logger: logger) { connection in
@@ -103,18 +58,18 @@ public struct ScoreLedger: Sendable {
                     "SELECT pg_advisory_xact_lock_shared(hashtext(current_schema()), \(Self.projectionLockID))", logger: logger)
                 try await checkEpochs(batch, connection: connection)
                 let newEvents = try await insertEvents(batch, connection: connection)
-                let aggregation = BatchAggregation(events: newEvents, catalog: catalog)
+                let aggregation = aggregate(newEvents)
                 let totals = try await addTotals(aggregation, connection: connection)
                 try await storeOffsets(batch, connection: connection)
-                try await beforeCommit(Applied(newEvents: aggregation.events, totals: totals))
+                try await beforeCommit(LedgerApplied(newEvents: aggregation.events, totals: totals))
             }
         } catch let error as PostgresTransactionError {
-            if let fenced = error.closureError as? Fenced { throw fenced }
+            if let fenced = error.closureError as? LedgerFenced { throw fenced }
             throw error.closureError ?? error.commitError ?? error
         }
     }
 
-    private func checkEpochs(_ batch: Batch, connection: PostgresConnection) async throws {
+    private func checkEpochs(_ batch: LedgerBatch, connection: PostgresConnection) async throws {
         let partitions = batch.nextOffsets.keys.sorted()
         let rows = try await connection.query("""
             SELECT kafka_partition, epoch FROM consumer_offsets
@@ -125,10 +80,10 @@ public struct ScoreLedger: Sendable {
         var stored: [Int32: Int64] = [:]
         for try await (partition, epoch) in rows.decode((Int32, Int64).self) { stored[partition] = epoch }
         let lost = partitions.filter { stored[$0] != batch.epochs[$0] }
-        if !lost.isEmpty { throw Fenced(partitions: lost) }
+        if !lost.isEmpty { throw LedgerFenced(partitions: lost) }
     }
 
-    private func insertEvents(_ batch: Batch, connection: PostgresConnection) async throws -> [ScoreEvent] {
+    private func insertEvents(_ batch: LedgerBatch, connection: PostgresConnection) async throws -> [ScoreEvent] {
         guard !batch.events.isEmpty else { return [] }
         let events = batch.events
         let rows = try await connection.query("""
@@ -200,7 +155,7 @@ public struct ScoreLedger: Sendable {
         return totals
     }
 
-    private func storeOffsets(_ batch: Batch, connection: PostgresConnection) async throws {
+    private func storeOffsets(_ batch: LedgerBatch, connection: PostgresConnection) async throws {
         let partitions = batch.nextOffsets.keys.sorted()
         // GREATEST: a stored offset never moves back, whatever order batches commit in.
         try await connection.query("""

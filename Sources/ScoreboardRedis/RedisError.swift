@@ -1,3 +1,4 @@
+import ScoreboardCore
 /// The one error type of the Redis module.
 public struct RedisError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -34,4 +35,8 @@ public struct RedisError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         "RedisError(\(code))\(hiredisCode.map { " [hiredis \($0)]" } ?? ""): \(reason)"
     }
+}
+
+extension RedisError: ServerFailure {
+    public var server: ServerKind { .redis }
 }

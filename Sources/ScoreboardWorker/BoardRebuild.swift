@@ -1,21 +1,19 @@
 import ScoreboardCore
 import ScoreboardHTTP
-import ScoreboardPostgres
-import ScoreboardRedis
 
 /// Recomputes the Redis boards from PostgreSQL's totals: every all-time board and every period still retained.
 ///
-/// It runs while the workers' batches are paused (``ScoreLedger/withBatchesPaused(_:)``), so it reads totals no batch
+/// It runs while the workers' batches are paused (``WorkerLedger/withBatchesPaused(_:)``), so it reads totals no batch
 /// in flight is changing and writes nothing older than what a worker already projected: run under traffic, the
 /// boards are exact once the traffic stops.
 public struct BoardRebuild: Sendable {
-    let ledger: ScoreLedger
-    let projector: BoardProjector
+    let ledger: any WorkerLedger
+    let boards: any BoardStore
     let catalog: LeaderboardCatalog
 
-    public init(ledger: ScoreLedger, redis: RedisConnectionPool, catalog: LeaderboardCatalog) {
+    public init(ledger: any WorkerLedger, boards: any BoardStore, catalog: LeaderboardCatalog) {
         self.ledger = ledger
-        self.projector = BoardProjector(redis: redis, catalog: catalog)
+        self.boards = boards
         self.catalog = catalog
     }
 
@@ -32,7 +30,7 @@ public struct BoardRebuild: Sendable {
     public func run(progress: @escaping @Sendable (WindowReport) -> Void = { _ in }) async throws -> Int {
         let catalog = self.catalog
         let ledger = self.ledger
-        let projector = self.projector
+        let boards = self.boards
         return try await ledger.withBatchesPaused {
             let now = Timestamp.now()
             var count = 0
@@ -40,7 +38,7 @@ public struct BoardRebuild: Sendable {
                 let totals = try await ledger.totals(window: window)
                 let scores = BatchAggregation.boardScores(totals: totals, catalog: catalog)
                     .filter { board, _ in catalog.redisExpiry(of: board).map { $0 > now } ?? true }
-                try await projector.replace(scores)
+                try await boards.replaceBoards(scores)
                 progress(WindowReport(window: window, boards: scores.count, totalRows: totals.count))
                 count += scores.count
             }

@@ -4,18 +4,17 @@ import Metrics
 import ScoreboardCore
 import ScoreboardHTTP
 import ScoreboardKafka
-import ScoreboardPostgres
-import ScoreboardRedis
 import ServiceLifecycle
 import Synchronization
 
 /// A stream worker: one member of the workers' consumer group on the score-events topic.
 ///
-/// Each batch goes through one PostgreSQL transaction (``ScoreLedger/apply(_:catalog:beforeCommit:)``): events
+/// Each batch goes through one ledger transaction (``WorkerLedger/apply(_:aggregate:beforeCommit:)``): events
 /// deduplicated by id, window totals, and next offsets fenced by the partition's epoch. Inside that transaction, after
-/// the writes, the Redis boards are set to the absolute totals and the changes are published to the
-/// leaderboard-updates topic; then it commits. A crash anywhere before COMMIT replays the batch from the stored
-/// offsets and sets the same numbers again; a crash after it has nothing left to do.
+/// the writes, the boards are set to the absolute totals and the changes are published; then it commits. A crash
+/// anywhere before COMMIT replays the batch from the stored offsets and sets the same numbers again; a crash after
+/// it has nothing left to do. The worker reads its batches from Kafka itself (``KafkaConsumer``) and reaches
+/// everything else through ``WorkerPorts``.
 public final class ScoreWorker: Service, Sendable {
     public struct Configuration: Sendable {
         public var consumer: KafkaConsumerConfiguration
@@ -39,10 +38,7 @@ public final class ScoreWorker: Service, Sendable {
     let configuration: Configuration
     let catalog: LeaderboardCatalog
     let actions: ActionCatalog
-    let ledger: ScoreLedger
-    let projector: BoardProjector
-    let producer: KafkaProducer
-    let admin: KafkaAdminClient
+    let ports: WorkerPorts
     let logger: Logger
     /// What this worker claimed: the topic incarnation and each owned partition's epoch.
     let claims = Mutex(Claims())
@@ -56,17 +52,11 @@ public final class ScoreWorker: Service, Sendable {
         var epochs: [Int32: Int64] = [:]
     }
 
-    public init(
-        configuration: Configuration, catalog: LeaderboardCatalog, actions: ActionCatalog, ledger: ScoreLedger, redis: RedisConnectionPool,
-        producer: KafkaProducer, admin: KafkaAdminClient, logger: Logger
-    ) {
+    public init(configuration: Configuration, catalog: LeaderboardCatalog, actions: ActionCatalog, ports: WorkerPorts, logger: Logger) {
         self.configuration = configuration
         self.catalog = catalog
         self.actions = actions
-        self.ledger = ledger
-        self.projector = BoardProjector(redis: redis, catalog: catalog)
-        self.producer = producer
-        self.admin = admin
+        self.ports = ports
         self.logger = logger
         self.health = WorkerHealth(stallAfter: configuration.stallAfter, logger: logger)
     }
@@ -156,7 +146,7 @@ public final class ScoreWorker: Service, Sendable {
                 return Dictionary(uniqueKeysWithValues: starts.map { (KafkaTopicPartition(topic: topic, partition: $0.key), .offset($0.value)) })
             } catch {
                 if isStopping.load(ordering: .acquiring) { throw error }
-                let problem = error is KafkaError ? "the \(topic) topic cannot be described (does it exist? run `scoreboard topics apply`)"
+                let problem = error is TopicMissing ? "the \(topic) topic does not exist: run `scoreboard topics apply`"
                     : "\(WorkerHealth.Dependency(classifying: error).rawValue) unavailable while claiming partitions"
                 if backoff.attempts == 0 {
                     logger.error("partition assignment failed: retrying", metadata: ["error": "\(error)", "partitions": "\(partitions.map(\.partition))"])
@@ -169,18 +159,16 @@ public final class ScoreWorker: Service, Sendable {
 
     /// Claims `partitions` in PostgreSQL for the topic's current incarnation and returns where each resumes.
     private func claim(_ partitions: [Int32], topic: String) async throws -> [Int32: Int64] {
-        guard let description = try await admin.describeTopics([topic])[topic] else {
-            throw KafkaError.unknownTopic(topic)
-        }
-        let claimed = try await ledger.claim(topic: topic, topicID: description.topicID, partitions: partitions)
+        guard let topicID = try await ports.topics.topicID(of: topic) else { throw TopicMissing(topic: topic) }
+        let claimed = try await ports.ledger.claim(topic: topic, topicID: topicID, partitions: partitions)
         let owned = claims.withLock { claims in
-            claims.topicID = description.topicID
+            claims.topicID = topicID
             for claim in claimed { claims.epochs[claim.partition] = claim.epoch }
             return claims.epochs.keys.sorted()
         }
         health.assigned(owned)
         logger.info("assigned", metadata: [
-            "partitions": "\(claimed.map { "\($0.partition)@\($0.nextOffset)#\($0.epoch)" })", "kafka.topic.id": "\(description.topicID)",
+            "partitions": "\(claimed.map { "\($0.partition)@\($0.nextOffset)#\($0.epoch)" })", "kafka.topic.id": "\(topicID)",
         ])
         return Dictionary(uniqueKeysWithValues: claimed.map { ($0.partition, $0.nextOffset) })
     }
@@ -219,10 +207,10 @@ public final class ScoreWorker: Service, Sendable {
     private func checkIncarnation(consumer: KafkaConsumer, topic: String) async {
         let (claimedID, owned) = claims.withLock { ($0.topicID, $0.epochs.keys.sorted()) }
         guard let claimedID, !owned.isEmpty else { return }
-        guard let current = try? await withTimeout(.seconds(5), { try await self.admin.describeTopics([topic])[topic] }) else { return }
-        guard current.topicID != claimedID else { return }
+        let described = try? await withTimeout(.seconds(5)) { try await self.ports.topics.topicID(of: topic) }
+        guard let current = described ?? nil, current != claimedID else { return }
         logger.warning("the topic was recreated (the broker lost its log?): claiming its partitions again from the new log", metadata: [
-            "kafka.topic.id.old": "\(claimedID)", "kafka.topic.id.new": "\(current.topicID)",
+            "kafka.topic.id.old": "\(claimedID)", "kafka.topic.id.new": "\(current)",
         ])
         do {
             let starts = try await withTimeout(configuration.batchDeadline) { try await self.claim(owned, topic: topic) }
@@ -238,8 +226,8 @@ public final class ScoreWorker: Service, Sendable {
     /// from the offsets this worker last committed.
     func process(_ batch: KafkaConsumerBatch, topic: String) async throws {
         let start = ContinuousClock.now
-        var events: [ScoreLedger.SourcedEvent] = []
-        var deadLetters: [KafkaProducerMessage] = []
+        var events: [SourcedEvent] = []
+        var deadLetters: [DeadLetter] = []
         let decoder = JSONDecoder()
         for message in batch.messages {
             do {
@@ -251,7 +239,7 @@ public final class ScoreWorker: Service, Sendable {
                     throw ScoreboardError(code: .invalidEvent, reasons: ["action \(event.action) is not in the action catalog"])
                 }
                 event.points = points
-                events.append(ScoreLedger.SourcedEvent(event: event, partition: message.partition, offset: message.offset))
+                events.append(SourcedEvent(event: event, partition: message.partition, offset: message.offset))
             } catch {
                 deadLetters.append(deadLetter(message, reason: "\(error)"))
             }
@@ -259,18 +247,17 @@ public final class ScoreWorker: Service, Sendable {
         let unreadable = deadLetters
         let nextOffsets = Dictionary(batch.nextOffsets.map { ($0.key.partition, $0.value) }, uniquingKeysWith: max)
         let claimed = claims.withLock { $0.epochs }
-        let ledgerBatch = ScoreLedger.Batch(
+        let ledgerBatch = LedgerBatch(
             topic: topic, events: events, nextOffsets: nextOffsets,
             epochs: claimed.filter { nextOffsets[$0.key] != nil })
         do {
             let phases = PhaseClock()
-            try await ledger.apply(ledgerBatch, catalog: catalog) { [self] applied in
-                phases.mark("postgres")
+            let catalog = self.catalog
+            try await ports.ledger.apply(ledgerBatch, aggregate: { BatchAggregation(events: $0, catalog: catalog) }) { [self] applied in
+                phases.mark("ledger")
                 // Inside the transaction and after the epoch check: a fenced batch publishes nothing, and the dead
                 // letters of a committed batch are published by the attempt that commits it.
-                if !unreadable.isEmpty {
-                    for result in try await producer.send(batch: unreadable) { _ = try result.get() }
-                }
+                if !unreadable.isEmpty { try await ports.outputs.publishDeadLetters(unreadable) }
                 let scores = BatchAggregation.boardScores(totals: applied.totals, catalog: catalog)
                 // Only boards the new events touched: a member's rows in other regions/guilds come along for the
                 // global sum, but their own boards did not change.
@@ -281,14 +268,14 @@ public final class ScoreWorker: Service, Sendable {
                     let relevant = members.filter { touchedMembers.contains($0.key) }
                     if !relevant.isEmpty { changed[board] = relevant }
                 }
-                let ranks = try await projector.project(changed)
-                phases.mark("redis")
+                let ranks = try await ports.boards.setScores(changed)
+                phases.mark("boards")
                 try await publishUpdates(changed, ranks: ranks)
                 phases.mark("updates")
             }
             phases.mark("commit")
             logger.debug("batch applied", metadata: ["events": "\(events.count)", "phases": "\(phases.summary)"])
-        } catch let fenced as ScoreLedger.Fenced {
+        } catch let fenced as LedgerFenced {
             logger.warning("batch dropped", metadata: ["reason": "\(fenced)"])
             Counter(label: "worker_fenced_batches_total").increment()
             return
@@ -300,36 +287,28 @@ public final class ScoreWorker: Service, Sendable {
     }
 
     private func publishUpdates(_ changed: [BoardKey: [String: Int64]], ranks: [BoardKey: [String: Int]]) async throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        var messages: [KafkaProducerMessage] = []
+        var updates: [LeaderboardUpdate] = []
         for (board, members) in changed.sorted(by: { $0.key.id < $1.key.id }) {
             for (member, total) in members.sorted(by: { $0.key < $1.key }) {
-                let update = LeaderboardUpdate(board: board, userID: member, total: total, rank: ranks[board]?[member])
-                messages.append(KafkaProducerMessage(
-                    topic: configuration.topics.leaderboardUpdates, key: Array(board.streamID.utf8), value: Array(try encoder.encode(update))))
+                updates.append(LeaderboardUpdate(board: board, userID: member, total: total, rank: ranks[board]?[member]))
             }
         }
-        for result in try await producer.send(batch: messages) { _ = try result.get() }
-        Counter(label: "worker_updates_published_total").increment(by: messages.count)
+        try await ports.outputs.publishUpdates(updates)
+        Counter(label: "worker_updates_published_total").increment(by: updates.count)
     }
 
-    private func deadLetter(_ message: KafkaConsumerMessage, reason: String) -> KafkaProducerMessage {
-        struct DeadLetter: Encodable {
-            var schemaVersion = 1
-            var sourceTopic: String
-            var sourcePartition: Int32
-            var sourceOffset: Int64
-            var error: String
-            var payload: String
-            var failedAt: Int64
-        }
-        let letter = DeadLetter(
+    private func deadLetter(_ message: KafkaConsumerMessage, reason: String) -> DeadLetter {
+        DeadLetter(
             sourceTopic: message.topic, sourcePartition: message.partition, sourceOffset: message.offset, error: String(reason.prefix(2000)),
-            payload: Data(message.value).base64EncodedString(), failedAt: Timestamp.now().millisecondsSinceEpoch)
-        let value = (try? JSONEncoder().encode(letter)) ?? Data()
-        return KafkaProducerMessage(topic: configuration.topics.deadLetter, key: message.key.map(Array.init), value: Array(value))
+            payload: Data(message.value).base64EncodedString(), failedAt: Timestamp.now().millisecondsSinceEpoch, key: message.key.map(Array.init))
     }
+}
+
+/// The topic a worker was asked to consume does not exist (yet).
+struct TopicMissing: ServerFailure, CustomStringConvertible {
+    var topic: String
+    var server: ServerKind { .kafka }
+    var description: String { "the topic \(topic) does not exist" }
 }
 
 extension Timer {

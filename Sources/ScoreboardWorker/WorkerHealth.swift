@@ -1,7 +1,5 @@
 import Logging
 import ScoreboardCore
-import ScoreboardKafka
-import ScoreboardRedis
 import Synchronization
 
 /// What a worker knows about its own progress: for `/health/ready`, `/metrics` and the outage log lines.
@@ -42,11 +40,15 @@ public final class WorkerHealth: Sendable {
 
         init(classifying error: any Error) {
             switch error {
-            case is RedisError: self = .redis
-            case is KafkaError: self = .kafka
+            case let failure as any ServerFailure:
+                switch failure.server {
+                case .postgres: self = .postgres
+                case .redis: self = .redis
+                case .kafka: self = .kafka
+                }
             case is TimeoutError: self = .deadline
-            // PostgresNIO's errors (PSQLError, the pool's ConnectionPoolError, transaction errors) and anything else
-            // raised inside the ledger's transaction.
+            // PostgresNIO's errors (PSQLError, the pool's ConnectionPoolError, transaction errors) are not ours to
+            // extend; anything else raised inside the ledger's transaction is PostgreSQL's.
             default: self = .postgres
             }
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import ScoreboardCLI
 import ScoreboardCore
 import ScoreboardDefinitions
 @testable import ScoreboardKafka
@@ -29,8 +30,9 @@ struct WorkerBatchTests {
         func worker() -> ScoreWorker {
             ScoreWorker(
                 configuration: .init(consumer: TestEnvironment.consumerConfiguration(group: "unused"), topics: topics),
-                catalog: WorkerBatchTests.pipelines.leaderboards, actions: WorkerBatchTests.pipelines.actions, ledger: ledger, redis: redis,
-                producer: producer, admin: admin, logger: TestEnvironment.logger)
+                catalog: WorkerBatchTests.pipelines.leaderboards, actions: WorkerBatchTests.pipelines.actions,
+                ports: .live(ledger: ledger, redis: redis, catalog: WorkerBatchTests.pipelines.leaderboards, producer: producer, admin: admin, topics: topics),
+                logger: TestEnvironment.logger)
         }
 
         func message(_ value: String, offset: Int64, key: String = "u") -> KafkaConsumerMessage {
@@ -154,19 +156,20 @@ struct WorkerBatchTests {
             let ledger = fixture.ledger
             let topic = fixture.topics.scoreEvents
             let claims = try await ledger.claim(topic: topic, topicID: fixture.topicID, partitions: [0])
-            func batch(_ offset: Int64, user: String) throws -> ScoreLedger.Batch {
+            func batch(_ offset: Int64, user: String) throws -> LedgerBatch {
                 let event = try JSONDecoder().decode(ScoreEvent.self, from: Data(try fixture.event(user: user, action: "complete-quest", points: 10).utf8))
-                return ScoreLedger.Batch(
-                    topic: topic, events: [ScoreLedger.SourcedEvent(event: event, partition: 0, offset: offset)], nextOffsets: [0: offset + 1],
+                return LedgerBatch(
+                    topic: topic, events: [SourcedEvent(event: event, partition: 0, offset: offset)], nextOffsets: [0: offset + 1],
                     epochs: [0: claims[0].epoch])
             }
             let catalog = WorkerBatchTests.pipelines.leaderboards
+            let aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation = { BatchAggregation(events: $0, catalog: catalog) }
 
             // 1. A batch in flight (inside its transaction, before COMMIT) holds a rebuild off until it commits.
             let inFlight = AsyncStream<Void>.makeStream()
             let release = AsyncStream<Void>.makeStream()
             let applying = Task {
-                try await ledger.apply(try batch(0, user: "ann"), catalog: catalog) { _ in
+                try await ledger.apply(try batch(0, user: "ann"), aggregate: aggregate) { _ in
                     inFlight.continuation.finish()
                     for await _ in release.stream {}
                 }
@@ -188,7 +191,7 @@ struct WorkerBatchTests {
                 }
             }
             for await _ in paused.stream {}
-            let held = Task { try await ledger.apply(try batch(1, user: "bob"), catalog: catalog) { _ in } }
+            let held = Task { try await ledger.apply(try batch(1, user: "bob"), aggregate: aggregate) { _ in } }
             try await waitForBlockedAdvisoryLocks(1, store: fixture.store)
             #expect(try await ledger.totals(window: .allTime).count == 1, "the held batch has written nothing")
             resume.continuation.finish()

@@ -1,10 +1,9 @@
-import Foundation
 import ScoreboardCore
-import ScoreboardRedis
 
-/// Writes board totals to Redis sorted sets as absolute values (`ZADD key score member`, never `ZINCRBY`), so a
-/// replayed batch sets the same numbers again and the projection converges.
-public struct BoardProjector: Sendable {
+/// The boards as Redis sorted sets, one key per board period (``BoardKey/redisKey``), written as absolute values
+/// (`ZADD key score member`, never `ZINCRBY`), so a replayed batch sets the same numbers again and the projection
+/// converges. Windowed keys expire as the catalog says.
+public struct RedisBoardStore: Sendable {
     let redis: RedisConnectionPool
     let catalog: LeaderboardCatalog
     /// Members per ZADD command: large enough to amortise, small enough to keep Redis responsive.
@@ -17,7 +16,7 @@ public struct BoardProjector: Sendable {
 
     /// Sets every score, refreshes each windowed key's expiry, and returns the competition rank of every member
     /// written when it is inside the catalog's top N.
-    public func project(_ scores: [BoardKey: [String: Int64]]) async throws -> [BoardKey: [String: Int]] {
+    public func setScores(_ scores: [BoardKey: [String: Int64]]) async throws -> [BoardKey: [String: Int]] {
         guard !scores.isEmpty else { return [:] }
         let boards = scores.keys.sorted { $0.id < $1.id }
         var commands: [[String]] = []
@@ -67,7 +66,7 @@ public struct BoardProjector: Sendable {
 
     /// Replaces the listed boards with exactly these scores (for `scoreboard rebuild`): each key is written under a
     /// temporary name and renamed over the old one, so readers never see a half-built board.
-    public func replace(_ scores: [BoardKey: [String: Int64]]) async throws {
+    public func replaceBoards(_ scores: [BoardKey: [String: Int64]]) async throws {
         for (board, members) in scores {
             let temporary = board.redisKey + ":rebuild"
             var commands: [[String]] = [["DEL", temporary]]

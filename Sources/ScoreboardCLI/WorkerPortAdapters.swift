@@ -1,0 +1,24 @@
+import ScoreboardCore
+import ScoreboardKafka
+import ScoreboardPostgres
+import ScoreboardRedis
+import ScoreboardWorker
+
+// The adapters implement the worker's ports. The conformances live here, where the roles are composed: the worker
+// library knows only its ports, and the adapters know nothing of the worker.
+extension ScoreLedger: WorkerLedger {}
+extension RedisBoardStore: BoardStore {}
+extension KafkaWorkerOutputs: WorkerOutputs {}
+extension KafkaAdminClient: TopicIncarnations {}
+
+extension WorkerPorts {
+    /// The production ports: PostgreSQL's ledger, Redis's boards, Kafka's topics.
+    public static func live(
+        ledger: ScoreLedger, redis: RedisConnectionPool, catalog: LeaderboardCatalog, producer: KafkaProducer, admin: KafkaAdminClient,
+        topics: TopicNames
+    ) -> WorkerPorts {
+        WorkerPorts(
+            ledger: ledger, boards: RedisBoardStore(redis: redis, catalog: catalog), outputs: KafkaWorkerOutputs(producer: producer, topics: topics),
+            topics: admin)
+    }
+}

@@ -1,0 +1,64 @@
+import ScoreboardCore
+
+// The worker reaches the outside through these ports only. PostgreSQL, Redis and Kafka implement them in their
+// adapters (the executable declares the conformances); memory implementations live beside them, for in-process tests
+// and for fault tests that fail on cue (MemoryWorkerPorts.swift).
+
+/// The exactly-once ledger: applied events, member totals and the consumer offsets stored beside them
+/// (PostgreSQL's `ScoreLedger`).
+public protocol WorkerLedger: Sendable {
+    /// Claims `partitions` of `topic` for this worker: bumps each epoch (fencing out the previous owner) and returns
+    /// where to resume. A `topicID` other than the stored one is a new incarnation of the log: it resumes at 0.
+    func claim(topic: String, topicID: String, partitions: [Int32]) async throws -> [PartitionClaim]
+
+    /// Applies a batch in one transaction: checks every partition's epoch (throws ``LedgerFenced`` when another worker
+    /// claimed one since), keeps the events whose ids are new, adds `aggregate(newEvents).pointsByTotal` to the
+    /// totals, stores the next offsets, runs `beforeCommit` with what changed, then commits. Nothing of it remains
+    /// when anything throws.
+    func apply(
+        _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
+        beforeCommit: @Sendable (LedgerApplied) async throws -> Void
+    ) async throws
+
+    /// Runs `body` while no batch is in flight and none can start (for rebuilds).
+    func withBatchesPaused<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T
+
+    /// Every total row of a window, all periods.
+    func totals(window: LeaderboardWindow) async throws -> [BatchAggregation.TotalKey: Int64]
+}
+
+/// The boards readers see (Redis sorted sets), always set to absolute totals so that replays converge.
+public protocol BoardStore: Sendable {
+    /// Sets these members' scores and returns the competition rank of each one inside the catalog's top N.
+    func setScores(_ scores: [BoardKey: [String: Int64]]) async throws -> [BoardKey: [String: Int]]
+
+    /// Replaces each listed board with exactly these scores, atomically per board.
+    func replaceBoards(_ scores: [BoardKey: [String: Int64]]) async throws
+}
+
+/// Where the worker's outputs go (Kafka's leaderboard-updates and dead-letter topics). Each call returns once
+/// everything is acknowledged.
+public protocol WorkerOutputs: Sendable {
+    func publishUpdates(_ updates: [LeaderboardUpdate]) async throws
+    func publishDeadLetters(_ letters: [DeadLetter]) async throws
+}
+
+/// Which incarnation of a topic the broker holds now (its topic id), `nil` when the topic does not exist.
+public protocol TopicIncarnations: Sendable {
+    func topicID(of topic: String) async throws -> String?
+}
+
+/// Everything a worker talks to, gathered for ``buildWorker(configuration:ports:logger:)``.
+public struct WorkerPorts: Sendable {
+    public var ledger: any WorkerLedger
+    public var boards: any BoardStore
+    public var outputs: any WorkerOutputs
+    public var topics: any TopicIncarnations
+
+    public init(ledger: any WorkerLedger, boards: any BoardStore, outputs: any WorkerOutputs, topics: any TopicIncarnations) {
+        self.ledger = ledger
+        self.boards = boards
+        self.outputs = outputs
+        self.topics = topics
+    }
+}
