@@ -1,0 +1,90 @@
+import CRdKafka
+import Dispatch
+import Logging
+import Synchronization
+
+/// What a consumer's owner decides when the group hands it partitions or takes them away.
+///
+/// librdkafka calls these from inside a poll, between two batches, so the batch in hand has been fully processed when
+/// `onRevoke` runs. `onAssign` returns where to start each partition: `.offset(n)` for offsets stored outside Kafka
+/// (the exactly-once design keeps them in PostgreSQL beside the results), `.committed` for Kafka's own.
+public struct KafkaRebalanceHandler: Sendable {
+    public var onAssign: @Sendable ([KafkaTopicPartition]) async throws -> [KafkaTopicPartition: KafkaStartOffset]
+    public var onRevoke: @Sendable ([KafkaTopicPartition]) async -> Void
+
+    public init(
+        onAssign: @escaping @Sendable ([KafkaTopicPartition]) async throws -> [KafkaTopicPartition: KafkaStartOffset],
+        onRevoke: @escaping @Sendable ([KafkaTopicPartition]) async -> Void = { _ in }
+    ) {
+        self.onAssign = onAssign
+        self.onRevoke = onRevoke
+    }
+
+    /// Starts every assigned partition from the group's committed offset.
+    public static let committedOffsets = KafkaRebalanceHandler(onAssign: { partitions in
+        Dictionary(uniqueKeysWithValues: partitions.map { ($0, KafkaStartOffset.committed) })
+    })
+}
+
+extension KafkaConsumer {
+    // MARK: - Rebalancing
+
+    /// Runs on the poll queue inside librdkafka's poll. Blocking it while the Swift handler runs is the point: the
+    /// assignment must be settled (and offsets fetched from wherever they live) before the next message is read.
+    static func rebalance(
+        _ event: RDKafkaCallbacks.RebalanceEvent, handler: KafkaRebalanceHandler, shared: Shared, logger: Logger
+    ) {
+        switch event {
+        case .assign(let list, let handle):
+            let partitions = RDKafkaTopicPartitionList.read(list).map(\.0)
+            logger.info("Kafka partitions assigned", metadata: ["kafka.partitions": "\(partitions.map(\.description))"])
+            let outcome = runBlocking { try await handler.onAssign(partitions) }
+            switch outcome {
+            case .success(let starts):
+                for index in 0..<Int(list.pointee.cnt) {
+                    let element = list.pointee.elems + index
+                    let partition = KafkaTopicPartition(topic: String(cString: element.pointee.topic), partition: element.pointee.partition)
+                    element.pointee.offset = RDKafkaTopicPartitionList.rawOffset(starts[partition] ?? .committed)
+                }
+                shared.assignment.withLock { $0 = Set(partitions) }
+                let error = rd_kafka_assign(handle, list)
+                if error != RD_KAFKA_RESP_ERR_NO_ERROR {
+                    shared.pendingError.withLock { $0 = .rdKafka(error, code: .rebalance, context: "assign") }
+                }
+            case .failure(let error):
+                // Without start offsets we must not read: own nothing, and let the owner see the error.
+                logger.error("Kafka assignment handler failed", metadata: ["error": "\(error)"])
+                _ = rd_kafka_assign(handle, nil)
+                shared.assignment.withLock { $0 = [] }
+                shared.pendingError.withLock {
+                    $0 = error as? KafkaError ?? KafkaError(code: .rebalance, reason: "assignment handler failed: \(error)")
+                }
+            }
+        case .revoke(let list, let handle):
+            let partitions = RDKafkaTopicPartitionList.read(list).map(\.0)
+            logger.info("Kafka partitions revoked", metadata: ["kafka.partitions": "\(partitions.map(\.description))"])
+            shared.assignment.withLock { $0 = [] }
+            _ = runBlocking { await handler.onRevoke(partitions) }
+            _ = rd_kafka_assign(handle, nil)
+        case .error(let error, let handle):
+            logger.warning("Kafka rebalance error", metadata: ["kafka.error": "\(String(cString: rd_kafka_err2str(error)))"])
+            _ = rd_kafka_assign(handle, nil)
+            shared.assignment.withLock { $0 = [] }
+        }
+    }
+
+    /// Bridges an async handler into librdkafka's synchronous callback. Only ever called on the consumer's own poll
+    /// queue (a Dispatch thread), never from the cooperative pool, so waiting here cannot starve Swift tasks.
+    static func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> Result<T, Error> {
+        let done = DispatchSemaphore(value: 0)
+        let result = LockedBox<Result<T, Error>?>(nil)
+        Task {
+            let outcome: Result<T, Error>
+            do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+            result.withLock { $0 = outcome }
+            done.signal()
+        }
+        done.wait()
+        return result.withLock { $0! }
+    }
+}
