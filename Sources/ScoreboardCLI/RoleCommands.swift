@@ -105,8 +105,25 @@ public struct GatewayOptions: ParsableArguments {
     @Option(help: "Action-token secrets (env SCOREBOARD_ACTION_TOKEN_KEYS, default .local/dev/action-keys.json).") var actionTokenKeys: String?
     @Option(help: "Requests per minute per client IP.") var perIPPerMinute = 600
     @Option(help: "Scores per minute per user, across actions.") var perUserPerMinute = 120
+    @Option(help: "Action tokens a user may mint per minute.") var actionTokensPerUserPerMinute = 120
+    @Option(
+        name: .customLong("trusted-proxy"),
+        help: "A CIDR of our own proxies whose X-Forwarded-For is believed (repeatable; env SCOREBOARD_TRUSTED_PROXIES, comma-separated).")
+    var trustedProxies: [String] = []
 
     public init() {}
+
+    public func validate() throws {
+        for text in trustedProxyTexts where IPNetwork(text) == nil {
+            throw ValidationError("--trusted-proxy \(text): expected an address or CIDR such as 10.0.0.0/8")
+        }
+    }
+
+    var trustedProxyTexts: [String] {
+        let fromEnvironment = ProcessInfo.processInfo.environment["SCOREBOARD_TRUSTED_PROXIES"]?
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } ?? []
+        return trustedProxies.isEmpty ? fromEnvironment : trustedProxies
+    }
 
     var actionKeysPath: String {
         actionTokenKeys ?? ProcessInfo.processInfo.environment["SCOREBOARD_ACTION_TOKEN_KEYS"]
@@ -117,6 +134,8 @@ public struct GatewayOptions: ParsableArguments {
         var configuration = GatewayConfiguration.local(settings)
         configuration.perIPPerMinute = perIPPerMinute
         configuration.perUserPerMinute = perUserPerMinute
+        configuration.actionTokensPerUserPerMinute = actionTokensPerUserPerMinute
+        configuration.trustedProxies = trustedProxyTexts.compactMap(IPNetwork.init)
         return configuration
     }
 }
