@@ -80,6 +80,8 @@ struct JWTHardeningTests {
         #expect(await kind(verifier, try await noKid.sign(claims())) == .unauthenticated)
         let listed = await JWTKeyCollection().add(hmac: HMACKey(key: secret), digestAlgorithm: .sha256, kid: "hs-1")
         #expect(await kind(verifier, try await listed.sign(claims(), kid: "hs-1")) == nil)
+        // Bad input: a bearer token of 9,000 bytes is refused unread.
+        #expect(await kind(verifier, String(repeating: "a", count: 9_000)) == .unauthenticated)
     }
 
     @Test func notBeforeAndTheMaximumLifetimeAreHonoured() async throws {

@@ -81,10 +81,19 @@ struct GatewayHarness {
         return try await JWTAuthenticator.sign(claims, keys: try await jwks.keyCollection(), kid: "hs-test")
     }
 
-    /// Runs `body` with a client of the router.
-    func withClient<T: Sendable>(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> T) async throws -> T {
+    /// Runs `body` with a client of the router (`.live`: over a real loopback socket, so the peer is 127.0.0.1).
+    func withClient<T: Sendable>(
+        _ setup: TestingSetup = .router, _ body: @escaping @Sendable (any TestClientProtocol) async throws -> T
+    ) async throws -> T {
         let router = GatewayRoutes.router(ingest: ingest, operations: OperationsRoutes(registry: .init()) { [:] })
-        return try await Application(router: router, logger: Self.logger).test(.router) { client in try await body(client) }
+        return try await Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Self.logger)
+            .test(setup) { client in try await body(client) }
+    }
+
+    /// A `POST /v1/scores` body with a fresh action token for `user`.
+    func scoreBody(user: String, action: String = "pvp-win") -> String {
+        let token = ActionToken.mint(userID: user, action: action, now: .now(), keys: actionKeys)
+        return #"{"action":"\#(action)","actionToken":"\#(token)","idempotencyKey":"\#(UUID().uuidString.lowercased())"}"#
     }
 }
 

@@ -263,6 +263,37 @@ struct GatewayIngestTests {
         #expect(harness.publisher.published.isEmpty)
     }
 
+    // MARK: - Per-IP limits behind proxies
+
+    @Test(arguments: [true, false])
+    func forwardedForCountsOnlyWhenThePeerIsATrustedProxy(trusted: Bool) async throws {
+        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis()) { configuration in
+            configuration.perIPPerMinute = 1
+            configuration.trustedProxies = trusted ? [IPNetwork("127.0.0.0/8")!] : []
+        }
+        defer { harness.close() }
+        // Only this test scores from the loopback peer in this database: start its window empty, so a rerun within
+        // the minute does not find the last run's entry.
+        if !trusted { try await harness.redis.send(["DEL", "sb:rl:ip:127.0.0.1"]) }
+        // Two clients behind one proxy (the loopback peer), told apart only by X-Forwarded-For; their addresses are
+        // unique to this run, since per-IP windows live a minute.
+        let octet = Int.random(in: 1...250)
+        let answers = try await harness.withClient(.live) { client in
+            var statuses: [HTTPResponse.Status] = []
+            for (index, name) in ["one", "two"].enumerated() {
+                let user = harness.user(name)
+                var headers: HTTPFields = [.contentType: "application/json", .authorization: "Bearer \(try await harness.token(user))"]
+                headers[HTTPField.Name("X-Forwarded-For")!] = "198.51.\(octet).\(index + 1)"
+                let answer = try await client.execute(
+                    uri: "/v1/scores", method: .post, headers: headers, body: ByteBuffer(string: harness.scoreBody(user: user)))
+                statuses.append(answer.status)
+            }
+            return statuses
+        }
+        // Trusted: two clients, two buckets. Not trusted: the header is ignored, both share the peer's bucket.
+        #expect(answers == (trusted ? [.accepted, .accepted] : [.accepted, .tooManyRequests]))
+    }
+
     // MARK: - Identifiers and methods
 
     @Test func identifiersWithAColonAreRefusedWhereverTheyEnter() async throws {
