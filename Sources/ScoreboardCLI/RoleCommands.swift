@@ -171,6 +171,9 @@ extension ScoreboardCommand {
                     if let value, let problem = ScoreEvent.identifierProblem(value) { throw ValidationError("--\(name): \(problem)") }
                 }
                 let auth = self.auth.settings
+                // A token the servers would refuse (exp - iat over their maximum) is no use to anyone.
+                let maximum = auth.configuration.maximumLifetime.components.seconds
+                guard ttl > 0, Int64(ttl) <= maximum else { throw ValidationError("--ttl: 1 to \(maximum) seconds (the maximum token lifetime)") }
                 let file = try JWKSFile.load(path: auth.jwksPath)
                 guard let key = file.keys.first(where: { kid == nil ? $0.type == "oct" : $0.kid == kid }) else {
                     throw ValidationError("\(auth.jwksPath): no \(kid.map { "key \($0)" } ?? "oct (HS256) key") to sign with")

@@ -37,6 +37,8 @@ public struct AuthOptions: ParsableArguments {
     var jwks: String?
     @Option(help: "Required iss claim (env SCOREBOARD_JWT_ISSUER, default scoreboard).") var jwtIssuer: String?
     @Option(help: "Required aud claim (env SCOREBOARD_JWT_AUDIENCE, default scoreboard).") var jwtAudience: String?
+    @Option(help: "Longest bearer-token lifetime accepted, exp - iat, in seconds (env SCOREBOARD_JWT_MAX_LIFETIME_SECONDS, default 86400).")
+    var jwtMaxLifetimeSeconds: Int?
 
     public init() {}
 
@@ -46,7 +48,8 @@ public struct AuthOptions: ParsableArguments {
             jwksPath: jwks ?? environment["SCOREBOARD_JWKS_FILE"] ?? DefinitionsLocation.root().appendingPathComponent(".local/dev/jwks.json").path,
             configuration: JWTAuthenticator.Configuration(
                 issuer: jwtIssuer ?? environment["SCOREBOARD_JWT_ISSUER"] ?? "scoreboard",
-                audience: jwtAudience ?? environment["SCOREBOARD_JWT_AUDIENCE"] ?? "scoreboard"))
+                audience: jwtAudience ?? environment["SCOREBOARD_JWT_AUDIENCE"] ?? "scoreboard",
+                maximumLifetime: .seconds(jwtMaxLifetimeSeconds ?? environment["SCOREBOARD_JWT_MAX_LIFETIME_SECONDS"].flatMap { Int($0) } ?? 86_400)))
     }
 }
 
