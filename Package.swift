@@ -186,6 +186,7 @@ let package = Package(
                 "ScoreboardCore", "ScoreboardDefinitions", "ScoreboardHTTP", "ScoreboardGateway", "ScoreboardPush", "ScoreboardWorker", "ScoreboardKafka",
                 "ScoreboardRedis", "ScoreboardPostgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),

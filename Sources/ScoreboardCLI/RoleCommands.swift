@@ -96,8 +96,25 @@ public struct GatewayOptions: ParsableArguments {
     @Option(help: "Action-token secrets (env SCOREBOARD_ACTION_TOKEN_KEYS, default .local/dev/action-keys.json).") var actionTokenKeys: String?
     @Option(help: "Requests per minute per client IP.") var perIPPerMinute = 600
     @Option(help: "Scores per minute per user, across actions.") var perUserPerMinute = 120
+    @Option(help: "Action tokens a user may mint per minute.") var actionTokensPerUserPerMinute = 120
+    @Option(
+        name: .customLong("trusted-proxy"),
+        help: "A CIDR of our own proxies whose X-Forwarded-For is believed (repeatable; env SCOREBOARD_TRUSTED_PROXIES, comma-separated).")
+    var trustedProxies: [String] = []
 
     public init() {}
+
+    public func validate() throws {
+        for text in trustedProxyTexts where IPNetwork(text) == nil {
+            throw ValidationError("--trusted-proxy \(text): expected an address or CIDR such as 10.0.0.0/8")
+        }
+    }
+
+    var trustedProxyTexts: [String] {
+        let fromEnvironment = ProcessInfo.processInfo.environment["SCOREBOARD_TRUSTED_PROXIES"]?
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } ?? []
+        return trustedProxies.isEmpty ? fromEnvironment : trustedProxies
+    }
 
     var actionKeysPath: String {
         actionTokenKeys ?? ProcessInfo.processInfo.environment["SCOREBOARD_ACTION_TOKEN_KEYS"]
@@ -108,6 +125,8 @@ public struct GatewayOptions: ParsableArguments {
         var configuration = GatewayConfiguration.local(settings)
         configuration.perIPPerMinute = perIPPerMinute
         configuration.perUserPerMinute = perUserPerMinute
+        configuration.actionTokensPerUserPerMinute = actionTokensPerUserPerMinute
+        configuration.trustedProxies = trustedProxyTexts.compactMap(IPNetwork.init)
         return configuration
     }
 }
@@ -143,6 +162,9 @@ extension ScoreboardCommand {
                     if let value, let problem = ScoreEvent.identifierProblem(value) { throw ValidationError("--\(name): \(problem)") }
                 }
                 let auth = self.auth.settings
+                // A token the servers would refuse (exp - iat over their maximum) is no use to anyone.
+                let maximum = auth.configuration.maximumLifetime.components.seconds
+                guard ttl > 0, Int64(ttl) <= maximum else { throw ValidationError("--ttl: 1 to \(maximum) seconds (the maximum token lifetime)") }
                 let file = try JWKSFile.load(path: auth.jwksPath)
                 guard let key = file.keys.first(where: { kid == nil ? $0.type == "oct" : $0.kid == kid }) else {
                     throw ValidationError("\(auth.jwksPath): no \(kid.map { "key \($0)" } ?? "oct (HS256) key") to sign with")

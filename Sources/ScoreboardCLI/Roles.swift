@@ -38,6 +38,8 @@ public struct AuthOptions: ParsableArguments {
     var jwks: String?
     @Option(help: "Required iss claim (env SCOREBOARD_JWT_ISSUER, default scoreboard).") var jwtIssuer: String?
     @Option(help: "Required aud claim (env SCOREBOARD_JWT_AUDIENCE, default scoreboard).") var jwtAudience: String?
+    @Option(help: "Longest bearer-token lifetime accepted, exp - iat, in seconds (env SCOREBOARD_JWT_MAX_LIFETIME_SECONDS, default 86400).")
+    var jwtMaxLifetimeSeconds: Int?
 
     public init() {}
 
@@ -47,7 +49,8 @@ public struct AuthOptions: ParsableArguments {
             jwksPath: jwks ?? environment["SCOREBOARD_JWKS_FILE"] ?? DefinitionsLocation.root().appendingPathComponent(".local/dev/jwks.json").path,
             configuration: JWTAuthenticator.Configuration(
                 issuer: jwtIssuer ?? environment["SCOREBOARD_JWT_ISSUER"] ?? "scoreboard",
-                audience: jwtAudience ?? environment["SCOREBOARD_JWT_AUDIENCE"] ?? "scoreboard"))
+                audience: jwtAudience ?? environment["SCOREBOARD_JWT_AUDIENCE"] ?? "scoreboard",
+                maximumLifetime: .seconds(jwtMaxLifetimeSeconds ?? environment["SCOREBOARD_JWT_MAX_LIFETIME_SECONDS"].flatMap { Int($0) } ?? 86_400)))
     }
 }
 
@@ -57,7 +60,7 @@ struct AuthSettings: Sendable {
     var configuration: JWTAuthenticator.Configuration
 
     func authenticator(redis: RedisConnectionPool?) async throws -> JWTAuthenticator {
-        JWTAuthenticator(keys: try await JWKSFile.load(path: jwksPath).keyCollection(), configuration: configuration, redis: redis)
+        try await JWTAuthenticator(jwks: try JWKSFile.load(path: jwksPath), configuration: configuration, redis: redis)
     }
 }
 
@@ -150,14 +153,17 @@ enum Roles {
         let rejections = RejectionLog(producer: producer, topic: configuration.topics.rejections, logger: logger)
         let ingest = ScoreIngest(
             configuration: configuration, actions: context.pipelines.actions, actionTokenKeys: try ActionTokenKeys.load(path: actionKeysPath),
-            schemas: .init(scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest], scoreEvent: eventSchema),
-            authenticator: try await auth.authenticator(redis: redis), redis: redis, publisher: publisher, rejections: rejections)
+            schemas: .init(
+                scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest],
+                revocationRequest: requests[RequestSchemas.revocationRequest], scoreEvent: eventSchema),
+            authenticator: try await auth.authenticator(redis: redis), redis: redis, publisher: publisher, rejections: rejections, logger: logger)
         let operations = OperationsRoutes(registry: registry) {
-            var problems = await redisReadiness(redis)
+            // Public: what is down, never where or the raw error (logged instead).
+            var problems = await OperationsRoutes.redisReadiness(redis, logger: logger)
             if producer.outstandingMessageCount > 10_000 { problems["kafka"] = "\(producer.outstandingMessageCount) messages waiting for the broker" }
             return problems
         }
-        let router = GatewayRoutes.router(ingest: ingest, redis: redis, operations: operations)
+        let router = GatewayRoutes.router(ingest: ingest, operations: operations)
         let app = context.application(router: router, server: server, name: "gateway", logger: logger)
         return ([producer, rejections, publisher, app], { redis.close() })
     }

@@ -95,19 +95,25 @@ public struct JSONSchema: Sendable {
         if let members = value.objectValue {
             let properties = schema["properties"]?.objectValue ?? [:]
             for name in schema["required"]?.arrayValue?.compactMap(\.stringValue) ?? [] where members[name] == nil {
-                violations.append(Violation(pointer: pointer + "/" + name, message: "is required"))
+                violations.append(Violation(pointer: pointer + "/" + Self.escape(name), message: "is required"))
             }
             if schema["additionalProperties"] == .bool(false) {
                 for name in members.keys.sorted() where properties[name] == nil {
-                    violations.append(Violation(pointer: pointer + "/" + name, message: "is not allowed"))
+                    violations.append(Violation(pointer: pointer + "/" + Self.escape(name), message: "is not allowed"))
                 }
             }
             for (name, member) in members.sorted(by: { $0.key < $1.key }) {
                 if let propertySchema = properties[name] {
-                    validate(member, against: propertySchema, pointer: pointer + "/" + name, into: &violations)
+                    validate(member, against: propertySchema, pointer: pointer + "/" + Self.escape(name), into: &violations)
                 }
             }
         }
+    }
+
+    /// A member name as a JSON Pointer token (RFC 6901): `~` and `/` escaped, so a name such as `events/3` cannot
+    /// pass for the path of an array element.
+    static func escape(_ name: String) -> String {
+        name.replacing("~", with: "~0").replacing("/", with: "~1")
     }
 
     private static func formatted(_ number: Double) -> String {

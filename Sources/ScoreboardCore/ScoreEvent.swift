@@ -68,24 +68,36 @@ public struct ScoreEvent: Hashable, Sendable, Codable {
         if schemaVersion != Self.currentSchemaVersion { problems.append("schemaVersion: unsupported version \(schemaVersion)") }
         if !UUIDText.isValid(eventID) { problems.append("eventId: must be a UUID") }
         if !UUIDText.isValid(idempotencyKey) { problems.append("idempotencyKey: must be a UUID") }
-        if let problem = Self.identifierProblem(userID) { problems.append("userId: \(problem)") }
-        if let problem = Self.identifierProblem(action) { problems.append("action: \(problem)") }
-        if let region, let problem = Self.identifierProblem(region) { problems.append("region: \(problem)") }
-        if let guild, let problem = Self.identifierProblem(guild) { problems.append("guild: \(problem)") }
+        if let problem = Self.eventIdentifierProblem(userID) { problems.append("userId: \(problem)") }
+        if let problem = Self.eventIdentifierProblem(action) { problems.append("action: \(problem)") }
+        if let region, let problem = Self.eventIdentifierProblem(region) { problems.append("region: \(problem)") }
+        if let guild, let problem = Self.eventIdentifierProblem(guild) { problems.append("guild: \(problem)") }
         if points < 0 || points > Limits.maximumPoints { problems.append("points: must be from 0 to \(Limits.maximumPoints)") }
         if occurredAt < Limits.earliest || occurredAt > Limits.latest { problems.append("occurredAt: outside 2020-2100") }
         if !problems.isEmpty { throw ScoreboardError(code: .invalidEvent, reasons: problems) }
     }
 
-    /// Identifiers are 1 to 64 characters of `A-Z a-z 0-9 _ . : -`: safe as Redis key parts and in URLs.
+    /// Identifiers from outside (user ids in JWT `sub`, path parameters and bodies; regions, guilds, actions) are 1 to
+    /// 64 characters of `A-Z a-z 0-9 _ . -`: safe in URLs, and unambiguous as parts of Redis keys, whose parts are
+    /// separated by `:` (a user id `alice:pvp-win` once shared a rate-limit key with another user's).
+    /// `topics/requests/*.yaml` and `openapi.yaml` spell the same rule as ``identifierPattern``.
     public static func identifierProblem(_ value: String) -> String? {
         if value.isEmpty { return "must not be empty" }
         if value.utf8.count > Limits.identifierMaxLength { return "must have at most \(Limits.identifierMaxLength) characters" }
         let allowed = value.utf8.allSatisfy { byte in
-            byte.isASCIILetterOrDigit
-                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "-")
+            byte.isASCIILetterOrDigit || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")
         }
-        return allowed ? nil : "may only contain letters, digits, _ . : -"
+        return allowed ? nil : "may only contain letters, digits, _ . -"
+    }
+
+    /// ``identifierProblem(_:)`` as a JSON Schema pattern (with `minLength: 1, maxLength: 64`).
+    public static let identifierPattern = "^[A-Za-z0-9_.-]+$"
+
+    /// The topic's own, older rule (`topics/score-events.yaml`), which also allows `:`: events accepted before the
+    /// edge narrowed stay in the log for its retention and must still replay. Nothing new can carry a `:`.
+    static func eventIdentifierProblem(_ value: String) -> String? {
+        if value.contains(":") { return identifierProblem(value.replacing(":", with: "_")) }
+        return identifierProblem(value)
     }
 }
 

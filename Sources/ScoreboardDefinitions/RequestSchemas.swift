@@ -8,10 +8,11 @@ public struct RequestSchemas: Sendable {
 
     public static let scoreRequest = "score-request.v1"
     public static let batchRequest = "batch-request.v1"
+    public static let revocationRequest = "revocation-request.v1"
 
     public static func load(directory: URL) throws -> RequestSchemas {
         var schemas: [String: JSONSchema] = [:]
-        for name in [scoreRequest, batchRequest] {
+        for name in [scoreRequest, batchRequest, revocationRequest] {
             let file = directory.appendingPathComponent(name + ".yaml")
             do {
                 let document = try YAMLDecoder().decode(JSONValue.self, from: try String(contentsOf: file, encoding: .utf8))

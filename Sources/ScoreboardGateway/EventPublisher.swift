@@ -4,6 +4,16 @@ import ScoreboardKafka
 import ServiceLifecycle
 import Synchronization
 
+/// Where the gateway hands accepted events: ``EventPublisher`` over Kafka, or a fake in tests.
+public protocol ScoreEventPublishing: Sendable {
+    /// Publishes `messages` and waits up to `deadline` for every acknowledgement. Returns `nil` when the deadline
+    /// passed first; `settle` runs in any case, once all reports are in.
+    func publish(
+        _ messages: [KafkaProducerMessage], deadline: Duration,
+        settle: @escaping @Sendable ([Result<KafkaDeliveryReport, KafkaError>]) async -> Void
+    ) async -> [Result<KafkaDeliveryReport, KafkaError>]?
+}
+
 /// Publishes accepted events and answers within a deadline, without ever losing track of a message.
 ///
 /// A request cannot wait for librdkafka's delivery timeout (tens of seconds) when the broker is down, but a message
@@ -11,7 +21,7 @@ import Synchronization
 /// runs to its end in this service's task group, whoever stops waiting: `settle` then records the real outcome (the
 /// 202 answer under the idempotency key, or the key and token released for a retry). A client that retries in the
 /// meantime finds its key pending and gets `idempotency-key-in-use`, never a second event.
-public final class EventPublisher: Service, Sendable {
+public final class EventPublisher: ScoreEventPublishing, Service, Sendable {
     struct Job: Sendable {
         var messages: [KafkaProducerMessage]
         var outcome: Outcome<[Result<KafkaDeliveryReport, KafkaError>]>

@@ -53,12 +53,16 @@ public struct IngestGuard: Sendable {
         limits.append(Limit(name: "user", key: "sb:rl:user:\(userID)", count: configuration.perUserPerMinute, slidingMilliseconds: 60_000))
         for limit in definition.limits {
             let name = "action:\(action):\(limit.per.rawValue)"
+            // Each layer has its own prefix, and identifiers cannot contain `:` (``ScoreEvent/identifierProblem(_:)``),
+            // so no user's key can spell another user's or another layer's.
             if let sliding = limit.per.slidingMilliseconds {
-                limits.append(Limit(name: name, key: "sb:rl:\(userID):\(action):\(limit.per.rawValue)", count: limit.count, slidingMilliseconds: sliding))
+                limits.append(Limit(
+                    name: name, key: "sb:rl:action:\(userID):\(action):\(limit.per.rawValue)", count: limit.count, slidingMilliseconds: sliding))
             } else {
                 let day = LeaderboardWindow.daily.period(containing: now)
                 limits.append(Limit(
-                    name: name, key: "sb:rl:\(userID):\(action):day:\(day.key)", count: limit.count, slidingMilliseconds: nil, resetAt: day.end))
+                    name: name, key: "sb:rl:action:\(userID):\(action):day:\(day.key)", count: limit.count, slidingMilliseconds: nil,
+                    resetAt: day.end))
             }
         }
         return limits
@@ -103,6 +107,43 @@ public struct IngestGuard: Sendable {
         default: throw RedisError(code: .unexpectedReply, reason: "the ingest guard script answered \(reply)")
         }
     }
+
+    public enum MintOutcome: Sendable, Hashable {
+        case allowed
+        case banned
+        case rateLimited(retryAfterMilliseconds: Int64)
+    }
+
+    public static func mintLimitKey(userID: String) -> String { "sb:rl:mint:\(userID)" }
+
+    /// Before an action token is minted: refuses banned users, and records the mint in the user's sliding minute
+    /// (nothing is recorded for a refusal).
+    public func checkMint(userID: String, perMinute: Int, requestID: String, now: Timestamp) async throws -> MintOutcome {
+        let reply = try await redis.run(
+            Self.mintScript, keys: [Self.banKey(userID: userID), Self.mintLimitKey(userID: userID)],
+            arguments: [String(now.millisecondsSinceEpoch), "60000", String(perMinute), requestID])
+        switch (reply.array?.first?.string, reply.array ?? []) {
+        case ("ok", _): return .allowed
+        case ("banned", _): return .banned
+        case ("limited", let parts) where parts.count == 2: return .rateLimited(retryAfterMilliseconds: parts[1].integer ?? 1000)
+        default: throw RedisError(code: .unexpectedReply, reason: "the mint script answered \(reply)")
+        }
+    }
+
+    static let mintScript = RedisScript(#"""
+        -- KEYS: ban key, mint window key; ARGV: now ms, window ms, count, member
+        if redis.call('EXISTS', KEYS[1]) == 1 then return {'banned'} end
+        local now = tonumber(ARGV[1])
+        local window = tonumber(ARGV[2])
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+        if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+          local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+          return {'limited', math.max(tonumber(oldest[2]) + window - now, 1)}
+        end
+        redis.call('ZADD', KEYS[2], now, ARGV[4])
+        redis.call('PEXPIRE', KEYS[2], window)
+        return {'ok'}
+        """#)
 
     /// A pending claim outlives any publish attempt (the producer's delivery timeout), so a retry cannot race it.
     static let pendingTTLMilliseconds: Int64 = 120_000

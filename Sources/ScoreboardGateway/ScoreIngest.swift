@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import Metrics
@@ -13,12 +14,14 @@ public struct ScoreIngest: Sendable {
     public struct Schemas: Sendable {
         public var scoreRequest: JSONSchema
         public var batchRequest: JSONSchema
+        public var revocationRequest: JSONSchema
         /// The score-events topic's value schema: every event is checked against it before it is published.
         public var scoreEvent: JSONSchema
 
-        public init(scoreRequest: JSONSchema, batchRequest: JSONSchema, scoreEvent: JSONSchema) {
+        public init(scoreRequest: JSONSchema, batchRequest: JSONSchema, revocationRequest: JSONSchema, scoreEvent: JSONSchema) {
             self.scoreRequest = scoreRequest
             self.batchRequest = batchRequest
+            self.revocationRequest = revocationRequest
             self.scoreEvent = scoreEvent
         }
     }
@@ -29,15 +32,16 @@ public struct ScoreIngest: Sendable {
     public let schemas: Schemas
     public let authenticator: JWTAuthenticator
     public let guarding: IngestGuard
-    public let publisher: EventPublisher
+    public let publisher: any ScoreEventPublishing
     public let rejections: RejectionLog
+    let logger: Logger
     /// The clock, injectable for tests of expiry.
     public let now: @Sendable () -> Timestamp
 
     public init(
         configuration: GatewayConfiguration, actions: ActionCatalog, actionTokenKeys: ActionTokenKeys, schemas: Schemas,
-        authenticator: JWTAuthenticator, redis: RedisConnectionPool, publisher: EventPublisher, rejections: RejectionLog,
-        now: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
+        authenticator: JWTAuthenticator, redis: RedisConnectionPool, publisher: any ScoreEventPublishing, rejections: RejectionLog,
+        logger: Logger = Logger(label: "scoreboard.gateway"), now: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
     ) {
         self.configuration = configuration
         self.actions = actions
@@ -47,6 +51,7 @@ public struct ScoreIngest: Sendable {
         self.guarding = IngestGuard(redis: redis)
         self.publisher = publisher
         self.rejections = rejections
+        self.logger = logger
         self.now = now
     }
 
@@ -58,15 +63,9 @@ public struct ScoreIngest: Sendable {
         var idempotencyKey: String
     }
 
-    struct BatchRequest: Decodable {
-        struct Item: Decodable {
-            var userId: String
-            var action: String
-            var idempotencyKey: String
-            var region: String?
-            var guild: String?
-        }
-        var events: [Item]
+    struct Revocation: Decodable {
+        var jti: String
+        var expiresAt: Int64
     }
 
     public struct IssuedActionToken: Codable, Sendable {
@@ -75,15 +74,34 @@ public struct ScoreIngest: Sendable {
         public var expiresAt: Int64
     }
 
+    /// One canonical spelling of an idempotency key, used for every purpose (the Redis claim, the event id, the
+    /// event): the schema admits a UUID in either case, and two spellings of one key must be one request.
+    static func canonicalIdempotencyKey(_ key: String) -> String { key.lowercased() }
+
     // MARK: - Handlers
 
     /// `POST /v1/actions/{action}/token`.
     public func issueToken(action: String, request: Request, context: ScoreboardRequestContext) async throws -> Response {
         let identity = try await authenticate(request, context: context, roles: [.player])
+        let clientIP = clientIP(request, context: context)
+        if let problem = ScoreEvent.identifierProblem(action) {
+            throw reject(Problem(.invalidParameter, detail: "action \(problem)"), userID: identity.userID, action: nil, clientIP: clientIP)
+        }
         guard actions.actions[action] != nil else {
-            throw reject(Problem(.unknownAction, detail: "no action \(action)"), identity: identity, action: action, context: context)
+            throw reject(Problem(.unknownAction, detail: "no action \(action)"), userID: identity.userID, action: action, clientIP: clientIP)
         }
         let now = now()
+        switch try await guarding.checkMint(
+            userID: identity.userID, perMinute: configuration.actionTokensPerUserPerMinute, requestID: UUID().uuidString, now: now)
+        {
+        case .allowed: break
+        case .banned:
+            throw reject(Problem(.banned, detail: "user \(identity.userID) is banned"), userID: identity.userID, action: action, clientIP: clientIP)
+        case .rateLimited(let wait):
+            throw reject(
+                Problem(.rateLimited, detail: "limit action-tokens", retryAfter: Int((wait + 999) / 1000)), userID: identity.userID, action: action,
+                clientIP: clientIP)
+        }
         let token = ActionToken.mint(userID: identity.userID, action: action, now: now, keys: actionTokenKeys)
         return try jsonResponse(
             IssuedActionToken(action: action, actionToken: token, expiresAt: now.millisecondsSinceEpoch + ActionToken.lifetimeMilliseconds),
@@ -94,82 +112,109 @@ public struct ScoreIngest: Sendable {
     public func score(request: Request, context: ScoreboardRequestContext) async throws -> Response {
         var request = request
         let identity = try await authenticate(request, context: context, roles: [.player])
+        let clientIP = clientIP(request, context: context)
         let body: ScoreRequest
         do {
             body = try await decodeValidated(ScoreRequest.self, from: &request, schema: schemas.scoreRequest, limit: configuration.maxBodyBytes)
         } catch let problem as Problem {
-            throw reject(problem, identity: identity, action: nil, context: context)
+            throw reject(problem, userID: identity.userID, action: nil, clientIP: clientIP)
         }
         guard let definition = actions.actions[body.action] else {
-            throw reject(Problem(.unknownAction, detail: "no action \(body.action)"), identity: identity, action: body.action, context: context)
+            throw reject(Problem(.unknownAction, detail: "no action \(body.action)"), userID: identity.userID, action: body.action, clientIP: clientIP)
         }
         let fingerprint = "\(body.action)|\(body.actionToken)"
         let item = Item(
-            userID: identity.userID, action: body.action, definition: definition, idempotencyKey: body.idempotencyKey,
+            userID: identity.userID, action: body.action, definition: definition, idempotencyKey: Self.canonicalIdempotencyKey(body.idempotencyKey),
             region: identity.region, guild: identity.guild, fingerprint: fingerprint, token: body.actionToken, source: .player)
-        switch try await ingest([item], clientIP: context.clientIP).first! {
+        switch await ingest([item], clientIP: clientIP).first! {
         case .success(let answer):
             return try jsonResponse(answer, status: .accepted)
+        case .failure(let problem) where problem.status.code >= 500:
+            throw problem  // an outage, not a refusal of the client
         case .failure(let problem):
-            throw reject(problem, identity: identity, action: body.action, context: context)
+            throw reject(problem, userID: identity.userID, action: body.action, clientIP: clientIP)
         }
     }
 
-    /// `POST /v1/events:batch`: one result per item, in order; the request as a whole only fails for
-    /// authentication, a malformed body, or when the broker acknowledged none of it.
+    /// `POST /v1/events:batch`: one result per item, in order. Each item is checked against the item schema on its
+    /// own, so one bad item spoils nothing else; the request as a whole only fails for authentication, a body that
+    /// is not a batch at all, or when every item failed for an outage.
     public func batch(request: Request, context: ScoreboardRequestContext) async throws -> Response {
         var request = request
         let identity = try await authenticate(request, context: context, roles: [.gameServer])
-        let body: BatchRequest
+        let clientIP = clientIP(request, context: context)
+        func refuse(_ problem: Problem) -> Problem { reject(problem, userID: identity.userID, action: nil, clientIP: clientIP) }
+        let value: JSONValue
         do {
-            body = try await decodeValidated(BatchRequest.self, from: &request, schema: schemas.batchRequest, limit: configuration.maxBatchBodyBytes)
+            value = try await request.decodeJSONValue(limit: configuration.maxBatchBodyBytes)
         } catch let problem as Problem {
-            throw reject(problem, identity: identity, action: nil, context: context)
+            throw refuse(problem)
         }
-        guard body.events.count <= configuration.maxBatchItems else {
-            throw reject(Problem(.bodyTooLarge, detail: "at most \(configuration.maxBatchItems) events"), identity: identity, action: nil, context: context)
+        if let events = value["events"]?.arrayValue, events.count > configuration.maxBatchItems {
+            throw refuse(Problem(.bodyTooLarge, detail: "at most \(configuration.maxBatchItems) events"))
         }
-        var items: [Item?] = []
-        var results: [BatchResult?] = Array(repeating: nil, count: body.events.count)
-        for (index, event) in body.events.enumerated() {
-            if let definition = actions.actions[event.action] {
-                items.append(Item(
-                    userID: event.userId, action: event.action, definition: definition, idempotencyKey: event.idempotencyKey,
-                    region: event.region, guild: event.guild, fingerprint: "\(event.action)|\(event.region ?? "")|\(event.guild ?? "")",
-                    token: nil, source: .gameServer))
+        var itemViolations: [Int: [String]] = [:]
+        var envelopeViolations: [String] = []
+        for violation in schemas.batchRequest.validate(value) {
+            if let index = Self.batchItemIndex(violation.pointer) {
+                itemViolations[index, default: []].append(violation.description)
             } else {
-                items.append(nil)
-                results[index] = BatchResult(problem: Problem(.unknownAction, detail: "no action \(event.action)"))
+                envelopeViolations.append(violation.description)
             }
         }
-        let outcomes = try await ingest(items.compactMap { $0 }, clientIP: nil)
-        var next = outcomes.makeIterator()
+        guard envelopeViolations.isEmpty, let events = value["events"]?.arrayValue else {
+            throw refuse(Problem(.invalidBody, errors: envelopeViolations))
+        }
+
+        var items: [Item] = []
+        var results: [Result<AcceptedScore, Problem>?] = Array(repeating: nil, count: events.count)
+        for (index, event) in events.enumerated() {
+            let userID = event["userId"]?.stringValue, action = event["action"]?.stringValue
+            if let violations = itemViolations[index] {
+                results[index] = .failure(Problem(.invalidBody, errors: violations))
+            } else if let userID, let action, let key = event["idempotencyKey"]?.stringValue {
+                if let definition = actions.actions[action] {
+                    let region = event["region"]?.stringValue, guild = event["guild"]?.stringValue
+                    items.append(Item(
+                        userID: userID, action: action, definition: definition, idempotencyKey: Self.canonicalIdempotencyKey(key),
+                        region: region, guild: guild, fingerprint: "\(action)|\(region ?? "")|\(guild ?? "")", token: nil, source: .gameServer))
+                    continue
+                }
+                results[index] = .failure(Problem(.unknownAction, detail: "no action \(action)"))
+            } else {
+                results[index] = .failure(Problem(.invalidBody, errors: ["/events/\(index): is not a score"]))  // the schema requires these
+            }
+            if case .failure(let problem) = results[index] {
+                // A user id that failed its own check is not repeated into the log.
+                let knownUser = userID.flatMap { ScoreEvent.identifierProblem($0) == nil ? $0 : nil }
+                record(problem, userID: knownUser, action: nil, clientIP: clientIP)
+            }
+        }
+        var outcomes = await ingest(items, clientIP: nil).makeIterator()
         for index in results.indices where results[index] == nil {
-            switch next.next()! {
-            case .success(let answer): results[index] = BatchResult(answer: answer)
-            case .failure(let problem):
-                results[index] = BatchResult(problem: problem)
-                record(problem, userID: body.events[index].userId, action: body.events[index].action, context: context)
+            let outcome = outcomes.next()!
+            results[index] = outcome
+            if case .failure(let problem) = outcome, problem.status.code < 500 {
+                record(problem, userID: events[index]["userId"]?.stringValue, action: events[index]["action"]?.stringValue, clientIP: clientIP)
             }
         }
         let final = results.map { $0! }
-        if !final.isEmpty, final.allSatisfy({ $0.problem?.kind == .brokerUnavailable }) {
-            throw Problem(.brokerUnavailable, detail: "no event was acknowledged", retryAfter: configuration.unavailableRetryAfterSeconds)
+        if !final.isEmpty, final.allSatisfy({ result in
+            if case .failure(let problem) = result { return problem.status == .serviceUnavailable } else { return false }
+        }), case .failure(let first) = final[0] {
+            throw Problem(first.kind, detail: "no event was accepted", retryAfter: first.retryAfter)
         }
-        return try jsonResponse(BatchResponse(results: final.map(\.json)), status: .ok)
+        return try jsonResponse(BatchResponse(results: final.map(BatchResponse.Item.init)), status: .ok)
     }
 
-    struct BatchResult {
-        var answer: AcceptedScore?
-        var problem: Problem?
-        init(answer: AcceptedScore) { self.answer = answer }
-        init(problem: Problem) { self.problem = problem }
-
-        var json: BatchResponse.Item {
-            if let answer { return BatchResponse.Item(status: 202, accepted: answer, problem: nil) }
-            let problem = problem!
-            return BatchResponse.Item(status: problem.status.code, accepted: nil, problem: .init(type: problem.kind.uri, detail: problem.detail, retryAfter: problem.retryAfter))
-        }
+    /// The item a violation of the batch schema belongs to: `/events/3/userId` and `/events/3` are item 3's; anything
+    /// else (`/`, `/events`) is the envelope's.
+    static func batchItemIndex(_ pointer: String) -> Int? {
+        guard pointer.hasPrefix("/events/") else { return nil }
+        let rest = pointer.dropFirst("/events/".count)
+        let digits = rest.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, digits.count == rest.count || rest.dropFirst(digits.count).hasPrefix("/") else { return nil }
+        return Int(digits)
     }
 
     public struct BatchResponse: Codable, Sendable {
@@ -177,13 +222,69 @@ public struct ScoreIngest: Sendable {
             public struct ProblemSummary: Codable, Sendable {
                 public var type: String
                 public var detail: String?
+                public var errors: [String]?
                 public var retryAfter: Int?
             }
             public var status: Int
             public var accepted: AcceptedScore?
             public var problem: ProblemSummary?
+
+            init(_ result: Result<AcceptedScore, Problem>) {
+                switch result {
+                case .success(let answer):
+                    self.init(status: 202, accepted: answer, problem: nil)
+                case .failure(let problem):
+                    self.init(status: problem.status.code, accepted: nil, problem: ProblemSummary(
+                        type: problem.kind.uri, detail: problem.detail, errors: problem.errors.isEmpty ? nil : problem.errors,
+                        retryAfter: problem.retryAfter))
+                }
+            }
+
+            init(status: Int, accepted: AcceptedScore?, problem: ProblemSummary?) {
+                self.status = status
+                self.accepted = accepted
+                self.problem = problem
+            }
         }
         public var results: [Item]
+    }
+
+    // MARK: - Operators
+
+    /// `PUT` / `DELETE /v1/admin/bans/{userId}`.
+    public func setBan(userID: String, banned: Bool, request: Request, context: ScoreboardRequestContext) async throws -> Response {
+        _ = try await authenticator.authenticate(request, roles: [.admin])
+        if let problem = ScoreEvent.identifierProblem(userID) { throw Problem(.invalidParameter, detail: "userId \(problem)") }
+        if banned {
+            try await guarding.redis.send(["SET", IngestGuard.banKey(userID: userID), "1"])
+        } else {
+            try await guarding.redis.send(["DEL", IngestGuard.banKey(userID: userID)])
+        }
+        return Response(status: .noContent)
+    }
+
+    /// `POST /v1/admin/revocations`: the `jti` is refused until the token's own expiry, given in seconds since the
+    /// epoch and at most the maximum token lifetime away (a token cannot live longer, so neither need its entry).
+    public func revoke(request: Request, context: ScoreboardRequestContext) async throws -> Response {
+        var request = request
+        _ = try await authenticator.authenticate(request, roles: [.admin])
+        let revocation = try await decodeValidated(
+            Revocation.self, from: &request, schema: schemas.revocationRequest, limit: configuration.maxAdminBodyBytes)
+        let nowSeconds = now().millisecondsSinceEpoch / 1000
+        // Both are bounded (the schema caps expiresAt at 2100), so this arithmetic cannot overflow.
+        let latest = nowSeconds + authenticator.configuration.maximumLifetime.components.seconds
+            + authenticator.configuration.leeway.components.seconds
+        guard revocation.expiresAt <= latest else {
+            throw Problem(.invalidBody, errors: [
+                "/expiresAt: must be at most \(latest): seconds since the epoch, within the maximum token lifetime (milliseconds?)",
+            ])
+        }
+        let secondsLeft = revocation.expiresAt - nowSeconds
+        // A token past its expiry fails on `exp` already: nothing to store.
+        if secondsLeft > 0 {
+            try await guarding.redis.send(["SET", JWTAuthenticator.revocationKey(tokenID: revocation.jti), "1", "EX", String(secondsLeft)])
+        }
+        return Response(status: .noContent)
     }
 
     // MARK: - The pipeline shared by single and batch scores
@@ -201,16 +302,24 @@ public struct ScoreIngest: Sendable {
         var source: ScoreEvent.Source
     }
 
-    /// Guards each item, publishes the admitted ones together, and answers per item.
-    func ingest(_ items: [Item], clientIP: String?) async throws -> [Result<AcceptedScore, Problem>] {
+    /// Guards each item, publishes the admitted ones together, and answers per item. Nothing here throws: an item
+    /// whose checks fail (Redis down for it, say) gets its own problem, and the others go on. So no item's claim is
+    /// left behind by another's failure; a claimed item is either published or released by `settle`.
+    func ingest(_ items: [Item], clientIP: String?) async -> [Result<AcceptedScore, Problem>] {
         var results = [Result<AcceptedScore, Problem>?](repeating: nil, count: items.count)
         var admitted: [(index: Int, admitted: Admitted)] = []
         let now = now()
-        try await withThrowingTaskGroup(of: (Int, Admission).self) { group in
+        await withTaskGroup(of: (Int, Admission).self) { group in
             for (index, item) in items.enumerated() {
-                group.addTask { (index, try await self.admit(item, clientIP: clientIP, now: now)) }
+                group.addTask {
+                    do {
+                        return (index, try await self.admit(item, clientIP: clientIP, now: now))
+                    } catch {
+                        return (index, .refused(self.problem(for: error)))
+                    }
+                }
             }
-            for try await (index, admission) in group {
+            for await (index, admission) in group {
                 switch admission {
                 case .repeated(let answer): results[index] = .success(answer)
                 case .admitted(let entry): admitted.append((index, entry))
@@ -258,11 +367,22 @@ public struct ScoreIngest: Sendable {
         return results.map { $0! }
     }
 
+    /// The answer for an item whose checks threw: a 503 for an outage, else a 500 whose cause is logged, not sent.
+    func problem(for error: any Error) -> Problem {
+        if let problem = error as? Problem { return problem }
+        if let problem = Problem(dependencyError: error) {
+            logger.warning("dependency unavailable", metadata: ["error": "\(String(reflecting: error))"])
+            return problem
+        }
+        logger.error("ingest check failed", metadata: ["error": "\(String(reflecting: error))"])
+        return Problem(.internalError)
+    }
+
     /// The event id is derived from the user and the idempotency key (a UUID version 8 over SHA-256), not drawn at
     /// random: if a gateway dies after the broker took an event but before the answer was stored, the client's retry
     /// publishes the *same* event id again, and the workers' deduplication by event id absorbs it.
     public static func eventID(userID: String, idempotencyKey: String) -> String {
-        var bytes = Array(SHA256.hash(data: Array("\(userID)\n\(idempotencyKey.lowercased())".utf8)).prefix(16))
+        var bytes = Array(SHA256.hash(data: Array("\(userID)\n\(canonicalIdempotencyKey(idempotencyKey))".utf8)).prefix(16))
         bytes[6] = (bytes[6] & 0x0F) | 0x80  // version 8
         bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 9562 variant
         let hex = bytes.map { String(format: "%02x", $0) }.joined()
@@ -319,10 +439,10 @@ public struct ScoreIngest: Sendable {
         }
         let event = ScoreEvent(
             eventID: Self.eventID(userID: item.userID, idempotencyKey: item.idempotencyKey), userID: item.userID, action: item.action, points: item.definition.points,
-            occurredAt: now, region: item.region, guild: item.guild, idempotencyKey: item.idempotencyKey.lowercased(), source: item.source)
+            occurredAt: now, region: item.region, guild: item.guild, idempotencyKey: item.idempotencyKey, source: item.source)
         // The event must match its topic's schema; a violation here is our bug or a bad token claim, never published.
         let value = try Self.eventEncoder.encode(event)
-        let violations = schemas.scoreEvent.validate(try JSONDecoder().decode(JSONValue.self, from: value))
+        let violations = schemas.scoreEvent.validate(try JSONValue.parse(value))
         if !violations.isEmpty { return fail(Problem(.invalidBody, errors: violations.map(\.description))) }
         let limits = IngestGuard.limits(
             clientIP: clientIP, userID: item.userID, action: item.action, definition: item.definition, configuration: configuration, now: now)
@@ -344,31 +464,37 @@ public struct ScoreIngest: Sendable {
         do {
             return try await authenticator.authenticate(request, roles: roles)
         } catch let problem as Problem {
-            throw reject(problem, identity: nil, action: nil, context: context)
+            throw reject(problem, userID: nil, action: nil, clientIP: clientIP(request, context: context))
         }
     }
 
-    /// Reads the body as JSON, checks it against `schema` (every violation reported), then decodes it.
+    /// The client's address: the TCP peer, or what our trusted proxies say in `X-Forwarded-For`.
+    func clientIP(_ request: Request, context: ScoreboardRequestContext) -> String {
+        ClientAddress.resolve(
+            peer: context.clientIP, forwardedFor: request.headers[values: Self.forwardedFor], trustedProxies: configuration.trustedProxies)
+    }
+
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+
+    /// Reads the body as JSON (bounded in size and depth), checks it against `schema` (every violation reported),
+    /// then decodes it.
     private func decodeValidated<T: Decodable>(_ type: T.Type, from request: inout Request, schema: JSONSchema, limit: Int) async throws -> T {
-        let value = try await request.decodeJSON(JSONValue.self, limit: limit)
+        let value = try await request.decodeJSONValue(limit: limit)
         let violations = schema.validate(value)
         guard violations.isEmpty else { throw Problem(.invalidBody, errors: violations.map(\.description)) }
-        do {
-            return try JSONDecoder().decode(T.self, from: JSONEncoder().encode(value))
-        } catch {
-            throw Problem(.invalidBody, detail: "\(error)")
-        }
+        return try JSONValue.decode(T.self, from: value)
     }
 
     /// Records a refusal on the rejections topic and returns the problem to throw.
-    private func reject(_ problem: Problem, identity: Identity?, action: String?, context: ScoreboardRequestContext) -> Problem {
-        record(problem, userID: identity?.userID, action: action, context: context)
+    private func reject(_ problem: Problem, userID: String?, action: String?, clientIP: String) -> Problem {
+        record(problem, userID: userID, action: action, clientIP: clientIP)
         return problem
     }
 
-    private func record(_ problem: Problem, userID: String?, action: String?, context: ScoreboardRequestContext) {
+    private func record(_ problem: Problem, userID: String?, action: String?, clientIP: String) {
         rejections.record(Rejection(
-            rejectionID: UUID().uuidString.lowercased(), reason: problem.kind.rawValue, userID: userID, clientIP: context.clientIP,
-            action: action, occurredAt: now(), detail: problem.detail.map { String($0.prefix(1000)) }))
+            rejectionID: UUID().uuidString.lowercased(), reason: problem.kind.rawValue, userID: userID, clientIP: clientIP,
+            action: action.map { String($0.prefix(64)) }, occurredAt: now(),
+            detail: (problem.detail ?? problem.errors.first).map { String($0.prefix(1000)) }))
     }
 }

@@ -21,6 +21,8 @@ public struct ScoreboardClaims: JWTPayload, Equatable {
     public var sub: SubjectClaim
     public var exp: ExpirationClaim
     public var iat: IssuedAtClaim
+    /// Not valid before; optional, but honoured when present.
+    public var nbf: NotBeforeClaim?
     public var iss: IssuerClaim
     public var aud: AudienceClaim
     public var jti: IDClaim
@@ -30,9 +32,10 @@ public struct ScoreboardClaims: JWTPayload, Equatable {
 
     public init(
         subject: String, role: Role, region: String?, guild: String?, issuer: String, audience: String,
-        issuedAt: Date, expiresAt: Date, id: String = UUID().uuidString.lowercased()
+        issuedAt: Date, expiresAt: Date, notBefore: Date? = nil, id: String = UUID().uuidString.lowercased()
     ) {
         sub = SubjectClaim(value: subject)
+        nbf = notBefore.map { NotBeforeClaim(value: $0) }
         exp = ExpirationClaim(value: expiresAt)
         iat = IssuedAtClaim(value: issuedAt)
         iss = IssuerClaim(value: issuer)
@@ -86,10 +89,33 @@ public struct JWKSFile: Sendable {
             guard let kid = strings["kid"], !kid.isEmpty, let type = strings["kty"] else {
                 throw ScoreboardError(code: .invalidDefinition, reasons: ["JWKS \(origin): key \(index) needs kid and kty"])
             }
+            // Without "alg", jwt-kit takes the algorithm from the first token's header and keeps it: one junk PS256
+            // token would then break every RS256 login. So each key names its one algorithm.
+            let allowed = Self.algorithms[type] ?? []
+            guard let algorithm = strings["alg"], allowed.contains(algorithm) else {
+                throw ScoreboardError(code: .invalidDefinition, reasons: [
+                    "JWKS \(origin): key \(kid) needs \"alg\", one of \(allowed.sorted().joined(separator: ", ")) for kty \(type)",
+                ])
+            }
+            guard !parsed.contains(where: { $0.kid == kid }) else {
+                throw ScoreboardError(code: .invalidDefinition, reasons: ["JWKS \(origin): kid \(kid) appears twice"])
+            }
             parsed.append((kid, type, strings))
         }
         if parsed.isEmpty { throw ScoreboardError(code: .invalidDefinition, reasons: ["JWKS \(origin): no keys"]) }
         return JWKSFile(keys: parsed)
+    }
+
+    /// The algorithms a key type may be pinned to.
+    static let algorithms: [String: Set<String>] = [
+        "oct": ["HS256", "HS384", "HS512"],
+        "RSA": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
+        "EC": ["ES256", "ES384", "ES512"],
+    ]
+
+    /// Each key's pinned algorithm, by kid.
+    public var algorithmsByKeyID: [String: String] {
+        Dictionary(uniqueKeysWithValues: keys.map { ($0.kid, $0.object["alg"] ?? "") })
     }
 
     /// A collection that verifies with every key, and signs with the one a token's `kid` names.
@@ -100,7 +126,12 @@ public struct JWKSFile: Sendable {
                 guard let secret = key.object["k"].flatMap(Base64URL.decode), secret.count >= 32 else {
                     throw ScoreboardError(code: .invalidDefinition, reasons: ["JWKS key \(key.kid): an oct key needs k, at least 32 bytes, base64url"])
                 }
-                await collection.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256, kid: JWKIdentifier(string: key.kid))
+                let digest: DigestAlgorithm = switch key.object["alg"] {
+                case "HS384": .sha384
+                case "HS512": .sha512
+                default: .sha256
+                }
+                await collection.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: digest, kid: JWKIdentifier(string: key.kid))
             } else {
                 let json = try JSONSerialization.data(withJSONObject: key.object)
                 let jwk = try JSONDecoder().decode(JWK.self, from: json)
@@ -136,26 +167,44 @@ public struct JWTAuthenticator: Sendable {
     public struct Configuration: Sendable {
         public var issuer: String
         public var audience: String
-        /// Clock skew tolerated on `iat`.
+        /// Clock skew tolerated on `iat` and `nbf`.
         public var leeway: Duration
+        /// The longest a token may live (`exp - iat`): a stolen token is worth at most this, and a revocation entry
+        /// never has to outlive it.
+        public var maximumLifetime: Duration
 
-        public init(issuer: String = "scoreboard", audience: String = "scoreboard", leeway: Duration = .seconds(30)) {
+        public init(
+            issuer: String = "scoreboard", audience: String = "scoreboard", leeway: Duration = .seconds(30),
+            maximumLifetime: Duration = .seconds(86_400)
+        ) {
             self.issuer = issuer
             self.audience = audience
             self.leeway = leeway
+            self.maximumLifetime = maximumLifetime
         }
     }
 
     public let keys: JWTKeyCollection
+    /// The one algorithm of each key, by kid: a token must name a listed kid and exactly its algorithm.
+    public let algorithmsByKeyID: [String: String]
     public let configuration: Configuration
     /// `nil` skips the revocation check (only for tests of the token checks themselves).
     public let redis: RedisConnectionPool?
 
-    public init(keys: JWTKeyCollection, configuration: Configuration, redis: RedisConnectionPool?) {
+    public init(keys: JWTKeyCollection, algorithmsByKeyID: [String: String], configuration: Configuration, redis: RedisConnectionPool?) {
         self.keys = keys
+        self.algorithmsByKeyID = algorithmsByKeyID
         self.configuration = configuration
         self.redis = redis
     }
+
+    /// An authenticator for the keys of a JWKS file.
+    public init(jwks: JWKSFile, configuration: Configuration, redis: RedisConnectionPool?) async throws {
+        self.init(keys: try await jwks.keyCollection(), algorithmsByKeyID: jwks.algorithmsByKeyID, configuration: configuration, redis: redis)
+    }
+
+    /// Bearer tokens longer than this are refused unread.
+    static let maximumTokenBytes = 8_192
 
     public static func revocationKey(tokenID: String) -> String { "sb:jwt:revoked:" + tokenID }
 
@@ -168,6 +217,7 @@ public struct JWTAuthenticator: Sendable {
     }
 
     public func authenticate(token: String, roles: Set<Role>, now: Date = Date()) async throws -> Identity {
+        try checkHeader(token)
         let claims: ScoreboardClaims
         do {
             claims = try await keys.verify(token, as: ScoreboardClaims.self)
@@ -187,12 +237,37 @@ public struct JWTAuthenticator: Sendable {
         return identity
     }
 
+    /// The header checks jwt-kit does not make: the token names a `kid` we list (jwt-kit would fall back to a default
+    /// key for an unknown or missing one) and exactly that key's algorithm.
+    func checkHeader(_ token: String) throws {
+        guard token.utf8.count <= Self.maximumTokenBytes else { throw Problem(.unauthenticated, detail: "the token is too long") }
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let headerBytes = Base64URL.decode(String(parts[0])),
+              case .object(let header)? = try? JSONValue.parse(headerBytes)
+        else {
+            throw Problem(.unauthenticated, detail: "the token is malformed")
+        }
+        guard let kid = header["kid"]?.stringValue, let algorithm = algorithmsByKeyID[kid] else {
+            throw Problem(.unauthenticated, detail: "no key for the token's kid")
+        }
+        guard header["alg"]?.stringValue == algorithm else {
+            throw Problem(.unauthenticated, detail: "key \(kid) signs only \(algorithm)")
+        }
+    }
+
     /// The claim checks jwt-kit leaves to us.
     public func check(_ claims: ScoreboardClaims, now: Date) throws -> Identity {
         guard claims.iss.value == configuration.issuer else { throw Problem(.unauthenticated, detail: "iss must be \(configuration.issuer)") }
         guard claims.aud.value.contains(configuration.audience) else { throw Problem(.unauthenticated, detail: "aud must include \(configuration.audience)") }
         let leeway = Double(configuration.leeway.components.seconds)
         guard claims.iat.value.timeIntervalSince(now) <= leeway else { throw Problem(.unauthenticated, detail: "iat is in the future") }
+        if let notBefore = claims.nbf?.value, notBefore.timeIntervalSince(now) > leeway {
+            throw Problem(.unauthenticated, detail: "the token is not valid yet (nbf)")
+        }
+        let lifetime = claims.exp.value.timeIntervalSince(claims.iat.value)
+        guard lifetime <= Double(configuration.maximumLifetime.components.seconds) else {
+            throw Problem(.unauthenticated, detail: "the token lives longer than \(configuration.maximumLifetime.components.seconds) s (exp - iat)")
+        }
         if let problem = ScoreEvent.identifierProblem(claims.sub.value) { throw Problem(.unauthenticated, detail: "sub \(problem)") }
         if let region = claims.region, let problem = ScoreEvent.identifierProblem(region) { throw Problem(.unauthenticated, detail: "region \(problem)") }
         if let guild = claims.guild, let problem = ScoreEvent.identifierProblem(guild) { throw Problem(.unauthenticated, detail: "guild \(problem)") }

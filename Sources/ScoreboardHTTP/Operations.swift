@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import NIOCore
 import Prometheus
+import ScoreboardRedis
 
 /// The operator endpoints every role serves: liveness, readiness and Prometheus metrics.
 public struct OperationsRoutes: Sendable {
@@ -38,6 +39,20 @@ public struct OperationsRoutes: Sendable {
         var body = problems
         body["status"] = "not ready"
         return try jsonResponse(body, status: .serviceUnavailable)
+    }
+}
+
+extension OperationsRoutes {
+    /// `["redis": "unreachable"]` when Redis does not answer a PING, else empty. The reason names what is down and
+    /// nothing more: `/health` is public, so the address and the raw error go to the log (once per failed check).
+    public static func redisReadiness(_ redis: RedisConnectionPool, logger: Logger) async -> [String: String] {
+        do {
+            _ = try await redis.send(["PING"])
+            return [:]
+        } catch {
+            logger.warning("readiness: redis does not answer", metadata: ["error": "\(error)"])
+            return ["redis": "unreachable"]
+        }
     }
 }
 

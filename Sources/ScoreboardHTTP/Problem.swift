@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import ScoreboardRedis
 
 /// An RFC 9457 problem: every error the HTTP roles answer is `application/problem+json` with one stable `type` per
 /// cause, so clients (and the fraud rules reading the rejections topic) branch on `type`, never on wording.
@@ -84,6 +85,8 @@ public struct Problem: HTTPResponseError, Sendable {
     public var errors: [String]
     /// Seconds, sent as `Retry-After` and as `retryAfter`.
     public var retryAfter: Int?
+    /// For `method-not-allowed`: the methods the path serves, sent as `Allow`.
+    public var allow: [String] = []
 
     public init(_ kind: Kind, detail: String? = nil, errors: [String] = [], retryAfter: Int? = nil) {
         self.kind = kind
@@ -107,7 +110,38 @@ public struct Problem: HTTPResponseError, Sendable {
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers: HTTPFields = [.contentType: Self.contentType]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        if !allow.isEmpty { headers[.allow] = allow.joined(separator: ", ") }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: JSONBodyValue.encode(body))))
+    }
+}
+
+// MARK: - Failing dependencies
+
+extension Problem {
+    /// `Retry-After` for a backing service that is down.
+    public static let dependencyRetryAfterSeconds = 2
+
+    /// A backing service the request needs is down: a 503 to retry, naming the service but never its address or the
+    /// raw error (those go to the log).
+    public static func unavailable(_ dependency: String, retryAfter: Int = dependencyRetryAfterSeconds) -> Problem {
+        Problem(.dependencyUnavailable, detail: "\(dependency) is unavailable", retryAfter: retryAfter)
+    }
+
+    /// The 503 for an error that says a backing service is unreachable or temporarily refusing work; `nil` for any
+    /// other error (an error reply to a command we sent wrongly is our bug, not an outage).
+    public init?(dependencyError error: any Error) {
+        guard let error = error as? RedisError else { return nil }
+        switch error.code {
+        case .server:
+            // Replies of a server that is up but cannot serve right now.
+            let transient: Set<String> = ["LOADING", "BUSY", "MASTERDOWN", "READONLY", "OOM", "TRYAGAIN", "CLUSTERDOWN"]
+            guard let prefix = error.serverErrorPrefix, transient.contains(prefix) else { return nil }
+        case .unexpectedReply:
+            return nil
+        default:
+            break  // connection, closed, timeouts: the server is out of reach
+        }
+        self = Problem.unavailable("redis")
     }
 }
 
@@ -145,6 +179,9 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             throw Problem(Self.kind(for: error.status), detail: error.body)
         } catch let error as any HTTPResponseError {
             throw Problem(Self.kind(for: error.status))
+        } catch let error where Problem(dependencyError: error) != nil {
+            context.logger.warning("dependency unavailable", metadata: ["error": "\(String(reflecting: error))"])
+            throw Problem(dependencyError: error)!
         } catch is CancellationError {
             throw Problem(.dependencyUnavailable, detail: "the server is shutting down")
         } catch {

@@ -31,7 +31,7 @@ struct AuthenticationTests {
             ]}
             """
         let file = try JWKSFile.parse(Data(jwks.utf8), origin: "test")
-        let verifier = JWTAuthenticator(keys: try await file.keyCollection(), configuration: .init(), redis: nil)
+        let verifier = try await JWTAuthenticator(jwks: file, configuration: .init(), redis: nil)
         let es256 = await JWTKeyCollection().add(ecdsa: ecKey, kid: "ec-1")
         let rs256 = await JWTKeyCollection().add(rsa: rsaKey, digestAlgorithm: .sha256, kid: "rsa-1")
         let hs = await JWTKeyCollection().add(hmac: HMACKey(key: SymmetricKey(data: hsSecret)), digestAlgorithm: .sha256, kid: "hs-1")

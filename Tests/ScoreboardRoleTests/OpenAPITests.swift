@@ -40,15 +40,17 @@ struct OpenAPITests {
         let producer = try KafkaProducer(configuration: .init(client: .init(bootstrapServers: ["127.0.0.1:1"])), logger: logger)
         let catalog = try PipelineCatalog.load(directory: Self.root.appendingPathComponent("pipelines"))
         let requests = try RequestSchemas.load(directory: Self.root.appendingPathComponent("topics/requests"))
-        let authenticator = JWTAuthenticator(keys: .init(), configuration: .init(), redis: nil)
+        let authenticator = JWTAuthenticator(keys: .init(), algorithmsByKeyID: [:], configuration: .init(), redis: nil)
         let ingest = ScoreIngest(
             configuration: GatewayConfiguration(), actions: catalog.actions,
             actionTokenKeys: try ActionTokenKeys.parse(Data(ActionTokenKeys.makeLocal().utf8), origin: "test"),
-            schemas: .init(scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest], scoreEvent: requests[RequestSchemas.scoreRequest]),
+            schemas: .init(
+                scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest],
+                revocationRequest: requests[RequestSchemas.revocationRequest], scoreEvent: requests[RequestSchemas.scoreRequest]),
             authenticator: authenticator, redis: redis, publisher: EventPublisher(producer: producer, logger: logger),
             rejections: RejectionLog(producer: producer, topic: "t", logger: logger))
         let operations = OperationsRoutes(registry: .init()) { [:] }
-        let gatewayRoutes = GatewayRoutes.router(ingest: ingest, redis: redis, operations: operations).routes.map(\.description)
+        let gatewayRoutes = GatewayRoutes.router(ingest: ingest, operations: operations).routes.map(\.description)
         let store = PostgresStore(configuration: try PostgresConfiguration(url: "postgres://u:p@127.0.0.1:1/db"), logger: logger)
         let push = PushGateway(
             configuration: .init(),

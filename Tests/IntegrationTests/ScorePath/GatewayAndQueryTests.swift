@@ -160,6 +160,62 @@ struct GatewayAndQueryTests {
         _ = worker
     }
 
+    /// A real gateway process whose Redis is killed and started again: 503 problems with Retry-After while it is
+    /// down (never 500), readiness that names Redis without its address, and 202s again once it is back, with no
+    /// restart of the gateway.
+    @Test func aRedisOutageIsA503AndTheGatewayRecoversByItself() async throws {
+        let redisServer = try await PrivateRedis()
+        try await Self.withWorld(redisDatabase: 10) { world in try await redisOutage(world: world, redisServer: redisServer) }
+    }
+
+    func redisOutage(world: ScorePathWorld, redisServer: PrivateRedis) async throws {
+        var environment = world.environment
+        environment["SCOREBOARD_REDIS_URL"] = "redis://127.0.0.1:\(redisServer.port)/0"
+        let gateway = try await RoleProcess(
+            "gateway", arguments: ["--per-ip-per-minute", "1000000", "--per-user-per-minute", "1000"], environment: environment)
+        let user = "outage-\(world.namespace.dropLast())"
+        let token = try await world.token(user)
+        try await HTTPConnection.with(port: gateway.port) { connection in
+            func score() async throws -> HTTPAnswer {
+                let issued = try await connection.postJSON("/v1/actions/pvp-win/token", token: token, json: [:] as [String: String])
+                guard let actionToken = issued.json["actionToken"] as? String else { return issued }
+                return try await connection.postJSON(
+                    "/v1/scores", token: token, json: ["action": "pvp-win", "actionToken": actionToken, "idempotencyKey": UUID().uuidString])
+            }
+            #expect(try await score().status == 202)
+
+            redisServer.kill()
+            let down = try await score()
+            #expect(down.status == 503 && down.problemType == "dependency-unavailable" && down.headers["retry-after"] != nil)
+            let ready = try await connection.send(.GET, "/health/ready")
+            #expect(ready.status == 503 && ready.json["redis"] as? String == "unreachable")
+            #expect(!String(decoding: ready.body, as: UTF8.self).contains("\(redisServer.port)"))
+
+            try await redisServer.start()
+            // The connection is this task's (inout), so the wait is a deadline loop rather than `within`.
+            let deadline = ContinuousClock.now + .seconds(30)
+            var answer = try await score()
+            while answer.status != 202, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                answer = try await score()
+            }
+            #expect(answer.status == 202, "the gateway did not recover once Redis was back")
+        }
+        #expect(gateway.isRunning)
+    }
+
+    /// Runs `body` in a fresh world and tears the world down afterwards, awaited, whether `body` threw or not.
+    static func withWorld(redisDatabase: Int, _ body: (ScorePathWorld) async throws -> Void) async throws {
+        let world = try await ScorePathWorld(redisDatabase: redisDatabase)
+        do {
+            try await body(world)
+        } catch {
+            await world.tearDown()
+            throw error
+        }
+        await world.tearDown()
+    }
+
     static func claim(_ name: String, of token: String) -> String? {
         let parts = token.split(separator: ".")
         guard parts.count == 3, let data = Base64URL.decode(String(parts[1])),
@@ -204,6 +260,38 @@ struct GatewayAndQueryTests {
         return String(decoding: data, as: UTF8.self)
     }
 }
+}
+
+/// A redis-server of the test's own on a free port, without persistence, to kill and start again.
+final class PrivateRedis: @unchecked Sendable {
+    let port: Int
+    private let process = Mutex<Process?>(nil)
+
+    init() async throws {
+        port = try freeLoopbackPort()
+        try await start()
+    }
+
+    /// Starts the server (again) on the same port and waits until it accepts connections.
+    func start() async throws {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = ["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        server.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        server.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try server.run()
+        process.withLock { $0 = server }
+        let port = self.port
+        try await within(.seconds(20)) {
+            while !TansuProcess.answers(port: port) { try await Task.sleep(for: .milliseconds(50)) }
+        }
+    }
+
+    func kill() {
+        if let server = process.withLock({ $0 }) { killAndWait(server) }
+    }
+
+    deinit { kill() }
 }
 
 /// What a personal stream received.
