@@ -79,6 +79,15 @@ enum RoleLogging {
         _ = bootstrapped
         return Logger(label: label)
     }
+
+    /// The logger handed to a client library's background work. PostgresNIO logs every failed connection attempt at
+    /// info (several a second while PostgreSQL is down); the role logs the outage once itself, so the library's lines
+    /// show from warning up, unless SCOREBOARD_LOG_LEVEL asks for debug or trace.
+    static func libraryLogger(_ logger: Logger) -> Logger {
+        var quieter = logger
+        if logger.logLevel > .debug { quieter.logLevel = max(logger.logLevel, .warning) }
+        return quieter
+    }
 }
 
 /// Runs services until SIGTERM or SIGINT, then shuts them down in reverse order (the HTTP server first: it stops
@@ -174,7 +183,7 @@ enum Roles {
         let redis = context.redis(logger: logger)
         let producer = try context.producer(logger: logger)
         let admin = try KafkaAdminClient(configuration: context.settings.kafkaClient, logger: logger)
-        let store = PostgresStore(configuration: context.settings.postgres, logger: logger)
+        let store = PostgresStore(configuration: context.settings.postgres, logger: RoleLogging.libraryLogger(logger))
         let ledger = ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger)
         var consumer = context.settings.consumer(groupID: groupID)
         consumer.maxBatchSize = 5_000

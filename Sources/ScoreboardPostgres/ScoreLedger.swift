@@ -18,6 +18,11 @@ public struct ScoreLedger: Sendable {
         self.logger = logger
     }
 
+    /// A trivial query: answers when PostgreSQL does.
+    public func probe() async throws {
+        try await client.query("SELECT 1", logger: logger)
+    }
+
     /// Claims `partitions` of `topic` for this worker: bumps each epoch (fencing out the previous owner) and returns
     /// where to resume. When the stored `topic_id` differs from `topicID` the log was recreated (a memory-only
     /// broker restarted, or the topic was deleted), so the stored offset is meaningless and the claim starts at 0;

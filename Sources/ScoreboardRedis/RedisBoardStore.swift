@@ -64,6 +64,11 @@ public struct RedisBoardStore: Sendable {
         return ranks
     }
 
+    /// `PING`: answers when Redis does.
+    public func probe() async throws {
+        try await redis.send(["PING"])
+    }
+
     /// Replaces the listed boards with exactly these scores (for `scoreboard rebuild`): each key is written under a
     /// temporary name and renamed over the old one, so readers never see a half-built board.
     public func replaceBoards(_ scores: [BoardKey: [String: Int64]]) async throws {

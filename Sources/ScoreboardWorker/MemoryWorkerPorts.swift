@@ -79,6 +79,11 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
         state.withLock { $0.totals.filter { $0.key.window == window } }
     }
 
+    /// Fails while applies are scheduled to fail: the store is "down".
+    public func probe() async throws {
+        try failures.throwIfScheduled(consuming: false)
+    }
+
     private struct TouchedRow: Hashable {
         var userID: String
         var window: LeaderboardWindow
@@ -124,6 +129,11 @@ public final class MemoryBoardStore: BoardStore, Sendable {
     public func replaceBoards(_ scores: [BoardKey: [String: Int64]]) async throws {
         try failures.throwIfScheduled()
         boards.withLock { boards in for (board, members) in scores { boards[board] = members } }
+    }
+
+    /// Fails while writes are scheduled to fail: the store is "down".
+    public func probe() async throws {
+        try failures.throwIfScheduled(consuming: false)
     }
 }
 
@@ -172,7 +182,8 @@ final class FailureSchedule: Sendable {
         queue.withLock { $0 += Array(repeating: error, count: count) }
     }
 
-    func throwIfScheduled() throws {
-        if let error = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { throw error }
+    /// Throws the next scheduled error; `consuming: false` leaves it scheduled (a probe of a port that is "down").
+    func throwIfScheduled(consuming: Bool = true) throws {
+        if let error = queue.withLock({ $0.isEmpty ? nil : consuming ? $0.removeFirst() : $0[0] }) { throw error }
     }
 }

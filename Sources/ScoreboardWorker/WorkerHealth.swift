@@ -23,6 +23,8 @@ public final class WorkerHealth: Sendable {
         public var lag: [Int32: Int64] = [:]
         /// When the worker started consuming: a fresh worker is not stalled before it had time to commit.
         public var startedAt: ContinuousClock.Instant?
+        /// Dependencies whose last probe (between batches) failed.
+        public var unreachable: Set<Dependency> = []
     }
 
     /// A dependency the worker cannot reach, since when, and how often the batch was tried.
@@ -33,7 +35,7 @@ public final class WorkerHealth: Sendable {
     }
 
     /// The servers a batch needs. Readiness names these, never an address or a raw error (those go to the log).
-    public enum Dependency: String, Sendable {
+    public enum Dependency: String, Sendable, Hashable {
         case postgres, redis, kafka
         /// A batch that did not finish within its deadline.
         case deadline
@@ -76,6 +78,9 @@ public final class WorkerHealth: Sendable {
                 ? "batches do not finish within their deadline (\(outage.attempts) attempts in \(seconds) s)"
                 : "unavailable for \(seconds) s; the batch in hand is retried (\(outage.attempts) attempts)"
         }
+        for dependency in snapshot.unreachable where problems[dependency.rawValue] == nil {
+            problems[dependency.rawValue] = "unreachable"
+        }
         if let problem = snapshot.assignmentProblem { problems["assignment"] = problem }
         let lag = snapshot.lag.values.reduce(0, +)
         let sinceCommit = snapshot.lastCommit.map { now - $0 }
@@ -107,6 +112,19 @@ public final class WorkerHealth: Sendable {
             state.events += events
             state.lastCommit = now
             state.lastCommitAt = Timestamp.now()
+        }
+    }
+
+    /// Records a probe's outcome; logs when a dependency becomes unreachable and when it answers again.
+    func probed(_ dependency: Dependency, error: (any Error)?) {
+        let changed = state.withLock { state in
+            error == nil ? state.unreachable.remove(dependency) != nil : state.unreachable.insert(dependency).inserted
+        }
+        guard changed else { return }
+        if let error {
+            logger.error("dependency unreachable", metadata: ["scoreboard.dependency": "\(dependency.rawValue)", "error": "\(error)"])
+        } else {
+            logger.info("dependency reachable again", metadata: ["scoreboard.dependency": "\(dependency.rawValue)"])
         }
     }
 

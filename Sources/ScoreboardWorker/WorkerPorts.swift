@@ -25,6 +25,9 @@ public protocol WorkerLedger: Sendable {
 
     /// Every total row of a window, all periods.
     func totals(window: LeaderboardWindow) async throws -> [BatchAggregation.TotalKey: Int64]
+
+    /// Answers when the store is reachable (a trivial query), throws when it is not: for readiness between batches.
+    func probe() async throws
 }
 
 /// The boards readers see (Redis sorted sets), always set to absolute totals so that replays converge.
@@ -34,6 +37,9 @@ public protocol BoardStore: Sendable {
 
     /// Replaces each listed board with exactly these scores, atomically per board.
     func replaceBoards(_ scores: [BoardKey: [String: Int64]]) async throws
+
+    /// Answers when the store is reachable, throws when it is not: for readiness between batches.
+    func probe() async throws
 }
 
 /// Where the worker's outputs go (Kafka's leaderboard-updates and dead-letter topics). Each call returns once

@@ -135,3 +135,22 @@ import Testing
         #expect(harness.worker.health.snapshot.assignedPartitions == [0])
     }
 }
+
+extension WorkerInProcessTests {
+    /// An idle worker (no batch trying the servers) still says which one is down, and stops saying it once it answers.
+    @Test func probesBetweenBatchesNameAStoreThatIsDown() async throws {
+        struct ConnectionRefused: Error {}
+        let harness = Harness()
+        await harness.worker.probeDependencies()
+        #expect(harness.worker.health.readinessProblems().isEmpty)
+        harness.boards.failNextWrites(1, with: RedisError(code: .connection, reason: "Connection refused"))
+        harness.ledger.failNextApplies(1, with: ConnectionRefused())
+        await harness.worker.probeDependencies()
+        #expect(harness.worker.health.readinessProblems() == ["redis": "unreachable", "postgres": "unreachable"])
+        // The scheduled failures are used up by the next batch; then the probes pass again.
+        try await harness.claim()
+        await harness.worker.applyUntilDone(try Self.batch([("ann", "complete-quest", 10)]), topic: Self.topic)
+        await harness.worker.probeDependencies()
+        #expect(harness.worker.health.readinessProblems().isEmpty)
+    }
+}
