@@ -136,13 +136,17 @@ public final class WorkerHealth: Sendable {
     func attemptFailed(_ error: any Error, now: ContinuousClock.Instant = .now) {
         let dependency = Dependency(classifying: error)
         let isNew = state.withLock { state -> Bool in
-            if var outage = state.outage, outage.dependency == dependency {
-                outage.attempts += 1
-                state.outage = outage
-                return false
+            guard var outage = state.outage else {
+                state.outage = Outage(dependency: dependency, since: now, attempts: 1)
+                return true
             }
-            state.outage = Outage(dependency: dependency, since: now, attempts: 1)
-            return true
+            // The same outage, perhaps with a clearer cause now (a deadline first, then the pool's own error): it
+            // keeps its start, and a new cause is logged.
+            outage.attempts += 1
+            let changed = outage.dependency != dependency
+            outage.dependency = dependency
+            state.outage = outage
+            return changed
         }
         if isNew {
             logger.error("dependency unavailable: retrying the batch in hand until it returns", metadata: [

@@ -26,9 +26,11 @@ import Testing
         #expect(problems["redis"]!.contains("2 attempts"))
         #expect(health.snapshot.outage?.since == start)
 
-        // Another dependency failing next is a new outage.
+        // Another cause while the batch still fails: the same outage, named for its latest cause, since its start.
         health.attemptFailed(KafkaError(code: .messageDelivery, reason: "Message timed out"), now: start + .seconds(4))
         #expect(Set(health.readinessProblems(now: start + .seconds(4)).keys) == ["kafka"])
+        #expect(health.snapshot.outage?.since == start)
+        #expect(health.snapshot.outage?.attempts == 3)
         health.attemptSucceeded(now: start + .seconds(5))
         #expect(health.readinessProblems(now: start + .seconds(5)).isEmpty)
     }
