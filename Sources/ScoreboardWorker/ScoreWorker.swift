@@ -20,10 +20,10 @@ public final class ScoreWorker: Service, Sendable {
         public var consumer: KafkaConsumerConfiguration
         public var topics: TopicNames
         /// Bound on one attempt at a batch (its PostgreSQL transaction, Redis writes and update publishing). A server
-        /// that stops answering must not hang the worker: the attempt is cancelled and retried. A batch of 5,000
-        /// events takes under a second when all is well; PostgresNIO queues a lease while it cannot connect, so this
-        /// is also how long a batch waits for a PostgreSQL that is down.
-        public var batchDeadline: Duration = .seconds(15)
+        /// that stops answering must not hang the worker: the attempt is cancelled and retried. Generous, because a
+        /// loaded machine can make a large batch slow and a cancelled batch starts over; readiness does not wait for
+        /// it, since the probes name a server that is down within seconds.
+        public var batchDeadline: Duration = .seconds(60)
         /// Bound on one readiness probe of the ledger and the board store, between batches.
         public var probeDeadline: Duration = .seconds(2)
         /// Delays between attempts while a dependency is down.

@@ -269,3 +269,16 @@ final class ScorePathWorld: @unchecked Sendable {
         try? FileManager.default.removeItem(at: keysDirectory)
     }
 }
+
+/// Runs `body` in a fresh world and tears it down afterwards, awaited, whether `body` succeeded or threw.
+func withScorePathWorld<T>(redisDatabase: Int, _ body: (ScorePathWorld) async throws -> T) async throws -> T {
+    let world = try await ScorePathWorld(redisDatabase: redisDatabase)
+    do {
+        let result = try await body(world)
+        await world.tearDown()
+        return result
+    } catch {
+        await world.tearDown()
+        throw error
+    }
+}

@@ -48,121 +48,121 @@ struct ScorePathTests {
     enum Kind: Sendable { case normal, repeatKey, replayToken, forgedToken, malformed(Int) }
 
     func runScenario(redisDatabase: Int, workers workerCount: Int, workerKills: Int) async throws {
-        let world = try await ScorePathWorld(redisDatabase: redisDatabase)
-        defer { Task { await world.tearDown() } }
-        let workers = RoleList()
-        for _ in 0..<workerCount { workers.append(try await world.start("worker")) }
-        let push = try await world.start("push")
-        let gateway = try await world.gateway()
-        try await waitUntilReady(port: push.port)
+        try await withScorePathWorld(redisDatabase: redisDatabase) { world in
+            let workers = RoleList()
+            for _ in 0..<workerCount { workers.append(try await world.start("worker")) }
+            let push = try await world.start("push")
+            let gateway = try await world.gateway()
+            try await waitUntilReady(port: push.port)
 
-        let runTag = world.namespace.dropLast()
-        var users: [User] = []
-        for index in 0..<200 {
-            let id = "u\(index)-\(runTag)"
-            let region = Self.regions[index % 3], guild = Self.guilds[index % 5]
-            users.append(User(id: id, region: region, guild: guild, token: try await world.token(id, region: region, guild: guild)))
-        }
+            let runTag = world.namespace.dropLast()
+            var users: [User] = []
+            for index in 0..<200 {
+                let id = "u\(index)-\(runTag)"
+                let region = Self.regions[index % 3], guild = Self.guilds[index % 5]
+                users.append(User(id: id, region: region, guild: guild, token: try await world.token(id, region: region, guild: guild)))
+            }
 
-        // Followers: a WebSocket client on today's daily board of region r0, an SSE client on the all-time global board.
-        let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
-        let dailyR0 = BoardStream(window: .daily, dimension: .region, value: "r0")
-        let allTime = BoardStream(window: .allTime, dimension: .global, value: nil)
-        let wsView = BoardView(period: LeaderboardWindow.daily.period(containing: now).key)
-        let sseView = BoardView(period: "all")
-        let followers = Task {
+            // Followers: a WebSocket client on today's daily board of region r0, an SSE client on the all-time global board.
+            let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+            let dailyR0 = BoardStream(window: .daily, dimension: .region, value: "r0")
+            let allTime = BoardStream(window: .allTime, dimension: .global, value: nil)
+            let wsView = BoardView(period: LeaderboardWindow.daily.period(containing: now).key)
+            let sseView = BoardView(period: "all")
+            let followers = Task {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await followWebSocket(port: push.port, stream: dailyR0, view: wsView) }
+                    group.addTask { try await followSSE(port: push.port, stream: allTime, view: sseView) }
+                    try await group.waitForAll()
+                }
+            }
+            try await within(.seconds(30)) {
+                while !(wsView.hasSnapshot && sseView.hasSnapshot) { try await Task.sleep(for: .milliseconds(50)) }
+            }
+
+            // Traffic: 25 requests per user, 16 users at a time, each lane on its own keep-alive connection.
+            let log = TrafficLog()
+            let lanes = 16
+            let killer = Task {
+                for kill in 0..<workerKills {
+                    let threshold = (kill + 1) * 5000 / (workerKills + 1)
+                    while log.requests.load(ordering: .relaxed) < threshold { try await Task.sleep(for: .milliseconds(20)) }
+                    workers.first.kill()
+                    workers.replaceFirst(with: try await world.start("worker"))
+                }
+            }
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await followWebSocket(port: push.port, stream: dailyR0, view: wsView) }
-                group.addTask { try await followSSE(port: push.port, stream: allTime, view: sseView) }
-                try await group.waitForAll()
-            }
-        }
-        try await within(.seconds(30)) {
-            while !(wsView.hasSnapshot && sseView.hasSnapshot) { try await Task.sleep(for: .milliseconds(50)) }
-        }
-
-        // Traffic: 25 requests per user, 16 users at a time, each lane on its own keep-alive connection.
-        let log = TrafficLog()
-        let lanes = 16
-        let killer = Task {
-            for kill in 0..<workerKills {
-                let threshold = (kill + 1) * 5000 / (workerKills + 1)
-                while log.requests.load(ordering: .relaxed) < threshold { try await Task.sleep(for: .milliseconds(20)) }
-                workers.first.kill()
-                workers.replaceFirst(with: try await world.start("worker"))
-            }
-        }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for lane in 0..<lanes {
-                let laneUsers = stride(from: lane, to: users.count, by: lanes).map { users[$0] }
-                group.addTask {
-                    try await HTTPConnection.with(port: gateway.port) { connection in
-                        for (position, user) in laneUsers.enumerated() {
-                            try await sendUserRequests(
-                                user: user, seed: lane * 1000 + position, connection: &connection, log: log)
+                for lane in 0..<lanes {
+                    let laneUsers = stride(from: lane, to: users.count, by: lanes).map { users[$0] }
+                    group.addTask {
+                        try await HTTPConnection.with(port: gateway.port) { connection in
+                            for (position, user) in laneUsers.enumerated() {
+                                try await sendUserRequests(
+                                    user: user, seed: lane * 1000 + position, connection: &connection, log: log)
+                            }
                         }
                     }
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
-        }
-        try await killer.value
-        #expect(log.requests.load(ordering: .relaxed) == 5000)
-        #expect(log.mismatches.withLock { $0 } == [])
+            try await killer.value
+            #expect(log.requests.load(ordering: .relaxed) == 5000)
+            #expect(log.mismatches.withLock { $0 } == [])
 
-        // The recount: every board's standings from the accepted requests alone.
-        let events = log.accepted.withLock { Array($0.values) }
-        #expect(events.count > 3000)
-        var expected: [BoardKey: [String: Int64]] = [:]
-        for event in events {
-            let scoreEvent = ScoreEvent(
-                eventID: UUID().uuidString, userID: event.user.id, action: "x", points: event.points,
-                occurredAt: Timestamp(millisecondsSinceEpoch: event.occurredAt), region: event.user.region, guild: event.user.guild,
-                idempotencyKey: UUID().uuidString, source: .player)
-            for board in world.catalog.leaderboards.boards(for: scoreEvent) { expected[board, default: [:]][event.user.id, default: 0] += event.points }
-        }
-        #expect(expected.count >= 12)
-        let recount = expected
-
-        // Straight from Redis, once the workers caught up.
-        let boards = recount.keys.sorted { $0.id < $1.id }
-        try await within(.seconds(120)) {
-            while true {
-                var converged = true
-                for board in boards where try await world.redisBoard(board) != recount[board]! { converged = false; break }
-                if converged { return }
-                try await Task.sleep(for: .milliseconds(200))
+            // The recount: every board's standings from the accepted requests alone.
+            let events = log.accepted.withLock { Array($0.values) }
+            #expect(events.count > 3000)
+            var expected: [BoardKey: [String: Int64]] = [:]
+            for event in events {
+                let scoreEvent = ScoreEvent(
+                    eventID: UUID().uuidString, userID: event.user.id, action: "x", points: event.points,
+                    occurredAt: Timestamp(millisecondsSinceEpoch: event.occurredAt), region: event.user.region, guild: event.user.guild,
+                    idempotencyKey: UUID().uuidString, source: .player)
+                for board in world.catalog.leaderboards.boards(for: scoreEvent) { expected[board, default: [:]][event.user.id, default: 0] += event.points }
             }
-        }
-        // Through the query API, with competition ranks.
-        try await HTTPConnection.with(port: push.port) { connection in
-            for board in boards {
-                let path = "/v1/leaderboards/\(board.window.rawValue)/\(board.dimension.rawValue)" + (board.value.map { "/\($0)" } ?? "")
-                    + "?period=\(board.period)&limit=1000"
-                let answer = try await connection.send(.GET, path)
-                #expect(answer.status == 200)
-                let entries = answer.json["entries"] as? [[String: Any]] ?? []
-                var seen: [String: Int64] = [:]
-                for entry in entries {
-                    let user = entry["userId"] as! String, score = (entry["score"] as! NSNumber).int64Value
-                    seen[user] = score
-                    let higher = expected[board]!.values.filter { $0 > score }.count
-                    #expect((entry["rank"] as! NSNumber).intValue == higher + 1, "rank of \(user) on \(board)")
+            #expect(expected.count >= 12)
+            let recount = expected
+
+            // Straight from Redis, once the workers caught up.
+            let boards = recount.keys.sorted { $0.id < $1.id }
+            try await within(.seconds(120)) {
+                while true {
+                    var converged = true
+                    for board in boards where try await world.redisBoard(board) != recount[board]! { converged = false; break }
+                    if converged { return }
+                    try await Task.sleep(for: .milliseconds(200))
                 }
-                #expect(seen == expected[board]!, "query API standings of \(board)")
             }
-        }
-        // The followers saw the same final standings.
-        let wsBoard = dailyR0.board(period: wsView.period)
-        let sseBoard = allTime.board(period: "all")
-        try await within(.seconds(30)) {
-            while wsView.scores != recount[wsBoard] ?? [:] || sseView.scores != recount[sseBoard] ?? [:] {
-                try await Task.sleep(for: .milliseconds(100))
+            // Through the query API, with competition ranks.
+            try await HTTPConnection.with(port: push.port) { connection in
+                for board in boards {
+                    let path = "/v1/leaderboards/\(board.window.rawValue)/\(board.dimension.rawValue)" + (board.value.map { "/\($0)" } ?? "")
+                        + "?period=\(board.period)&limit=1000"
+                    let answer = try await connection.send(.GET, path)
+                    #expect(answer.status == 200)
+                    let entries = answer.json["entries"] as? [[String: Any]] ?? []
+                    var seen: [String: Int64] = [:]
+                    for entry in entries {
+                        let user = entry["userId"] as! String, score = (entry["score"] as! NSNumber).int64Value
+                        seen[user] = score
+                        let higher = expected[board]!.values.filter { $0 > score }.count
+                        #expect((entry["rank"] as! NSNumber).intValue == higher + 1, "rank of \(user) on \(board)")
+                    }
+                    #expect(seen == expected[board]!, "query API standings of \(board)")
+                }
             }
+            // The followers saw the same final standings.
+            let wsBoard = dailyR0.board(period: wsView.period)
+            let sseBoard = allTime.board(period: "all")
+            try await within(.seconds(30)) {
+                while wsView.scores != recount[wsBoard] ?? [:] || sseView.scores != recount[sseBoard] ?? [:] {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            #expect(wsView.updateCount > 0 && sseView.updateCount > 0)
+            followers.cancel()
+            _ = gateway
         }
-        #expect(wsView.updateCount > 0 && sseView.updateCount > 0)
-        followers.cancel()
-        _ = gateway
     }
 
     func waitUntilReady(port: Int) async throws {
