@@ -38,7 +38,10 @@ extension ScoreboardCommand {
             let gateway = try await Roles.gateway(
                 context: context, server: server(gatewayPort), auth: auth, configuration: gatewayConfiguration,
                 actionKeysPath: root.appendingPathComponent(".local/dev/action-keys.json").path)
-            let worker = try await Roles.worker(context: context, server: server(workerPort), groupID: "scoreboard-workers")
+            // The group carries the topic namespace, so a dev run and tests (each in a namespace of its own) never
+            // share a group, and so never take each other's partitions.
+            let groupID = ProcessInfo.processInfo.environment["SCOREBOARD_WORKER_GROUP"] ?? "\(context.settings.topicNamespace)scoreboard-workers"
+            let worker = try await Roles.worker(context: context, server: server(workerPort), groupID: groupID)
             var pushConfiguration = PushGateway.Configuration()
             pushConfiguration.heartbeatInterval = .seconds(15)
             let push = try await Roles.push(context: context, server: server(pushPort), auth: auth, configuration: pushConfiguration)
