@@ -176,6 +176,20 @@ struct PostgresOutageTests {
         await cluster.remove()
     }
 
+    /// The server-side limits come from the URL too; a value that is not a number of milliseconds is refused.
+    @Test func statementAndIdleTransactionTimeoutsFromTheURL() throws {
+        let defaults = try PostgresConfiguration(url: "postgres://u@h:5432/db")
+        #expect(defaults.statementTimeout == .seconds(30))
+        #expect(defaults.idleInTransactionTimeout == .seconds(60))
+        let set = try PostgresConfiguration(url: "postgres://u@h:5432/db?statement_timeout=0&idle_in_transaction_session_timeout=1500")
+        #expect(set.statementTimeout == nil)
+        #expect(set.idleInTransactionTimeout == .milliseconds(1500))
+        let startup = set.clientConfiguration.options.additionalStartupParameters
+        #expect(!startup.contains { $0.0 == "statement_timeout" })
+        #expect(startup.contains { $0 == ("idle_in_transaction_session_timeout", "1500") })
+        #expect(throws: StorageError.self) { try PostgresConfiguration(url: "postgres://u@h:5432/db?statement_timeout=5s") }
+    }
+
     // MARK: Classification
 
     @Test func errorsARetryCannotFixAreNotTransient() async throws {
