@@ -11,6 +11,13 @@ public struct PostgresConfiguration: Sendable, Hashable {
     public var schema: String = "scoreboard"
     public var tls: TLSMode = .disable
     public var maximumConnections = 20
+    /// The server cancels a statement that runs longer (`statement_timeout`; SQLSTATE 57014, which
+    /// ``PostgresStore/isTransient(_:)`` counts as transient): a query stuck behind a lock or a runaway plan ends,
+    /// where cancelling its task would not (PostgresNIO does not interrupt a running query). `nil`: no limit.
+    public var statementTimeout: Duration? = .seconds(30)
+    /// The server ends a session that sits idle inside a transaction this long (`idle_in_transaction_session_timeout`),
+    /// so that a stalled worker does not hold its row locks until it is restarted. `nil`: no limit.
+    public var idleInTransactionTimeout: Duration? = .seconds(60)
 
     public enum TLSMode: String, Sendable, Hashable {
         case disable, prefer, require
@@ -72,6 +79,13 @@ public struct PostgresConfiguration: Sendable, Hashable {
                 }
             case "schema", "search_path":
                 schema = String(parts[1])
+            case "statement_timeout", "idle_in_transaction_session_timeout":
+                // In milliseconds, as PostgreSQL reads a bare number; 0 turns the limit off, as in PostgreSQL.
+                guard let milliseconds = Int64(parts[1]), milliseconds >= 0 else {
+                    throw StorageError(code: .configuration, reason: "\(parts[0]) is a number of milliseconds")
+                }
+                let limit: Duration? = milliseconds == 0 ? nil : .milliseconds(milliseconds)
+                if parts[0] == "statement_timeout" { statementTimeout = limit } else { idleInTransactionTimeout = limit }
             default:
                 continue
             }
@@ -90,8 +104,23 @@ public struct PostgresConfiguration: Sendable, Hashable {
             host: host, port: port, username: username, password: password, database: database, tls: tlsConfiguration)
         configuration.options.maximumConnections = maximumConnections
         configuration.options.additionalStartupParameters = [("search_path", "\(schema),public")]
+        if let statementTimeout {
+            configuration.options.additionalStartupParameters.append(("statement_timeout", "\(statementTimeout.milliseconds)"))
+        }
+        if let idleInTransactionTimeout {
+            configuration.options.additionalStartupParameters.append(
+                ("idle_in_transaction_session_timeout", "\(idleInTransactionTimeout.milliseconds)"))
+        }
         configuration.options.connectTimeout = .seconds(5)
         return configuration
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, at least 1 for a positive duration (PostgreSQL reads 0 as "no limit").
+    fileprivate var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return max(seconds * 1000 + attoseconds / 1_000_000_000_000_000, self > .zero ? 1 : 0)
     }
 }
 
