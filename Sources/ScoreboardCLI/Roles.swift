@@ -210,11 +210,13 @@ enum Roles {
         let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: logger)
         // A group of its own per process: every push gateway reads every update.
         let groupID = "scoreboard-push-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+        let reader = BoardReader(redis: redis, ledger: ledger, catalog: context.pipelines.leaderboards)
+        // An update of an archived board (a late event in a closed period) drops its cached answers.
         let feed = UpdateFeed(
-            configuration: .init(consumer: context.settings.consumer(groupID: groupID), topic: context.settings.topics.leaderboardUpdates), logger: logger)
+            configuration: .init(consumer: context.settings.consumer(groupID: groupID), topic: context.settings.topics.leaderboardUpdates), logger: logger,
+            onBoardsChanged: { [archive = reader.archive] boards in archive.invalidate(boards: boards) })
         let gateway = PushGateway(
-            configuration: configuration, feed: feed, reader: BoardReader(redis: redis, ledger: ledger, catalog: context.pipelines.leaderboards),
-            authenticator: try await auth.authenticator(redis: redis), logger: logger)
+            configuration: configuration, feed: feed, reader: reader, authenticator: try await auth.authenticator(redis: redis), logger: logger)
         let operations = OperationsRoutes(registry: registry) {
             var problems = await redisReadiness(redis)
             if !feed.isReady { problems["kafka"] = "not yet assigned the leaderboard-updates partitions" }

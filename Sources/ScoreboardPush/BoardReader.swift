@@ -64,7 +64,7 @@ public struct BoardReader: Sendable {
     let redis: RedisConnectionPool
     let ledger: ScoreLedger
     let catalog: LeaderboardCatalog
-    let archive: ArchiveReads
+    public let archive: ArchiveReads
     let knownValues: KnownDimensionValues
 
     public init(redis: RedisConnectionPool, ledger: ScoreLedger, catalog: LeaderboardCatalog, archive: ArchiveReads.Limits = .init()) {
@@ -99,7 +99,7 @@ public struct BoardReader: Sendable {
         guard replies[0].integer == 1 else {
             // A region or guild without any score has an empty board in every period: nothing to read.
             guard try await knowsDimensionValue(board.stream) else { return page(board, members: 0, entries: [], source: "archive") }
-            let archived = try await archive.read("top|\(board.id)|\(limit)|\(offset)") { [ledger] in
+            let archived = try await archive.read(board: board.id, query: "top|\(limit)|\(offset)") { [ledger] in
                 let (entries, count) = try await ledger.standings(board: board, limit: limit, offset: offset)
                 return page(board, members: count, entries: entries.map { .init(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: "archive")
             }
@@ -114,7 +114,7 @@ public struct BoardReader: Sendable {
         let replies = try await redis.pipeline([["EXISTS", board.redisKey], ["ZREVRANK", board.redisKey, userID], ["ZCARD", board.redisKey]])
         guard replies[0].integer == 1 else {
             guard try await knowsDimensionValue(board.stream) else { return nil }
-            return try await archive.read("around|\(board.id)|\(userID)|\(radius)") { [ledger] in
+            return try await archive.read(board: board.id, query: "around|\(userID)|\(radius)") { [ledger] in
                 guard let (entries, count) = try await ledger.around(board: board, userID: userID, radius: radius) else { return nil }
                 return page(board, members: count, entries: entries.map { .init(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: "archive")
             }

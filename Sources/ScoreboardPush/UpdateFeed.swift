@@ -122,10 +122,13 @@ public final class UpdateFeed: Service, Sendable {
     let configuration: Configuration
     let logger: Logger
     let state = Mutex(State())
+    /// Told the boards (`board` ids, period included) each delivered batch changed, after the fan-out.
+    let onBoardsChanged: (@Sendable (Set<String>) -> Void)?
 
-    public init(configuration: Configuration, logger: Logger) {
+    public init(configuration: Configuration, logger: Logger, onBoardsChanged: (@Sendable (Set<String>) -> Void)? = nil) {
         self.configuration = configuration
         self.logger = logger
+        self.onBoardsChanged = onBoardsChanged
     }
 
     public var isReady: Bool { state.withLock { $0.isAssigned } }
@@ -179,6 +182,7 @@ public final class UpdateFeed: Service, Sendable {
             return wakes
         }
         for wake in wakes { wake.resume() }
+        onBoardsChanged?(Set(updates.map(\.update.update.board)))
         Counter(label: "push_updates_received_total").increment(by: updates.count)
     }
 
