@@ -72,7 +72,8 @@ extension PushGateway {
 
     /// The personal channel: the caller's own updates on every board, for as long as its token is valid.
     func personalSSE(_ request: Request, _ context: PushRequestContext) async throws -> Response {
-        let identity = try await authenticator.authenticate(request, roles: Set(Role.allCases))
+        // The revocation list is in Redis: when it does not answer, 503 (retry), not 500.
+        let identity = try await Self.readingDependencies { try await authenticator.authenticate(request, roles: Set(Role.allCases)) }
         let ticket = try admission.admit(address: Self.address(of: context), user: identity.userID)
         let buffer = SubscriberBuffer(limit: configuration.clientBufferLimit)
         feed.subscribe(buffer, toUser: identity.userID)
