@@ -16,7 +16,10 @@ struct PushLimitsTests {
     /// Records SSE events (and comments, as empty events) of one stream.
     final class EventLog: Sendable {
         let events = Mutex<[ServerSentEvent]>([])
+        let ended = Atomic<Bool>(false)
         func append(_ event: ServerSentEvent) { events.withLock { $0.append(event) } }
+        /// The server closed the stream.
+        var isEnded: Bool { ended.load(ordering: .relaxed) }
         var names: [String] { events.withLock { $0.compactMap(\.event) } }
         var count: Int { events.withLock { $0.count } }
         func first(named name: String) -> ServerSentEvent? { events.withLock { $0.first { $0.event == name } } }
@@ -37,6 +40,7 @@ struct PushLimitsTests {
             log.append(event)
             return true
         }
+        log.ended.store(true, ordering: .relaxed)
     }
 
     /// 1. Bad input: a personal stream whose token is revoked (its jti put on the revocation list) and one whose
@@ -54,13 +58,17 @@ struct PushLimitsTests {
         try await within(.seconds(10)) { while revoked.count < 1 { try await Task.sleep(for: .milliseconds(20)) } }
         let jti = try #require(GatewayAndQueryTests.claim("jti", of: revokedToken))
         _ = try await world.redis.send(["SET", JWTAuthenticator.revocationKey(tokenID: jti), "1", "EX", "600"])
-        try await within(.seconds(5)) { try await revokedStream.value }
+        // Polled rather than awaited, so that a stream that never ends fails the test instead of hanging it.
+        try await within(.seconds(5)) { while !revoked.isEnded { try await Task.sleep(for: .milliseconds(20)) } }
         #expect(revoked.first(named: "end")?.json["reason"] as? String == "token-revoked")
+        revokedStream.cancel()
 
         let expiringToken = try await world.token("expiring-user", expiresIn: 3)
         let expiring = EventLog()
         let started = ContinuousClock.now
-        try await within(.seconds(8)) { try await follow(port: push.port, path: "/v1/streams/me", token: expiringToken, into: expiring) }
+        let expiringStream = Task { try await follow(port: push.port, path: "/v1/streams/me", token: expiringToken, into: expiring) }
+        defer { expiringStream.cancel() }
+        try await within(.seconds(8)) { while !expiring.isEnded { try await Task.sleep(for: .milliseconds(20)) } }
         #expect(expiring.first(named: "end")?.json["reason"] as? String == "token-expired")
         #expect(ContinuousClock.now - started >= .seconds(1), "the stream ended before the token expired")
     }
@@ -92,7 +100,8 @@ struct PushLimitsTests {
             while sse.first(named: "snapshot") == nil || !webSocketSnapshot.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(20)) }
         }
         #expect(try await push.terminate(within: .seconds(10)) == 0)
-        try await within(.seconds(5)) { try await sseStream.value }
+        try await within(.seconds(5)) { while !sse.isEnded { try await Task.sleep(for: .milliseconds(20)) } }
+        sseStream.cancel()
         #expect(sse.first(named: "end")?.json["reason"] as? String == "shutting-down")
         let close = try await within(.seconds(5)) { try await webSocket.value }
         #expect(close?.closeCode == .goingAway)
