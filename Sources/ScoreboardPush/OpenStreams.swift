@@ -52,7 +52,8 @@ public struct OpenStreamsShutdown: Service {
         try? await gracefulShutdown()
         streams.endAll()
         let deadline = ContinuousClock.now + timeout
-        while streams.count > 0 && ContinuousClock.now < deadline {
+        // Cancelled (not a graceful shutdown): the streams are ended, nothing to wait for.
+        while streams.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
