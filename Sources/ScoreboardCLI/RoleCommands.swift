@@ -55,13 +55,26 @@ extension ScoreboardCommand {
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var server: ServerOptions
         @OptionGroup var auth: AuthOptions
-        @Option(help: "Seconds between heartbeats on idle streams.") var heartbeatSeconds = 15
+        @Option(help: "Seconds between heartbeats on idle streams (personal streams re-check their token as often).")
+        var heartbeatSeconds = 15
+        @Option(help: "Open streams one address may hold (raise it behind a proxy).") var maxStreamsPerAddress = StreamLimits().perAddress
+        @Option(help: "Open streams one authenticated user may hold.") var maxStreamsPerUser = StreamLimits().perUser
+        @Option(help: "Open streams in all; past it, 503 server-busy.") var maxStreams = StreamLimits().total
+        @Option(help: "Boards one WebSocket connection may follow.") var maxSubscriptionsPerConnection = PushGateway.Configuration().maxSubscriptionsPerConnection
+        @Option(help: "Seconds an HTTP connection may sit idle or take to send its request head.") var idleTimeoutSeconds = 30
 
         public func run() async throws {
             let context = try RoleContext(connection: connection)
             var configuration = PushGateway.Configuration()
             configuration.heartbeatInterval = .seconds(heartbeatSeconds)
-            let role = try await Roles.push(context: context, server: server.address(defaultPort: 8081), auth: auth.settings, configuration: configuration)
+            configuration.streams.perAddress = maxStreamsPerAddress
+            configuration.streams.perUser = maxStreamsPerUser
+            configuration.streams.total = maxStreams
+            configuration.maxSubscriptionsPerConnection = maxSubscriptionsPerConnection
+            var limits = HTTPServerLimits()
+            limits.idleTimeout = .seconds(idleTimeoutSeconds)
+            let role = try await Roles.push(
+                context: context, server: server.address(defaultPort: 8081), auth: auth.settings, configuration: configuration, limits: limits)
             defer { role.cleanup() }
             try await runServices(role.services, logger: RoleLogging.logger("scoreboard.push"))
         }

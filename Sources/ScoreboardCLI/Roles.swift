@@ -129,17 +129,34 @@ struct RoleContext {
 
     func application<Context: RequestContext>(
         router: Router<Context>, server: ServerAddress, name: String, logger: Logger,
-        serverBuilder: HTTPServerBuilder = .http1()
+        serverBuilder: HTTPServerBuilder? = nil
     ) -> some ApplicationProtocol where Context.Source == ApplicationRequestContextSource {
         let host = server.host
         return Application(
-            router: router, server: serverBuilder,
+            router: router, server: serverBuilder ?? .http1(configuration: HTTPServerLimits().http1),
             configuration: .init(address: .hostname(server.host, port: server.port), serverName: name),
             onServerRunning: { channel in
                 // Printed on stdout so that scripts and tests can find a port chosen by the system.
                 FileHandle.standardOutput.write(Data("\(name) listening on http://\(host):\(channel.localAddress?.port ?? 0)\n".utf8))
             },
             logger: logger)
+    }
+}
+
+/// What every HTTP role allows one connection: how long it may sit idle (no request, or a request head that never
+/// completes: slow-header clients are closed too, since the idle clock only restarts on a complete part), and how
+/// large a request head may be (past it the parser fails and the connection gets a 400 and is closed).
+/// A response being written (an SSE stream) is never idle.
+struct HTTPServerLimits {
+    var idleTimeout: Duration = .seconds(30)
+    var maxHeaderSize = 16 * 1024
+    var maxHeaderCount = 100
+
+    var http1: HTTP1Channel.Configuration {
+        let seconds = idleTimeout.components
+        return HTTP1Channel.Configuration(
+            idleTimeout: .nanoseconds(seconds.seconds * 1_000_000_000 + seconds.attoseconds / 1_000_000_000),
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderSize, maxHeaderListSize: maxHeaderSize, maxHeaderFieldCount: maxHeaderCount))
     }
 }
 
@@ -206,9 +223,10 @@ enum Roles {
         return ([store, producer, migrator, WorkerAfterMigrations(worker: worker, migrator: migrator), app], { redis.close() })
     }
 
-    static func push(context: RoleContext, server: ServerAddress, auth: AuthSettings, configuration: PushGateway.Configuration)
-        async throws -> (services: [any Service], cleanup: @Sendable () -> Void)
-    {
+    static func push(
+        context: RoleContext, server: ServerAddress, auth: AuthSettings, configuration: PushGateway.Configuration,
+        limits: HTTPServerLimits = HTTPServerLimits()
+    ) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
         let logger = RoleLogging.logger("scoreboard.push")
         let registry = ScoreboardMetrics.bootstrap()
         let redis = context.redis(logger: logger)
@@ -216,21 +234,31 @@ enum Roles {
         let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: logger)
         // A group of its own per process: every push gateway reads every update.
         let groupID = "scoreboard-push-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+        let reader = BoardReader(redis: redis, ledger: ledger, catalog: context.pipelines.leaderboards)
+        // An update of an archived board (a late event in a closed period) drops its cached answers.
         let feed = UpdateFeed(
-            configuration: .init(consumer: context.settings.consumer(groupID: groupID), topic: context.settings.topics.leaderboardUpdates), logger: logger)
+            configuration: .init(consumer: context.settings.consumer(groupID: groupID), topic: context.settings.topics.leaderboardUpdates), logger: logger,
+            onBoardsChanged: { [archive = reader.archive] boards in archive.invalidate(boards: boards) })
         let gateway = PushGateway(
-            configuration: configuration, feed: feed, reader: BoardReader(redis: redis, ledger: ledger, catalog: context.pipelines.leaderboards),
-            authenticator: try await auth.authenticator(redis: redis), logger: logger)
+            configuration: configuration, feed: feed, reader: reader, authenticator: try await auth.authenticator(redis: redis), logger: logger)
         let operations = OperationsRoutes(registry: registry) {
             var problems = await redisReadiness(redis)
             if !feed.isReady { problems["kafka"] = "not yet assigned the leaderboard-updates partitions" }
             return problems
         }
         let router = gateway.router(operations: operations)
+        // WebSocket frames are capped at the largest command a client may send; the close handshake at shutdown
+        // waits at most two seconds for a client's answer.
+        let webSocket = WebSocketServerConfiguration(
+            maxFrameSize: configuration.maxInboundMessageSize, autoPing: .enabled(timePeriod: configuration.heartbeatInterval * 2),
+            closeTimeout: .seconds(2))
         let app = context.application(
             router: router, server: server, name: "push", logger: logger,
-            serverBuilder: HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter: router))
-        return ([store, feed, app], { redis.close() })
+            serverBuilder: gateway.httpServer(
+                http1: limits.http1, webSocket: webSocket,
+                headLimits: RequestHeadLimits(timeout: limits.idleTimeout, maxSize: limits.maxHeaderSize)))
+        // Last, so that a graceful shutdown ends the open streams before the server waits for its connections.
+        return ([store, feed, app, gateway.streamsShutdown], { redis.close() })
     }
 }
 

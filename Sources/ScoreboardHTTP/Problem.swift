@@ -29,6 +29,10 @@ public struct Problem: HTTPResponseError, Sendable {
         case notFound = "not-found"
         case methodNotAllowed = "method-not-allowed"
         case internalError = "internal-error"
+        case tooManyStreams = "too-many-streams"
+        case tooManySubscriptions = "too-many-subscriptions"
+        case serverBusy = "server-busy"
+        case headerTooLarge = "header-too-large"
 
         public var status: HTTPResponse.Status {
             switch self {
@@ -40,7 +44,9 @@ public struct Problem: HTTPResponseError, Sendable {
             case .unknownAction, .notFound: .notFound
             case .actionTokenReplayed, .idempotencyKeyInUse: .conflict
             case .idempotencyKeyReused: .unprocessableContent
-            case .rateLimited: .tooManyRequests
+            case .rateLimited, .tooManyStreams, .tooManySubscriptions: .tooManyRequests
+            case .serverBusy: .serviceUnavailable
+            case .headerTooLarge: .requestHeaderFieldsTooLarge
             case .brokerUnavailable, .dependencyUnavailable: .serviceUnavailable
             case .methodNotAllowed: .methodNotAllowed
             case .internalError: .internalServerError
@@ -69,6 +75,10 @@ public struct Problem: HTTPResponseError, Sendable {
             case .notFound: "Not found"
             case .methodNotAllowed: "Method not allowed"
             case .internalError: "Internal error"
+            case .tooManyStreams: "Too many open streams for this user or address"
+            case .tooManySubscriptions: "Too many subscriptions on this connection"
+            case .serverBusy: "The server is at capacity"
+            case .headerTooLarge: "The request header is too large"
             }
         }
 

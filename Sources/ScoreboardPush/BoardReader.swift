@@ -55,15 +55,39 @@ public struct Standing: Codable, Sendable, Hashable {
 /// Reads boards: from Redis while a period's sorted set exists, from PostgreSQL's totals once it has expired.
 /// Ranks are competition ranks (ties share a rank): the rank of a score is one more than the number of strictly
 /// higher scores.
+///
+/// Reads that would reach PostgreSQL (a period no longer in Redis) first check that the region or guild has any
+/// score at all (``knowsDimensionValue(_:)``; if not, the board is empty and nothing is read), then go through
+/// ``ArchiveReads``: a small cache of recent pages and a cap on concurrent queries, so that anonymous clients cannot
+/// queue full-board aggregations.
 public struct BoardReader: Sendable {
     let redis: RedisConnectionPool
     let ledger: ScoreLedger
     let catalog: LeaderboardCatalog
+    public let archive: ArchiveReads
+    let knownValues: KnownDimensionValues
 
-    public init(redis: RedisConnectionPool, ledger: ScoreLedger, catalog: LeaderboardCatalog) {
+    public init(redis: RedisConnectionPool, ledger: ScoreLedger, catalog: LeaderboardCatalog, archive: ArchiveReads.Limits = .init()) {
         self.redis = redis
         self.ledger = ledger
         self.catalog = catalog
+        self.archive = ArchiveReads(limits: archive)
+        self.knownValues = KnownDimensionValues()
+    }
+
+    /// Whether the stream's region or guild has ever had a score (global streams always exist). The all-time board
+    /// of a value is created by its first score and never expires, so one `EXISTS` answers it; known values are
+    /// remembered, so a board read pays it once per value.
+    public func knowsDimensionValue(_ stream: BoardStream) async throws -> Bool {
+        guard let value = stream.value else { return true }
+        let allTime = BoardStream(window: .allTime, dimension: stream.dimension, value: value)
+        // Without an all-time board for the dimension there is nothing to check against: accept.
+        guard catalog.declares(allTime) else { return true }
+        if knownValues.contains(allTime.id) { return true }
+        let board = allTime.board(period: LeaderboardWindow.allTime.period(containing: Timestamp(millisecondsSinceEpoch: 0)).key)
+        guard try await redis.send(["EXISTS", board.redisKey]).integer == 1 else { return false }
+        knownValues.insert(allTime.id)
+        return true
     }
 
     public func top(_ board: BoardKey, limit: Int, offset: Int) async throws -> BoardPage {
@@ -73,8 +97,13 @@ public struct BoardReader: Sendable {
             ["ZREVRANGE", board.redisKey, String(offset), String(offset + limit - 1), "WITHSCORES"],
         ])
         guard replies[0].integer == 1 else {
-            let (entries, count) = try await ledger.standings(board: board, limit: limit, offset: offset)
-            return page(board, members: count, entries: entries.map { .init(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: "archive")
+            // A region or guild without any score has an empty board in every period: nothing to read.
+            guard try await knowsDimensionValue(board.stream) else { return page(board, members: 0, entries: [], source: "archive") }
+            let archived = try await archive.read(board: board.id, query: "top|\(limit)|\(offset)") { [ledger] in
+                let (entries, count) = try await ledger.standings(board: board, limit: limit, offset: offset)
+                return page(board, members: count, entries: entries.map { .init(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: "archive")
+            }
+            return archived ?? page(board, members: 0, entries: [], source: "archive")
         }
         let members = Int(try replies[1].throwingServerError().integer ?? 0)
         let pairs = Self.pairs(try replies[2].throwingServerError())
@@ -84,8 +113,11 @@ public struct BoardReader: Sendable {
     public func around(_ board: BoardKey, userID: String, radius: Int) async throws -> BoardPage? {
         let replies = try await redis.pipeline([["EXISTS", board.redisKey], ["ZREVRANK", board.redisKey, userID], ["ZCARD", board.redisKey]])
         guard replies[0].integer == 1 else {
-            guard let (entries, count) = try await ledger.around(board: board, userID: userID, radius: radius) else { return nil }
-            return page(board, members: count, entries: entries.map { .init(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: "archive")
+            guard try await knowsDimensionValue(board.stream) else { return nil }
+            return try await archive.read(board: board.id, query: "around|\(userID)|\(radius)") { [ledger] in
+                guard let (entries, count) = try await ledger.around(board: board, userID: userID, radius: radius) else { return nil }
+                return page(board, members: count, entries: entries.map { .init(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: "archive")
+            }
         }
         guard let position = try replies[1].throwingServerError().integer else { return nil }
         let start = max(0, Int(position) - radius)

@@ -28,8 +28,12 @@ public final class UpdateFeed: Service, Sendable {
     public struct Configuration: Sendable {
         public var consumer: KafkaConsumerConfiguration
         public var topic: String
-        /// Updates kept per board stream for resuming clients.
+        /// Updates kept per board stream for resuming clients (at least this many; trimming happens in steps of
+        /// half of it, so that it costs O(1) per update).
         public var historyPerStream = 2_000
+        /// Board streams that keep a history. Past it, the streams updated least recently lose theirs (a client
+        /// resuming on one gets a snapshot instead), so a flood of distinct boards cannot grow memory without bound.
+        public var maximumStreamsWithHistory = 10_000
 
         public init(consumer: KafkaConsumerConfiguration, topic: String) {
             self.consumer = consumer
@@ -43,26 +47,88 @@ public final class UpdateFeed: Service, Sendable {
         var evictedThrough: Int64 = -1
         /// The partition the stream is keyed to, once an update showed it.
         var partition: Int32?
+        /// When the stream was last updated, in updates delivered: what the eviction of whole histories goes by.
+        var lastUpdate = 0
+
+        /// Appends in place (the caller mutates through the dictionary, so the array is not copied) and trims the
+        /// oldest half-limit at a time: amortised O(1).
+        mutating func record(_ update: SequencedUpdate, partition: Int32, limit: Int, tick: Int) {
+            updates.append(update)
+            self.partition = partition
+            lastUpdate = tick
+            if updates.count >= limit + max(1, limit / 2) {
+                let evicted = updates.count - limit
+                evictedThrough = updates[evicted - 1].sequence
+                updates.removeFirst(evicted)
+            }
+        }
+    }
+
+    /// What one subscriber is registered for: its own index, so that a disconnect costs O(its subscriptions).
+    struct Subscriptions {
+        let buffer: SubscriberBuffer
+        var streams: Set<String> = []
+        var users: Set<String> = []
     }
 
     struct State {
         var histories: [String: History] = [:]
+        /// Updates delivered so far: the clock of history eviction.
+        var tick = 0
         /// Per partition, the first offset this feed read: a client resuming from before it may have missed updates.
         var startOffsets: [Int32: Int64] = [:]
         /// Per partition, the last offset read.
         var lastOffsets: [Int32: Int64] = [:]
         var streamSubscribers: [String: [ObjectIdentifier: SubscriberBuffer]] = [:]
         var userSubscribers: [String: [ObjectIdentifier: SubscriberBuffer]] = [:]
+        var subscriptions: [ObjectIdentifier: Subscriptions] = [:]
         var isAssigned = false
+        /// Subscriber registrations visited by `unsubscribe` (what its complexity test counts).
+        var unsubscribeVisits = 0
+
+        mutating func register(_ buffer: SubscriberBuffer, stream: String? = nil, user: String? = nil) {
+            let id = ObjectIdentifier(buffer)
+            if let stream {
+                streamSubscribers[stream, default: [:]][id] = buffer
+                subscriptions[id, default: Subscriptions(buffer: buffer)].streams.insert(stream)
+            }
+            if let user {
+                userSubscribers[user, default: [:]][id] = buffer
+                subscriptions[id, default: Subscriptions(buffer: buffer)].users.insert(user)
+            }
+        }
+
+        mutating func unregister(_ id: ObjectIdentifier, stream: String) {
+            unsubscribeVisits += 1
+            streamSubscribers[stream]?[id] = nil
+            if streamSubscribers[stream]?.isEmpty == true { streamSubscribers[stream] = nil }
+        }
+
+        mutating func unregister(_ id: ObjectIdentifier, user: String) {
+            unsubscribeVisits += 1
+            userSubscribers[user]?[id] = nil
+            if userSubscribers[user]?.isEmpty == true { userSubscribers[user] = nil }
+        }
+
+        /// Drops the histories of the streams updated least recently, down to `maximum`. Runs when a quarter more
+        /// than the maximum have a history, so its sort is paid for by the updates that created those histories.
+        mutating func evictHistories(maximum: Int) {
+            guard histories.count > maximum + max(1, maximum / 4) else { return }
+            let oldest = histories.sorted { $0.value.lastUpdate < $1.value.lastUpdate }.prefix(histories.count - maximum)
+            for (stream, _) in oldest { histories[stream] = nil }
+        }
     }
 
     let configuration: Configuration
     let logger: Logger
     let state = Mutex(State())
+    /// Told the boards (`board` ids, period included) each delivered batch changed, after the fan-out.
+    let onBoardsChanged: (@Sendable (Set<String>) -> Void)?
 
-    public init(configuration: Configuration, logger: Logger) {
+    public init(configuration: Configuration, logger: Logger, onBoardsChanged: (@Sendable (Set<String>) -> Void)? = nil) {
         self.configuration = configuration
         self.logger = logger
+        self.onBoardsChanged = onBoardsChanged
     }
 
     public var isReady: Bool { state.withLock { $0.isAssigned } }
@@ -91,26 +157,32 @@ public final class UpdateFeed: Service, Sendable {
         await consumer.close()
     }
 
+    /// Records `updates` in the histories and queues each for its subscribers, under the lock (so that a
+    /// subscription starts atomically with the fan-out); the readers to wake are resumed after the lock is released.
     func deliver(_ updates: [(partition: Int32, update: SequencedUpdate)]) {
         let historyLimit = configuration.historyPerStream
-        state.withLock { state in
+        let maximumStreams = configuration.maximumStreamsWithHistory
+        let wakes = state.withLock { state -> [SubscriberBuffer.Wake] in
+            var wakes: [SubscriberBuffer.Wake] = []
             for (partition, sequenced) in updates {
                 if state.startOffsets[partition] == nil { state.startOffsets[partition] = sequenced.sequence }
                 state.lastOffsets[partition] = sequenced.sequence
+                state.tick += 1
                 let stream = sequenced.update.streamID
-                var history = state.histories[stream, default: History()]
-                history.updates.append(sequenced)
-                history.partition = partition
-                if history.updates.count > historyLimit {
-                    let evicted = history.updates.count - historyLimit
-                    history.evictedThrough = history.updates[evicted - 1].sequence
-                    history.updates.removeFirst(evicted)
+                state.histories[stream, default: History()].record(sequenced, partition: partition, limit: historyLimit, tick: state.tick)
+                let item = [OutboundItem.update(sequenced)]
+                for subscriber in (state.streamSubscribers[stream] ?? [:]).values {
+                    if let wake = subscriber.enqueue(item) { wakes.append(wake) }
                 }
-                state.histories[stream] = history
-                for subscriber in (state.streamSubscribers[stream] ?? [:]).values { subscriber.append(sequenced) }
-                for subscriber in (state.userSubscribers[sequenced.update.userID] ?? [:]).values { subscriber.append(sequenced) }
+                for subscriber in (state.userSubscribers[sequenced.update.userID] ?? [:]).values {
+                    if let wake = subscriber.enqueue(item) { wakes.append(wake) }
+                }
             }
+            state.evictHistories(maximum: maximumStreams)
+            return wakes
         }
+        for wake in wakes { wake.resume() }
+        onBoardsChanged?(Set(updates.map(\.update.update.board)))
         Counter(label: "push_updates_received_total").increment(by: updates.count)
     }
 
@@ -127,7 +199,7 @@ public final class UpdateFeed: Service, Sendable {
     /// falls between the history and the live feed.
     public func subscribe(_ subscriber: SubscriberBuffer, to stream: BoardStream, since: Int64?) -> Start {
         state.withLock { state in
-            state.streamSubscribers[stream.id, default: [:]][ObjectIdentifier(subscriber)] = subscriber
+            state.register(subscriber, stream: stream.id)
             let history = state.histories[stream.id] ?? History()
             let latest = history.updates.last?.sequence ?? -1
             if let since, since >= history.evictedThrough, Self.feedCovers(since: since, partition: history.partition, state: state) {
@@ -145,164 +217,30 @@ public final class UpdateFeed: Service, Sendable {
     }
 
     public func subscribe(_ subscriber: SubscriberBuffer, toUser userID: String) {
-        state.withLock { $0.userSubscribers[userID, default: [:]][ObjectIdentifier(subscriber)] = subscriber }
+        state.withLock { $0.register(subscriber, user: userID) }
     }
 
+    /// Board streams `subscriber` follows (WebSocket clients are limited in how many).
+    public func streamCount(of subscriber: SubscriberBuffer) -> Int {
+        state.withLock { $0.subscriptions[ObjectIdentifier(subscriber)]?.streams.count ?? 0 }
+    }
+
+    /// Stops delivering `stream` to `subscriber`.
+    public func unsubscribe(_ subscriber: SubscriberBuffer, from stream: BoardStream) {
+        let id = ObjectIdentifier(subscriber)
+        state.withLock { state in
+            guard state.subscriptions[id]?.streams.remove(stream.id) != nil else { return }
+            state.unregister(id, stream: stream.id)
+        }
+    }
+
+    /// Removes every subscription of `subscriber`: O(its own subscriptions), whatever the others.
     public func unsubscribe(_ subscriber: SubscriberBuffer) {
         let id = ObjectIdentifier(subscriber)
         state.withLock { state in
-            for key in state.streamSubscribers.keys { state.streamSubscribers[key]?[id] = nil }
-            for key in state.userSubscribers.keys { state.userSubscribers[key]?[id] = nil }
-            state.streamSubscribers = state.streamSubscribers.filter { !$0.value.isEmpty }
-            state.userSubscribers = state.userSubscribers.filter { !$0.value.isEmpty }
+            guard let subscriptions = state.subscriptions.removeValue(forKey: id) else { return }
+            for stream in subscriptions.streams { state.unregister(id, stream: stream) }
+            for user in subscriptions.users { state.unregister(id, user: user) }
         }
     }
-}
-
-/// What a stream connection sends, in order.
-public enum OutboundItem: Sendable, Equatable {
-    case update(SequencedUpdate)
-    /// A board's top N, labelled with the stream sequence it reflects at least.
-    case snapshot(stream: String, sequence: Int64, page: BoardPage)
-
-    public var order: (Int64, Int) {
-        switch self {
-        case .update(let update): (update.sequence, 1)
-        case .snapshot(_, let sequence, _): (sequence, 0)
-        }
-    }
-}
-
-/// One client's pending items, bounded. While the client keeps up it gets every update in order; when more than
-/// `coalesceThreshold` are pending, updates of the same board and member are coalesced into the latest (totals are
-/// absolute, so only intermediate values go); past `limit` after that the client is dropped, so one slow reader never
-/// holds memory or the feed hostage.
-public final class SubscriberBuffer: Sendable {
-    struct State {
-        var queue: [OutboundItem] = []
-        var waiter: CheckedContinuation<Void, Never>?
-        var holds = 0
-        var isOverflowed = false
-        var isClosed = false
-        var coalesced = 0
-    }
-
-    public let limit: Int
-    public let coalesceThreshold: Int
-    private let state = Mutex(State())
-
-    public init(limit: Int, coalesceThreshold: Int? = nil) {
-        self.limit = limit
-        self.coalesceThreshold = coalesceThreshold ?? max(1, limit / 2)
-    }
-
-    public func append(_ update: SequencedUpdate) { append([.update(update)]) }
-
-    public func append(_ items: [OutboundItem]) {
-        guard !items.isEmpty else { return }
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard !state.isClosed, !state.isOverflowed else { return nil }
-            state.queue.append(contentsOf: items)
-            if state.queue.count > coalesceThreshold {
-                let before = state.queue.count
-                state.queue = Self.coalesce(state.queue)
-                state.coalesced += before - state.queue.count
-                if state.queue.count > limit {
-                    state.isOverflowed = true
-                    state.queue = []
-                }
-            }
-            return state.holds == 0 || state.isOverflowed ? Self.takeWaiter(&state) : nil
-        }
-        waiter?.resume()
-    }
-
-    /// Keeps the newest update per board and member; snapshots stay.
-    static func coalesce(_ queue: [OutboundItem]) -> [OutboundItem] {
-        var newest: [String: Int64] = [:]
-        for case .update(let update) in queue {
-            let key = update.update.board + "\u{0}" + update.update.userID
-            newest[key] = max(newest[key] ?? Int64.min, update.sequence)
-        }
-        return queue.filter { item in
-            guard case .update(let update) = item else { return true }
-            return newest[update.update.board + "\u{0}" + update.update.userID] == update.sequence
-        }
-    }
-
-    private static func takeWaiter(_ state: inout State) -> CheckedContinuation<Void, Never>? {
-        let waiter = state.waiter
-        state.waiter = nil
-        return waiter
-    }
-
-    /// Holds delivery while a snapshot is being read, so that no update overtakes it.
-    public func hold() { state.withLock { $0.holds += 1 } }
-
-    public func release() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.holds -= 1
-            return state.holds == 0 ? Self.takeWaiter(&state) : nil
-        }
-        waiter?.resume()
-    }
-
-    public enum Drain: Sendable, Equatable {
-        case items([OutboundItem])
-        /// The client fell too far behind and must reconnect (and resume or take a snapshot).
-        case overflowed
-        case closed
-    }
-
-    /// Waits until something can be sent, then takes all of it, ordered by sequence (a snapshot before the updates
-    /// after it). Returns `nil` when `idle` passed with nothing to send (time for a heartbeat). Cancelling the waiting
-    /// task closes the buffer.
-    public func next(idle: Duration) async -> Drain? {
-        if let drained = takeNow() { return drained }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withTaskCancellationHandler {
-                    await withCheckedContinuation { continuation in
-                        let resumeNow = self.state.withLock { state -> Bool in
-                            if state.isOverflowed || state.isClosed || (!state.queue.isEmpty && state.holds == 0) { return true }
-                            state.waiter = continuation
-                            return false
-                        }
-                        if resumeNow { continuation.resume() }
-                    }
-                } onCancel: {
-                    self.state.withLock { Self.takeWaiter(&$0) }?.resume()
-                }
-            }
-            group.addTask { try? await Task.sleep(for: idle) }
-            await group.next()
-            group.cancelAll()
-        }
-        if Task.isCancelled { close() }
-        return takeNow()
-    }
-
-    /// Whatever can be sent now, without waiting (`nil`: nothing).
-    public func takeNow() -> Drain? {
-        state.withLock { state in
-            if state.isOverflowed { return .overflowed }
-            if !state.queue.isEmpty && state.holds == 0 {
-                let items = state.queue.sorted { $0.order < $1.order }
-                state.queue = []
-                return .items(items)
-            }
-            if state.isClosed { return .closed }
-            return nil
-        }
-    }
-
-    /// Wakes the reader with `.closed` once nothing is pending.
-    public func close() {
-        state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.isClosed = true
-            return Self.takeWaiter(&state)
-        }?.resume()
-    }
-
-    public var coalescedCount: Int { state.withLock { $0.coalesced } }
 }
