@@ -73,6 +73,8 @@ struct ChaosRecount {
         let deadline = ContinuousClock.now + limit
         var redis = try world.redisReader()
         var caughtUp = false
+        var ledgerComplete: ContinuousClock.Instant?
+        var stuck = false
         while ContinuousClock.now < deadline {
             do {
                 let ledger = try await world.ledger()
@@ -81,6 +83,13 @@ struct ChaosRecount {
                     var same = true
                     for (board, scores) in expected.boards where try await ChaosWorld.board(board, in: redis) != scores { same = false; break }
                     if same { caughtUp = true; break }
+                    // The workers write Redis right after PostgreSQL's commit: boards still wrong 20 s after
+                    // PostgreSQL holds every event will stay wrong.
+                    if let since = ledgerComplete {
+                        if ContinuousClock.now - since > .seconds(20) { stuck = true; break }
+                    } else {
+                        ledgerComplete = .now
+                    }
                 }
             } catch {
                 // A server still coming back: poll again (a fresh Redis pool in case the old one gave up).
@@ -89,7 +98,11 @@ struct ChaosRecount {
             try await Task.sleep(for: .milliseconds(500))
         }
         var outcome = try await compare(pushPort: pushPort, redis: redis)
-        if !caughtUp { outcome.details.insert("the workers had not caught up after \(limit)", at: 0) }
+        if stuck {
+            outcome.details.insert("PostgreSQL holds every accepted event, but Redis still differed 20 s later", at: 0)
+        } else if !caughtUp {
+            outcome.details.insert("the workers had not caught up after \(limit)", at: 0)
+        }
         return outcome
     }
 

@@ -96,11 +96,19 @@ struct ChaosTests {
             let running = Task { await traffic.run() }
             var notes: [String] = []
 
-            func terminate(_ role: RoleProcess) async throws {
+            // A role that does not exit within the bound is recorded as a failure and killed, so that the rest of
+            // the scenario (clients, recount) still reports.
+            func terminate(_ role: RoleProcess) async {
                 let started = ContinuousClock.now
-                let status = try await role.terminate(within: bound)
-                notes.append("\(role.role) :\(role.port) exited \(status) \(ContinuousClock.now - started) after SIGTERM")
-                #expect(status == 0, "\(role.role) exited \(status) after SIGTERM")
+                do {
+                    let status = try await role.terminate(within: bound)
+                    notes.append("\(role.role) :\(role.port) exited \(status) \(ContinuousClock.now - started) after SIGTERM")
+                    #expect(status == 0, "\(role.role) exited \(status) after SIGTERM")
+                } catch {
+                    notes.append("\(role.role) :\(role.port) still running \(bound) after SIGTERM: killed")
+                    Issue.record("\(role.role) did not exit within \(bound) of SIGTERM")
+                    role.kill()
+                }
             }
 
             // The gateway: taken out of the lanes' list as it gets SIGTERM (a load balancer would do the same);
@@ -108,14 +116,15 @@ struct ChaosTests {
             try await traffic.awaitAccepted(ChaosMode.rate * 3)
             let oldGateway = gateways.at(0)
             traffic.gatewayPorts.withLock { $0.removeAll { $0 == oldGateway.port } }
-            try await terminate(oldGateway)
+            let sigterm = ContinuousClock.now
+            await terminate(oldGateway)
             let newGateway = try await world.gateway(acceptsSIGTERM: true)
             gateways.replace(at: 0, with: newGateway)
             traffic.gatewayPorts.withLock { $0.append(newGateway.port) }
 
             // A worker.
             try await traffic.awaitAccepted(ChaosMode.rate * 2)
-            try await terminate(workers.at(0))
+            await terminate(workers.at(0))
             workers.replace(at: 0, with: try await world.start("worker", acceptsSIGTERM: true))
 
             // A push gateway with an SSE and a WebSocket client following the all-time global board.
@@ -127,7 +136,7 @@ struct ChaosTests {
             try await within(.seconds(30)) {
                 while !(sse.view.hasSnapshot && webSocket.view.hasSnapshot && sse.view.updateCount > 0) { try await Task.sleep(for: .milliseconds(50)) }
             }
-            try await terminate(victim)
+            await terminate(victim)
             // The clients must see the end by themselves (a close, not a hang).
             try await within(.seconds(10)) {
                 await sseClient.value
@@ -145,10 +154,17 @@ struct ChaosTests {
 
             traffic.stop()
             await running.value
-            // Every request that was sent got an answer (a connection refused before sending is not a request).
-            let unanswered = traffic.exchanges.filter { $0.status == nil }
-            notes.append("requests without an answer: \(unanswered.count)")
-            #expect(unanswered.isEmpty, "requests in flight not completed: \(unanswered.prefix(5).map(\.summary))")
+            // Every request sent to the gateway before its SIGTERM got an answer. A request written after it onto a
+            // keep-alive connection that the draining server closes as idle can race with the close (HTTP/1.1 lets a
+            // client retry it; the generator does, with the same key): reported, not a failure.
+            let toOldGateway = traffic.exchanges.filter { $0.port == oldGateway.port && $0.status == nil }
+            let inFlight = toOldGateway.filter { $0.sentAt < sigterm }
+            notes.append(
+                "gateway requests without an answer: \(inFlight.count) sent before SIGTERM, \(toOldGateway.count - inFlight.count) sent after it"
+                    + " (idle keep-alive connections closed by the drain; retried) \(toOldGateway.map { $0.error ?? "" })")
+            #expect(inFlight.isEmpty, "requests in flight at SIGTERM not completed: \(inFlight.prefix(5).map(\.summary))")
+            let otherUnanswered = traffic.exchanges.filter { $0.port != oldGateway.port && $0.status == nil }
+            #expect(otherUnanswered.isEmpty, "requests to gateways that were not stopped went unanswered: \(otherUnanswered.prefix(5).map(\.summary))")
             let outcome = try await ChaosRecount(world: world, traffic: traffic).settle(pushPort: pushes.at(1).port)
             ChaosSummary(name: "sigterm-each-role", faults: 3, notes: notes).report(outcome, traffic: traffic)
         }
@@ -341,7 +357,7 @@ struct ChaosTests {
             let push = try await world.start("push")
             let gateway = try await world.gateway()
             try await ScorePathTests().waitUntilReady(port: push.port)
-            let examples = ChaosMode.isFull ? "100" : "8"
+            let examples = ChaosMode.isFull ? "200" : "25"
             let player = try await world.base.token("st-player-\(world.tag)", region: "r0", guild: "g0")
             let server = try await world.base.token("st-server-\(world.tag)", role: .gameServer)
             let admin = try await world.base.token("st-admin-\(world.tag)", role: .admin)
