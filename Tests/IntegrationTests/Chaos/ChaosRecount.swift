@@ -54,7 +54,7 @@ struct ChaosRecount {
             let time = Timestamp(millisecondsSinceEpoch: event.occurredAt)
             let scoreEvent = ScoreEvent(
                 eventID: event.id, userID: event.member.id, action: event.action, points: event.points, occurredAt: time,
-                region: event.member.region, guild: event.member.guild, idempotencyKey: UUID().uuidString, source: .gameServer)
+                region: event.member.region, guild: event.member.guild, idempotencyKey: event.id, source: .gameServer)
             for board in catalog.boards(for: scoreEvent) { boards[board, default: [:]][event.member.id, default: 0] += event.points }
             for window in windows {
                 let key = MemberTotalKey(
@@ -75,10 +75,18 @@ struct ChaosRecount {
         var caughtUp = false
         var ledgerComplete: ContinuousClock.Instant?
         var stuck = false
+        // The recount depends on the ledger only through the events it excuses or adds: recomputed when it grew.
+        var recount: (applied: Int, expected: Expected)?
+        let mustApply = traffic.acceptedCount - excusableIfUnapplied.count
         while ContinuousClock.now < deadline {
             do {
+                if try await world.appliedCount() < mustApply {
+                    try await Task.sleep(for: .milliseconds(500))
+                    continue
+                }
                 let ledger = try await world.ledger()
-                let (expected, _) = self.expected(ledger: ledger)
+                if recount?.applied != ledger.eventIDs.count { recount = (ledger.eventIDs.count, self.expected(ledger: ledger).0) }
+                let expected = recount!.expected
                 if expected.eventIDs.isSubset(of: Set(ledger.eventIDs.keys)) {
                     var same = true
                     for (board, scores) in expected.boards where try await ChaosWorld.board(board, in: redis) != scores { same = false; break }

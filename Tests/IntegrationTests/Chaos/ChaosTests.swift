@@ -30,6 +30,7 @@ struct ChaosTests {
             let target = ChaosMode.isFull ? 1_000_000 : ChaosMode.rate * 20
             let interval: Duration = ChaosMode.isFull ? .seconds(10) : .seconds(4)
             let running = Task { await traffic.run() }
+            defer { traffic.stop() }
             var kills = 0
             while traffic.eventsSent < target {
                 // The fault's schedule (not a wait for a condition): a kill every `interval` while traffic flows.
@@ -59,6 +60,7 @@ struct ChaosTests {
             try await ScorePathTests().waitUntilReady(port: push.port)
             let traffic = try await ChaosTraffic(world: world, gateways: [gateway.port])
             let running = Task { await traffic.run() }
+            defer { traffic.stop() }
             let rebuilds = ChaosMode.isFull ? 12 : 4
             var notes: [String] = []
             for index in 0..<rebuilds {
@@ -94,6 +96,7 @@ struct ChaosTests {
             try await ScorePathTests().waitUntilReady(port: pushes.at(1).port)
             let traffic = try await ChaosTraffic(world: world, gateways: gateways.all.map(\.port))
             let running = Task { await traffic.run() }
+            defer { traffic.stop() }
             var notes: [String] = []
 
             // A role that does not exit within the bound is recorded as a failure and killed, so that the rest of
@@ -186,6 +189,7 @@ struct ChaosTests {
             try await ScorePathTests().waitUntilReady(port: push.port)
             let traffic = try await ChaosTraffic(world: world, gateways: [gateway.port])
             let running = Task { await traffic.run() }
+            defer { traffic.stop() }
             try await traffic.awaitAccepted(ChaosMode.rate * 4)
             var notes: [String] = []
 
@@ -208,23 +212,40 @@ struct ChaosTests {
                 if !running { notes.append("\(name) exited while Redis was down") }
             }
 
-            // Traffic after the restart; then the promises made before it.
-            try await traffic.awaitAccepted(ChaosMode.rate * 3, within: .seconds(90))
-            traffic.stop()
-            await running.value
-            let spent = try #require(traffic.accepted.first { $0.item.bearer != nil && $0.answeredAt < down })
+            // The promises made before the kill, right after the restart (an action token lives 60 s): a retry of an
+            // accepted key gets the same answer, and the token it spent is refused. A 503 while the gateway
+            // reconnects is retried for up to 10 s, as a client would.
+            let spent = try #require(traffic.accepted.filter { $0.item.bearer != nil && $0.answeredAt < down }.max { $0.answeredAt < $1.answeredAt })
             try await HTTPConnection.with(port: gateway.port) { connection in
+                func post(_ body: [String: String]) async throws -> HTTPAnswer {
+                    let deadline = ContinuousClock.now + .seconds(10)
+                    while true {
+                        let answer = try await connection.postJSON("/v1/scores", token: spent.item.bearer, json: body)
+                        if answer.status != 503 || ContinuousClock.now > deadline { return answer }
+                        try await Task.sleep(for: .milliseconds(200))
+                    }
+                }
                 let body = ["action": spent.item.action, "actionToken": spent.item.actionToken!, "idempotencyKey": spent.item.idempotencyKey]
-                let repeated = try await connection.postJSON("/v1/scores", token: spent.item.bearer, json: body)
+                let repeated = try await post(body)
                 #expect(repeated.status == 202 && repeated.json["eventId"] as? String == spent.eventID,
                         "a retry of a key accepted before the restart: \(repeated.status) \(String(decoding: repeated.body, as: UTF8.self))")
                 var replay = body
                 replay["idempotencyKey"] = UUID().uuidString.lowercased()
-                let replayed = try await connection.postJSON("/v1/scores", token: spent.item.bearer, json: replay)
+                let replayed = try await post(replay)
                 #expect(replayed.status == 409 && replayed.problemType == "action-token-replayed",
                         "a token spent before the restart, used again: \(replayed.status) \(replayed.problemType ?? "")")
-                notes.append("after the restart: retry of an accepted key → \(repeated.status), spent token again → \(replayed.status) \(replayed.problemType ?? "")")
+                notes.append(
+                    "after the restart: retry of an accepted key → \(repeated.status), its spent token (issued \(ContinuousClock.now - spent.answeredAt) ago) with a new key → \(replayed.status) \(replayed.problemType ?? "")")
             }
+
+            // Traffic after the restart.
+            do {
+                try await traffic.awaitAccepted(ChaosMode.rate * 3, within: .seconds(60))
+            } catch {
+                Issue.record("fewer than \(ChaosMode.rate * 3) scores accepted within 60 s of Redis's restart: \(histogram(traffic.exchanges(sentAfter: restarting, answeredBefore: .now)))")
+            }
+            traffic.stop()
+            await running.value
             let outcome = try await ChaosRecount(world: world, traffic: traffic).settle(pushPort: push.port)
             ChaosSummary(name: "redis-restart", faults: 1, notes: notes).report(outcome, traffic: traffic)
         }
@@ -247,6 +268,8 @@ struct ChaosTests {
                 for worker in workers.all { try await ScorePathTests().waitUntilReady(port: worker.port) }
                 let traffic = try await ChaosTraffic(world: world, gateways: [gateway.port])
                 let running = Task { await traffic.run() }
+                defer { traffic.stop() }
+            defer { traffic.stop() }
                 var notes: [String] = []
                 let outages: [Duration] = [.seconds(2), .seconds(2), ChaosMode.isFull ? .seconds(120) : .seconds(20)]
                 for (index, outage) in outages.enumerated() {
@@ -304,6 +327,7 @@ struct ChaosTests {
             try await ScorePathTests().waitUntilReady(port: push.port)
             let traffic = try await ChaosTraffic(world: world, gateways: [gateway.port])
             let running = Task { await traffic.run() }
+            defer { traffic.stop() }
             try await traffic.awaitAccepted(ChaosMode.rate * 4)
             var notes: [String] = []
 

@@ -182,7 +182,7 @@ final class ChaosTraffic: Sendable {
         while retriesOnly || !isStopped {
             guard let port = port(lane + failures) else { return }
             do {
-                try await HTTPConnection.with(port: port) { connection in
+                try await DeadlineHTTPConnection.with(port: port) { connection in
                     while retriesOnly || !self.isStopped {
                         var items = self.takeRetries(max: size / 2, gameServer: true)
                         if retriesOnly && items.isEmpty { return }
@@ -226,7 +226,7 @@ final class ChaosTraffic: Sendable {
         }
     }
 
-    private func sendBatch(_ items: [Item], port: Int, connection: inout HTTPConnection) async throws {
+    private func sendBatch(_ items: [Item], port: Int, connection: inout DeadlineHTTPConnection) async throws {
         let events: [[String: String]] = items.map { item in
             var event = ["userId": item.member.id, "action": item.action, "idempotencyKey": item.idempotencyKey, "region": item.member.region]
             if let guild = item.member.guild { event["guild"] = guild }
@@ -276,7 +276,7 @@ final class ChaosTraffic: Sendable {
         while !isStopped {
             guard let port = port(lane + 1 + failures) else { return }
             do {
-                try await HTTPConnection.with(port: port) { connection in
+                try await DeadlineHTTPConnection.with(port: port) { connection in
                     while !self.isStopped {
                         await self.pacePlayer()
                         let (member, bearer) = mine[round % mine.count]
@@ -321,7 +321,7 @@ final class ChaosTraffic: Sendable {
     private func drainPlayerRetries() async {
         guard let port = port(0) else { return }
         var pending = takeRetries(max: 1_000, gameServer: false)
-        _ = try? await HTTPConnection.with(port: port) { connection in
+        _ = try? await DeadlineHTTPConnection.with(port: port) { connection in
             while !pending.isEmpty {
                 // A failed send queues its own item again (``record``).
                 let item = pending.removeFirst()
@@ -333,7 +333,7 @@ final class ChaosTraffic: Sendable {
 
     /// Sends one player score; true when it was accepted.
     @discardableResult
-    private func sendScore(_ item: Item, port: Int, connection: inout HTTPConnection) async throws -> Bool {
+    private func sendScore(_ item: Item, port: Int, connection: inout DeadlineHTTPConnection) async throws -> Bool {
         let body = ["action": item.action, "actionToken": item.actionToken!, "idempotencyKey": item.idempotencyKey]
         let sentAt = ContinuousClock.now
         let answer: HTTPAnswer

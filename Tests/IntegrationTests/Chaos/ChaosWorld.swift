@@ -88,6 +88,15 @@ final class ChaosWorld: @unchecked Sendable {
         return scores
     }
 
+    /// How many events PostgreSQL applied (cheap, for polling).
+    func appliedCount() async throws -> Int {
+        let store = PostgresStore(configuration: postgres, logger: TestEnvironment.logger)
+        return try await store.withRunningClient { store in
+            for try await count in try await store.client.query("SELECT count(*)::bigint FROM score_events").decode(Int64.self) { return Int(count) }
+            return 0
+        }
+    }
+
     /// What PostgreSQL holds for the run: the applied event ids and every member_totals row.
     func ledger() async throws -> Ledger {
         let store = PostgresStore(configuration: postgres, logger: TestEnvironment.logger)
