@@ -276,12 +276,20 @@ struct ChaosTests {
                     try await traffic.awaitAccepted(ChaosMode.rate * 3, within: .seconds(120))
                     try await postgres.stopImmediately()
                     let down = ContinuousClock.now
-                    // Each worker must notice: not ready within 15 s of the stop (it must have tried to write).
+                    // While it is down, each worker (polled side by side) should say not ready. For the long
+                    // outage that is required within 15 s (under traffic a worker writes all the time, so it must
+                    // have met the outage by then); for the 2 s restarts what was seen is reported.
+                    let isLong = outage > .seconds(5)
+                    let noticing = workers.all.map { worker in
+                        Task { await readiness(of: worker, becomes: { $0 != 200 }, within: isLong ? .seconds(15) : outage) }
+                    }
                     var noticed: [String] = []
-                    for (number, worker) in workers.all.enumerated() {
-                        let status = await readiness(of: worker, becomes: { $0 != 200 }, within: .seconds(15))
+                    for (number, task) in noticing.enumerated() {
+                        let status = await task.value
                         noticed.append("worker \(number + 1): \(status.map(String.init) ?? "no answer")")
-                        #expect(status != nil && status != 200, "outage \(index + 1): worker \(number + 1) still said \(status.map(String.init) ?? "nothing") on /health/ready 15 s into the PostgreSQL outage")
+                        if isLong {
+                            #expect(status != nil && status != 200, "outage \(index + 1) (\(outage)): worker \(number + 1) still said \(status.map(String.init) ?? "nothing") on /health/ready 15 s into the PostgreSQL outage")
+                        }
                     }
                     let remaining = outage - (ContinuousClock.now - down)
                     if remaining > .zero { try await Task.sleep(for: remaining) }
@@ -290,9 +298,12 @@ struct ChaosTests {
                         Issue.record("outage \(index + 1) (\(outage)): worker \(number + 1) exited while PostgreSQL was down")
                     }
                     try await postgres.start()
+                    let recovering = workers.all.filter(\.isRunning).map { worker in
+                        Task { await readiness(of: worker, becomes: { $0 == 200 }, within: .seconds(60)) }
+                    }
                     var back: [String] = []
-                    for (number, worker) in workers.all.enumerated() where worker.isRunning {
-                        let status = await readiness(of: worker, becomes: { $0 == 200 }, within: .seconds(60))
+                    for (number, task) in recovering.enumerated() {
+                        let status = await task.value
                         back.append("worker \(number + 1): \(status.map(String.init) ?? "no answer")")
                         #expect(status == 200, "outage \(index + 1): worker \(number + 1) not ready 60 s after PostgreSQL came back")
                     }
