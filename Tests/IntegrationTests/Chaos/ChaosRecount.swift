@@ -78,9 +78,15 @@ struct ChaosRecount {
         // The recount depends on the ledger only through the events it excuses or adds: recomputed when it grew.
         var recount: (applied: Int, expected: Expected)?
         let mustApply = traffic.acceptedCount - excusableIfUnapplied.count
+        // Workers that applied nothing for 30 s while events wait have stalled (or died): waiting longer shows nothing.
+        var progress = (applied: -1, at: ContinuousClock.now)
+        var stalled = false
         while ContinuousClock.now < deadline {
             do {
-                if try await world.appliedCount() < mustApply {
+                let applied = try await world.appliedCount()
+                if applied != progress.applied { progress = (applied, .now) }
+                if applied < mustApply {
+                    if ContinuousClock.now - progress.at > .seconds(30) { stalled = true; break }
                     try await Task.sleep(for: .milliseconds(500))
                     continue
                 }
@@ -106,7 +112,9 @@ struct ChaosRecount {
             try await Task.sleep(for: .milliseconds(500))
         }
         var outcome = try await compare(pushPort: pushPort, redis: redis)
-        if stuck {
+        if stalled {
+            outcome.details.insert("the workers applied nothing for 30 s with \(mustApply - progress.applied) accepted events still to apply", at: 0)
+        } else if stuck {
             outcome.details.insert("PostgreSQL holds every accepted event, but Redis still differed 20 s later", at: 0)
         } else if !caughtUp {
             outcome.details.insert("the workers had not caught up after \(limit)", at: 0)

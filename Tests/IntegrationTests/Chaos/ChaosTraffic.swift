@@ -53,11 +53,23 @@ final class ChaosTraffic: Sendable {
         /// Batch answers: the status of each item.
         var itemStatuses: [Int]
         var error: String?
+        /// Batch answers: each item's problem type (`nil` for a 202).
+        var itemProblemTypes: [String?] = []
+        /// Items accepted for a key that had no 202 before (a repeated key answered again does not count).
+        var newlyAccepted = 0
 
         var accepted: Int { kind == .batch ? itemStatuses.filter { $0 == 202 }.count : (status == 202 ? 1 : 0) }
         var summary: String {
             "\(kind.rawValue) on :\(port) → \(status.map(String.init) ?? "no answer (\(error ?? "?"))")\(problemType.map { " \($0)" } ?? "")"
-                + (itemStatuses.isEmpty ? "" : " items \(Dictionary(grouping: itemStatuses, by: { $0 }).mapValues(\.count).sorted { $0.key < $1.key })")
+                + (itemStatuses.isEmpty ? "" : " items \(itemSummary)")
+        }
+
+        /// `202 ×3, 503 broker-unavailable ×37`.
+        var itemSummary: String {
+            let labels = zip(itemStatuses, itemProblemTypes + Array(repeating: nil, count: max(0, itemStatuses.count - itemProblemTypes.count)))
+                .map { status, type in type.map { "\(status) \($0)" } ?? String(status) }
+            return Dictionary(grouping: labels, by: { $0 }).mapValues(\.count).sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }
+                .joined(separator: ", ")
         }
     }
 
@@ -126,7 +138,7 @@ final class ChaosTraffic: Sendable {
         let deadline = ContinuousClock.now + drainLimit
         while ContinuousClock.now < deadline, !state.withLock({ $0.retries.isEmpty }) {
             await withTaskGroup(of: Void.self) { group in
-                for lane in 0..<batchLanes { group.addTask { await self.batchLane(lane, size: batchSize, retriesOnly: true) } }
+                for lane in 0..<batchLanes { group.addTask { await self.batchLane(lane, size: batchSize, retriesUntil: deadline) } }
                 group.addTask { await self.drainPlayerRetries() }
             }
             if !state.withLock({ $0.retries.isEmpty }) { try? await Task.sleep(for: .milliseconds(500)) }
@@ -176,14 +188,19 @@ final class ChaosTraffic: Sendable {
         }
     }
 
-    private func batchLane(_ lane: Int, size: Int, retriesOnly: Bool = false) async {
+    /// Sends batches until ``stop()``; with `retriesUntil`, only the items waiting for a retry, until none is left
+    /// or the deadline passed (each round of retries a fifth of a second apart).
+    private func batchLane(_ lane: Int, size: Int, retriesUntil deadline: ContinuousClock.Instant? = nil) async {
+        let retriesOnly = deadline != nil
+        func goOn() -> Bool { deadline.map { ContinuousClock.now < $0 } ?? !isStopped }
         var generator = SystemRandomNumberGenerator()
         var failures = 0
-        while retriesOnly || !isStopped {
+        while goOn() {
             guard let port = port(lane + failures) else { return }
             do {
                 try await DeadlineHTTPConnection.with(port: port) { connection in
-                    while retriesOnly || !self.isStopped {
+                    while goOn() {
+                        if retriesOnly { try await Task.sleep(for: .milliseconds(200)) }
                         var items = self.takeRetries(max: size / 2, gameServer: true)
                         if retriesOnly && items.isEmpty { return }
                         var keys = Set(items.map(\.key))
@@ -258,6 +275,7 @@ final class ChaosTraffic: Sendable {
             let status = (result["status"] as? NSNumber)?.intValue ?? 0
             exchange.itemStatuses.append(status)
             let type = ((result["problem"] as? [String: Any])?["type"] as? String).map { String($0.split(separator: "/").last ?? "") }
+            exchange.itemProblemTypes.append(type)
             switch status {
             case 202: accepted.append((item, result["accepted"] as? [String: Any] ?? [:]))
             case 503: retry.append(item)
@@ -378,7 +396,9 @@ final class ChaosTraffic: Sendable {
             }
             answers.append(Accepted(item: item, eventID: eventID, points: self.points[item.action] ?? points, occurredAt: occurredAt, answeredAt: exchange.answeredAt))
         }
+        var exchange = exchange
         state.withLock { state in
+            exchange.newlyAccepted = Set(answers.map(\.item.key)).filter { state.accepted[$0] == nil }.count
             state.exchanges.append(exchange)
             for item in retry { state.retries[item.key] = item }
             for answer in answers {
