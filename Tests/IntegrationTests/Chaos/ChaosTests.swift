@@ -433,7 +433,7 @@ func startRoles(_ world: ChaosWorld) async throws -> (workers: ChaosRoles, push:
     for _ in 0..<2 { workers.append(try await world.start("worker")) }
     let push = try await world.start("push")
     let gateway = try await world.gateway()
-    try await ScorePathTests().waitUntilReady(port: push.port)
+    try await ScorePath.ScorePathTests().waitUntilReady(port: push.port)
     return (workers, push, gateway)
 }
 
