@@ -184,11 +184,8 @@ struct ChaosTests {
             redis.kill()
             let down = ContinuousClock.now
             // Hold the outage for a few seconds and until the generator has been answered at least 20 times.
-            let outage: Duration = ChaosMode.isFull ? .seconds(30) : .seconds(6)
-            try await Task.sleep(for: outage)
-            try await within(.seconds(60)) { while traffic.exchanges(sentAfter: down, answeredBefore: .now).count < 20 { try await Task.sleep(for: .milliseconds(50)) } }
-            let restarting = ContinuousClock.now
-            let alive = [("worker 1", workers.at(0)), ("worker 2", workers.at(1)), ("push", push), ("gateway", gateway)].map { ($0.0, $0.1.isRunning) }
+            let restarting = try await holdOutage(since: down, for: ChaosMode.isFull ? .seconds(30) : .seconds(6), answers: 20, traffic: traffic)
+            let alive = liveness(workers: workers, push: push, gateway: gateway)
             try await redis.start()
             let during = traffic.exchanges(sentAfter: down, answeredBefore: restarting).filter { $0.kind != .token }
             notes.append("answers while Redis was down: \(histogram(during))")
@@ -324,10 +321,8 @@ struct ChaosTests {
 
             broker.kill()
             let down = ContinuousClock.now
-            try await Task.sleep(for: ChaosMode.isFull ? .seconds(30) : .seconds(5))
-            try await within(.seconds(60)) { while traffic.exchanges(sentAfter: down, answeredBefore: .now).count < 10 { try await Task.sleep(for: .milliseconds(50)) } }
-            let restarting = ContinuousClock.now
-            let alive = [("worker 1", workers.at(0)), ("worker 2", workers.at(1)), ("push", push), ("gateway", gateway)].map { ($0.0, $0.1.isRunning) }
+            let restarting = try await holdOutage(since: down, for: ChaosMode.isFull ? .seconds(30) : .seconds(5), answers: 10, traffic: traffic)
+            let alive = liveness(workers: workers, push: push, gateway: gateway)
             let during = traffic.exchanges(sentAfter: down, answeredBefore: restarting).filter { $0.kind != .token }
             let slowest = during.map { $0.answeredAt - $0.sentAt }.max() ?? .zero
             notes.append("answers while the broker was down: \(histogram(during)), slowest \(slowest)")
@@ -435,6 +430,22 @@ func startRoles(_ world: ChaosWorld) async throws -> (workers: ChaosRoles, push:
     let gateway = try await world.gateway()
     try await ScorePath.ScorePathTests().waitUntilReady(port: push.port)
     return (workers, push, gateway)
+}
+
+/// Keeps a dependency down for `duration` (the fault's schedule) and until the generator was answered `answers`
+/// times since `down`; returns when that was.
+func holdOutage(since down: ContinuousClock.Instant, for duration: Duration, answers: Int, traffic: ChaosTraffic) async throws -> ContinuousClock.Instant {
+    let remaining = duration - (ContinuousClock.now - down)
+    if remaining > .zero { try await Task.sleep(for: remaining) }
+    try await within(.seconds(60)) {
+        while traffic.exchanges(sentAfter: down, answeredBefore: .now).count < answers { try await Task.sleep(for: .milliseconds(50)) }
+    }
+    return .now
+}
+
+/// Which of the scenario's role processes are still running.
+func liveness(workers: ChaosRoles, push: RoleProcess, gateway: RoleProcess) -> [(String, Bool)] {
+    workers.all.enumerated().map { ("worker \($0.offset + 1)", $0.element.isRunning) } + [("push", push.isRunning), ("gateway", gateway.isRunning)]
 }
 
 /// Polls a role's `/health/ready` until `condition` holds for its status, or `limit` passed; returns the last status
