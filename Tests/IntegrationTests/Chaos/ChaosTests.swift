@@ -220,7 +220,7 @@ struct ChaosTests {
                 #expect(replayed.status == 409 && replayed.problemType == "action-token-replayed",
                         "a token spent before the restart, used again: \(replayed.status) \(replayed.problemType ?? "")")
                 notes.append(
-                    "after the restart: retry of an accepted key → \(repeated.status), its spent token (issued \(ContinuousClock.now - spent.answeredAt) ago) with a new key → \(replayed.status) \(replayed.problemType ?? "")")
+                    "after the restart: retry of an accepted key → \(repeated.status) \(repeated.problemType ?? ""), its spent token (issued \(ContinuousClock.now - spent.answeredAt) ago) with a new key → \(replayed.status) \(replayed.problemType ?? "")")
             }
 
             // Traffic after the restart.
