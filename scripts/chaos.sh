@@ -28,7 +28,7 @@ for argument in "$@"; do
         postgres) tests+=(postgresRestartedInImmediateMode) ;;
         broker) tests+=(brokerKilledAndRestartedEmpty) ;;
         schemathesis) tests+=(schemathesisFindsNothing) ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown scenario $argument (see $0 --help)" >&2; exit 2 ;;
     esac
 done
