@@ -10,15 +10,19 @@ import Synchronization
 /// and offset it was written at. A dedicated thread polls librdkafka for delivery reports and resumes the waiting
 /// tasks, so no event loop and no cooperative thread ever blocks on the broker.
 ///
+/// It heals itself: an idempotent producer whose broker forgot it (a memory-only broker restarted; the broker answers
+/// `UNKNOWN_PRODUCER_ID`) is in a fatal state for good, so the instance is retired (what it holds fails, its senders
+/// get the error) and a new one takes the next messages.
+///
 /// - Important: Run it as a `Service` (or call ``shutdown()``) so that outstanding messages are flushed on exit.
 public final class KafkaProducer: Service, Sendable {
-    private let client: RDKafkaClient
     private let configuration: KafkaProducerConfiguration
     private let logger: Logger
     private let state: LockedBox<State>
-    private let pollThread: RDKafkaPollThread
 
     private struct State {
+        /// The librdkafka instance that takes new messages.
+        var instance: ProducerInstance?
         var isShutDown = false
         /// Counts the poll steps that served delivery reports (each frees room in librdkafka's queue). A sender that
         /// saw QUEUE_FULL waits only if this has not moved since it looked: a report served between its failed
@@ -35,13 +39,25 @@ public final class KafkaProducer: Service, Sendable {
         logger[metadataKey: "kafka.client.type"] = "producer"
         self.configuration = configuration
         self.logger = logger
-        let client = try RDKafkaClient(
-            kind: .producer, properties: configuration.properties, callbacks: RDKafkaCallbacks(logger: logger),
-            label: "producer")
-        self.client = client
-        let state = LockedBox(State())
-        self.state = state
-        self.pollThread = RDKafkaPollThread(name: "scoreboard.kafka.producer.poll") {
+        self.state = LockedBox(State())
+        let instance = try makeInstance()
+        state.withLock { $0.instance = instance }
+    }
+
+    deinit {
+        // Not `stop()`: that waits for the current poll (up to 100 ms) on whatever thread drops the last reference.
+        // The poll thread holds the client, so the handle stays valid until its loop has ended.
+        state.withLock { $0.instance }?.pollThread.requestStop()
+    }
+
+    /// A new librdkafka instance with its poll thread. Its fatal errors retire it (``replace(_:)``).
+    private func makeInstance() throws -> ProducerInstance {
+        let retiring = AtomicFlag()
+        let replacement = LockedBox<(@Sendable () -> Void)?>(nil)
+        let callbacks = RDKafkaCallbacks(logger: logger, onFatal: { replacement.withLock { $0 }?() })
+        let client = try RDKafkaClient(kind: .producer, properties: configuration.properties, callbacks: callbacks, label: "producer")
+        let state = self.state
+        let pollThread = RDKafkaPollThread(name: "scoreboard.kafka.producer.poll") {
             // Serves delivery reports (each resumes its sender); returns early when one arrives.
             let served = rd_kafka_poll(client.handle, 100)
             if served > 0 {
@@ -53,14 +69,47 @@ public final class KafkaProducer: Service, Sendable {
                 // Resumed outside the lock.
                 for waiter in waiters { waiter.resume() }
             }
+            // A retired instance polls until every message it held has had its report, then its thread ends.
+            return !(retiring.isSet && rd_kafka_outq_len(client.handle) == 0)
         }
+        let instance = ProducerInstance(client: client, pollThread: pollThread, isRetiring: retiring)
+        // Called on the poll thread, inside rd_kafka_poll: the replacement is made elsewhere.
+        replacement.withLock { $0 = { [weak self, weak instance] in
+            guard let self, let instance else { return }
+            DispatchQueue.global().async { self.replace(instance, reason: "fatal error") }
+        } }
+        return instance
     }
 
-    deinit {
-        // Not `stop()`: that waits for the current poll (up to 100 ms) on whatever thread drops the last reference.
-        // The poll thread holds the client, so the handle stays valid until its loop has ended.
-        pollThread.requestStop()
+    /// Retires an instance that cannot deliver any more (a fatal error, or wedged) and puts a new one in its place
+    /// (once per instance).
+    private func replace(_ failed: ProducerInstance, reason: String) {
+        guard failed.isRetiring.set() else { return }
+        var code = [CChar](repeating: 0, count: 512)
+        let fatal = rd_kafka_fatal_error(failed.client.handle, &code, code.count)
+        logger.error("Kafka producer cannot deliver: replacing its instance; the messages it held fail", metadata: [
+            "reason": "\(reason)", "kafka.error.name": "\(String(cString: rd_kafka_err2name(fatal)))",
+            "kafka.error": "\(RDKafkaClient.string(from: code))",
+        ])
+        // Fail what it holds now, so its senders hear at once rather than at their delivery timeout.
+        _ = rd_kafka_purge(failed.client.handle, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+        let fresh: ProducerInstance
+        do {
+            fresh = try makeInstance()
+        } catch {
+            logger.error("Kafka producer could not be replaced", metadata: ["error": "\(error)"])
+            return
+        }
+        let installed = state.withLock { state -> Bool in
+            guard !state.isShutDown, state.instance === failed else { return false }
+            state.instance = fresh
+            return true
+        }
+        if !installed { fresh.pollThread.requestStop() }
     }
+
+    /// The instance taking new messages (tests watch it change after a fatal error).
+    var instance: ProducerInstance? { state.withLock { $0.instance } }
 
     // MARK: - Sending
 
@@ -83,11 +132,13 @@ public final class KafkaProducer: Service, Sendable {
             throw KafkaError(code: .shutdown, reason: "the producer has been shut down")
         }
         let tracker = DeliveryTracker(topics: messages.map(\.topic))
+        let sentOn = state.withLock { $0.instance }
         for (index, message) in messages.enumerated() {
             while true {
-                let (generation, isShutDown) = state.withLock { ($0.roomGeneration, $0.isShutDown) }
+                let (generation, isShutDown, instance) = state.withLock { ($0.roomGeneration, $0.isShutDown, $0.instance) }
                 // After shutdown nothing polls for delivery reports: a message produced then would never settle.
-                let error = isShutDown ? RD_KAFKA_RESP_ERR__QUEUE_FULL : produce(message, opaque: tracker.opaque(for: index))
+                let error = isShutDown || instance == nil
+                    ? RD_KAFKA_RESP_ERR__QUEUE_FULL : produce(message, on: instance!.client, opaque: tracker.opaque(for: index))
                 if error == RD_KAFKA_RESP_ERR_NO_ERROR { break }
                 if error == RD_KAFKA_RESP_ERR__QUEUE_FULL, await waitForRoom(after: generation) {
                     continue
@@ -99,10 +150,30 @@ public final class KafkaProducer: Service, Sendable {
                 break
             }
         }
-        return await tracker.results()
+        let results = await tracker.results()
+        if let sentOn { checkHealth(of: sentOn, after: results) }
+        return results
     }
 
-    private func produce(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
+    /// An instance whose messages only time out, with no delivery for a whole delivery timeout, is wedged: a broker
+    /// that restarted without its state answers UNKNOWN_PRODUCER_ID forever while librdkafka bumps the epoch of a
+    /// producer id the broker never knew (measured against the local broker: no delivery for the minute it was
+    /// watched). A new instance asks the broker for a new producer id. Replacing one after a plain outage costs
+    /// nothing but a reconnect.
+    private func checkHealth(of instance: ProducerInstance, after results: [Result<KafkaDeliveryReport, KafkaError>]) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        if results.contains(where: { (try? $0.get()) != nil }) {
+            instance.lastDelivery.store(now, ordering: .relaxed)
+            return
+        }
+        let timedOut = results.contains { if case .failure(let error) = $0 { error.rdKafkaName == "_MSG_TIMED_OUT" } else { false } }
+        let quietFor = now &- instance.lastDelivery.load(ordering: .relaxed)
+        if timedOut && quietFor > UInt64(configuration.deliveryTimeout.milliseconds) * 1_000_000 {
+            DispatchQueue.global().async { self.replace(instance, reason: "no delivery for a whole delivery timeout") }
+        }
+    }
+
+    private func produce(_ message: KafkaProducerMessage, on client: RDKafkaClient, opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
         let partition = message.partition ?? RD_KAFKA_PARTITION_UA
         let timestamp = message.timestampMilliseconds ?? 0
         return message.value.withUnsafeBytes { value in
@@ -133,7 +204,10 @@ public final class KafkaProducer: Service, Sendable {
     }
 
     /// The number of messages librdkafka still holds (queued, in flight, or awaiting their report).
-    public var outstandingMessageCount: Int { Int(rd_kafka_outq_len(client.handle)) }
+    public var outstandingMessageCount: Int {
+        guard let client = state.withLock({ $0.instance?.client }) else { return 0 }
+        return Int(rd_kafka_outq_len(client.handle))
+    }
 
     // MARK: - Lifecycle
 
@@ -158,7 +232,8 @@ public final class KafkaProducer: Service, Sendable {
         for waiter in roomWaiters { waiter.resume() }
         guard !alreadyShutDown else { return }
         let timeout = Int32(configuration.shutdownFlushTimeout.milliseconds)
-        let client = self.client
+        guard let instance = state.withLock({ $0.instance }) else { return }
+        let client = instance.client
         let remaining: Int32 = (try? await client.onBlockingQueue {
             _ = rd_kafka_flush(client.handle, timeout)
             let left = rd_kafka_outq_len(client.handle)
@@ -169,9 +244,25 @@ public final class KafkaProducer: Service, Sendable {
             }
             return left
         }) ?? 0
-        let pollThread = self.pollThread
+        let pollThread = instance.pollThread
         _ = try? await client.onBlockingQueue { pollThread.stop() }
         logger.info("Kafka producer stopped", metadata: ["kafka.unflushed": "\(remaining)"])
+    }
+}
+
+/// One librdkafka producer instance and the thread that polls it.
+final class ProducerInstance: Sendable {
+    let client: RDKafkaClient
+    let pollThread: RDKafkaPollThread
+    /// Set once the instance hit a fatal error: it takes no new messages, and its thread ends once it has nothing left.
+    let isRetiring: AtomicFlag
+    /// When it last delivered a message (or was made), in `DispatchTime` nanoseconds.
+    let lastDelivery = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
+
+    init(client: RDKafkaClient, pollThread: RDKafkaPollThread, isRetiring: AtomicFlag) {
+        self.client = client
+        self.pollThread = pollThread
+        self.isRetiring = isRetiring
     }
 }
 

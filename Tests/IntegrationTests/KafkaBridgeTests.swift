@@ -106,3 +106,40 @@ struct KafkaBridgeTests {
         #expect(throttle.admit("FAIL", now: start + .seconds(61)) == .log(suppressed: 20))
     }
 }
+
+extension KafkaBridgeTests {
+    /// A memory-only broker that restarts forgets the idempotent producer: it answers UNKNOWN_PRODUCER_ID, and
+    /// librdkafka either raises a fatal error or bumps the epoch of a producer id the broker never knew, over and
+    /// over. Before, every later send failed until the process restarted (a gateway answered 503 for good). The
+    /// producer now replaces its instance and sends again.
+    @Test func aProducerRecoversFromTheFatalErrorOfABrokerThatForgotIt() async throws {
+        var broker: TansuProcess? = try await TansuProcess()
+        let port = broker!.port
+        let client = KafkaClientConfiguration(bootstrapServers: ["127.0.0.1:\(port)"])
+        let admin = try KafkaAdminClient(configuration: client, logger: TestEnvironment.logger)
+        let topic = TestEnvironment.uniqueName("fatal")
+        _ = try await admin.createTopics([KafkaNewTopic(name: topic, partitions: 1)])
+        var configuration = KafkaProducerConfiguration(client: client)
+        configuration.deliveryTimeout = .seconds(5)
+        let producer = try KafkaProducer(configuration: configuration, logger: TestEnvironment.logger)
+        _ = try await producer.send(KafkaProducerMessage(topic: topic, key: "k", value: "before"))
+        let first = try #require(producer.instance)
+
+        broker?.kill()
+        broker = try await TansuProcess(port: port)
+        // A fresh admin client, as `scoreboard topics apply` would be.
+        let freshAdmin = try KafkaAdminClient(configuration: client, logger: TestEnvironment.logger)
+        _ = try await within(.seconds(30)) { try await freshAdmin.createTopics([KafkaNewTopic(name: topic, partitions: 1)]) }
+        // Sends may fail while the new broker and the producer sort themselves out; one must succeed within a minute.
+        let delivered = try await within(.seconds(60)) { () -> KafkaDeliveryReport in
+            while true {
+                if let report = try? await producer.send(KafkaProducerMessage(topic: topic, key: "k", value: "after")) { return report }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        #expect(delivered.offset >= 0)
+        #expect(producer.instance !== first, "the fatal instance was replaced")
+        await producer.shutdown()
+        broker?.kill()
+    }
+}

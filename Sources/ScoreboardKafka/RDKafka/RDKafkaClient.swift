@@ -81,9 +81,13 @@ final class RDKafkaCallbacks: Sendable {
         case error(rd_kafka_resp_err_t, handle: OpaquePointer)
     }
 
-    init(logger: Logger, rebalance: (@Sendable (RebalanceEvent) -> Void)? = nil) {
+    /// Called (on the thread that polls the handle) when librdkafka raises a fatal error: the instance is unusable.
+    let onFatal: (@Sendable () -> Void)?
+
+    init(logger: Logger, rebalance: (@Sendable (RebalanceEvent) -> Void)? = nil, onFatal: (@Sendable () -> Void)? = nil) {
         self.logger = logger
         self.rebalance = rebalance
+        self.onFatal = onFatal
     }
 
     static func from(_ opaque: UnsafeMutableRawPointer?) -> RDKafkaCallbacks? {
@@ -150,6 +154,7 @@ private let rdKafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafeP
         "kafka.error.name": "\(String(cString: rd_kafka_err2name(code)))",
         "kafka.error": "\(reason.map { String(cString: $0) } ?? "")",
     ])
+    if isFatal { callbacks.onFatal?() }
 }
 
 private let rdKafkaRebalanceCallback:

@@ -9,9 +9,12 @@ final class RDKafkaPollThread: Sendable {
     private let isStopped = AtomicFlag()
     private let finished = DispatchSemaphore(value: 0)
 
-    init(name: String, step: @escaping @Sendable () -> Void) {
+    /// - Parameter step: One poll; returns `false` when the loop should end (an instance being retired that has
+    ///   nothing left to report).
+    init(name: String, step: @escaping @Sendable () -> Bool) {
         let thread = Thread { [isStopped, finished] in
-            while !isStopped.isSet { step() }
+            while !isStopped.isSet && step() {}
+            isStopped.set()
             finished.signal()
         }
         thread.name = name

@@ -172,7 +172,7 @@ struct ChaosTests {
     /// role stays up; afterwards the boards are exact, a retry of an accepted key is not counted twice, and a spent
     /// action token is refused.
     @Test func redisKilledAndRestarted() async throws {
-        let redis = try await PrivateRedis()
+        let redis = try await ChaosRedis()
         try await withChaosWorld(redisDatabase: 5, redis: redis) { world in
             let (workers, push, gateway) = try await startRoles(world)
             let traffic = try await ChaosTraffic(world: world, gateways: [gateway.port])
@@ -242,7 +242,7 @@ struct ChaosTests {
     /// 20 s, full: 120 s). While it is down the workers must say not ready on /health/ready and stay up; they must
     /// resume by themselves, and the boards come out exact.
     @Test func postgresRestartedInImmediateMode() async throws {
-        let postgres = try await PrivatePostgres()
+        let postgres = try await ChaosPostgres()
         do {
             try await withChaosWorld(redisDatabase: 4, postgres: postgres) { world in
                 let (workers, push, gateway) = try await startRoles(world)
@@ -409,7 +409,7 @@ struct ChaosTests {
 
 /// Runs `body` with a fresh ``ChaosWorld`` and tears it down afterwards, also when `body` throws.
 func withChaosWorld(
-    redisDatabase: Int, kafkaBrokers: String? = nil, redis: PrivateRedis? = nil, postgres: PrivatePostgres? = nil,
+    redisDatabase: Int, kafkaBrokers: String? = nil, redis: ChaosRedis? = nil, postgres: ChaosPostgres? = nil,
     _ body: (ChaosWorld) async throws -> Void
 ) async throws {
     let world = try await ChaosWorld(redisDatabase: redisDatabase, kafkaBrokers: kafkaBrokers, redis: redis, postgres: postgres)

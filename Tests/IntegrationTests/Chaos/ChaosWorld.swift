@@ -33,7 +33,7 @@ final class ChaosWorld: @unchecked Sendable {
     ///   - redis: a private Redis the roles use instead of the shared one (the boards are read from it).
     ///   - postgres: a private PostgreSQL cluster the roles use instead of the shared one.
     ///   - kafkaBrokers: a private broker.
-    init(redisDatabase: Int, kafkaBrokers: String? = nil, redis: PrivateRedis? = nil, postgres: PrivatePostgres? = nil) async throws {
+    init(redisDatabase: Int, kafkaBrokers: String? = nil, redis: ChaosRedis? = nil, postgres: ChaosPostgres? = nil) async throws {
         base = try await ScorePathWorld(redisDatabase: redisDatabase, kafkaBrokers: kafkaBrokers)
         redisURL = redis?.url
         postgresURL = postgres?.url

@@ -1,3 +1,4 @@
+import ScoreboardCore
 import Foundation
 import NIOCore
 import NIOHTTP1

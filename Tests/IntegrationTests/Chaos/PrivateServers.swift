@@ -1,3 +1,4 @@
+import ScoreboardCore
 import Foundation
 import ScoreboardPostgres
 import ScoreboardRedis
@@ -56,7 +57,7 @@ private func runCommandBlocking(_ executable: String, _ arguments: [String], env
 
 /// A redis-server of the test's own, with the durability the local stack uses (an append-only file synced on every
 /// write, no RDB snapshots), so that a restart with the same folder keeps what was acknowledged.
-final class PrivateRedis: @unchecked Sendable {
+final class ChaosRedis: @unchecked Sendable {
     let port: Int
     let directory: URL
     private var process: Process?
@@ -104,7 +105,7 @@ final class PrivateRedis: @unchecked Sendable {
 
 /// A PostgreSQL 15 cluster of the test's own (initdb + pg_ctl as the `postgres` user, as `scripts/stack.sh up_postgres`
 /// does), on a free port, in a folder the `postgres` user can reach.
-final class PrivatePostgres: @unchecked Sendable {
+final class ChaosPostgres: @unchecked Sendable {
     static let binaries = "/usr/lib/postgresql/15/bin"
     let port: Int
     let directory: URL

@@ -139,8 +139,9 @@ final class TansuProcess: @unchecked Sendable {
     let port: Int
     private let process = Process()
 
-    init() async throws {
-        port = try freeLoopbackPort()
+    /// - Parameter port: where to listen; a free port by default (give the port of a killed one to restart it).
+    init(port: Int? = nil) async throws {
+        self.port = try port ?? freeLoopbackPort()
         let python = ProcessInfo.processInfo.environment["SCOREBOARD_PYTHON"] ?? "python3"
         let locate = Process()
         locate.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -151,7 +152,7 @@ final class TansuProcess: @unchecked Sendable {
         locate.waitUntilExit()
         let binary = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["broker", "--listener-url", "tcp://127.0.0.1:\(port)", "--advertised-listener-url", "tcp://127.0.0.1:\(port)"]
+        process.arguments = ["broker", "--listener-url", "tcp://127.0.0.1:\(self.port)", "--advertised-listener-url", "tcp://127.0.0.1:\(self.port)"]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
