@@ -61,6 +61,7 @@ extension PostgresClient {
     ///   when the server closes a connection (an immediate stop, a crash-restart) while a row sequence is paused
     ///   because its consumer has not asked for more: NIO then reads the rest of the socket without waiting for a
     ///   `read`, which that state machine does not allow. See ``PostgresConnection/queryRows(_:logger:file:line:)``.
+    @discardableResult
     public func queryRows(_ query: PostgresQuery, logger: Logger, file: String = #fileID, line: Int = #line) async throws -> [PostgresRow] {
         try await withConnection { connection in
             try await connection.queryRows(query, logger: logger, file: file, line: line)
@@ -108,6 +109,7 @@ extension PostgresConnection {
     ///   ``StorageError`` `unavailable` (transient).
     ///
     /// The cost is that a result is in memory at once: bound large reads with `LIMIT`.
+    @discardableResult
     public func queryRows(_ query: PostgresQuery, logger: Logger, file: String = #fileID, line: Int = #line) async throws -> [PostgresRow] {
         let result = eventLoop.flatSubmit { () -> EventLoopFuture<PostgresQueryResult> in
             guard !self.isClosed else {

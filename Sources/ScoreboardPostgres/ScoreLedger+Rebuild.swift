@@ -13,11 +13,11 @@ extension ScoreLedger {
     /// it, so that it never writes a total older than one a worker already projected.
     public func withBatchesPaused<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
         try await client.withConnection { connection in
-            try await connection.query(
+            try await connection.queryRows(
                 "SELECT pg_advisory_lock(hashtext(current_schema()), \(Self.projectionLockID))", logger: logger)
             do {
                 let result = try await body()
-                try await connection.query(
+                try await connection.queryRows(
                     "SELECT pg_advisory_unlock(hashtext(current_schema()), \(Self.projectionLockID))", logger: logger)
                 return result
             } catch {
@@ -31,7 +31,7 @@ extension ScoreLedger {
 
     /// Every total row of a window, all periods, for `scoreboard rebuild`.
     public func totals(window: LeaderboardWindow) async throws -> [BatchAggregation.TotalKey: Int64] {
-        try await Self.decodeTotals(try await client.query("""
+        try Self.decodeTotals(try await client.queryRows("""
             SELECT board_window, period, user_id, region, guild, points FROM member_totals WHERE board_window = \(window.rawValue)
             """, logger: logger))
     }

@@ -20,7 +20,7 @@ public struct ScoreLedger: Sendable {
 
     /// A trivial query: answers when PostgreSQL does.
     public func probe() async throws {
-        try await client.query("SELECT 1", logger: logger)
+        _ = try await client.queryRows("SELECT 1", logger: logger)
     }
 
     /// Claims `partitions` of `topic` for this worker: bumps each epoch (fencing out the previous owner) and returns
@@ -29,7 +29,7 @@ public struct ScoreLedger: Sendable {
     /// the events already applied stay deduplicated by event id.
     public func claim(topic: String, topicID: String, partitions: [Int32]) async throws -> [PartitionClaim] {
         guard !partitions.isEmpty else { return [] }
-        let rows = try await client.query("""
+        let rows = try await client.queryRows("""
             INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, topic_id, next_offset, epoch)
             SELECT \(consumerGroup), \(topic), p, \(topicID), 0, 1 FROM unnest(\(partitions)::integer[]) AS p
             ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE SET
@@ -40,7 +40,8 @@ public struct ScoreLedger: Sendable {
             RETURNING kafka_partition, next_offset, epoch
             """, logger: logger)
         var claims: [PartitionClaim] = []
-        for try await (partition, next, epoch) in rows.decode((Int32, Int64, Int64).self) {
+        for row in rows {
+            let (partition, next, epoch) = try row.decode((Int32, Int64, Int64).self)
             claims.append(PartitionClaim(partition: partition, nextOffset: next, epoch: epoch))
         }
         return claims.sorted { $0.partition < $1.partition }
@@ -55,35 +56,36 @@ public struct ScoreLedger: Sendable {
         _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
         beforeCommit: @Sendable (LedgerApplied) async throws -> Void
     ) async throws {
-        do {
-            try await client.withTransaction(logger: logger) { connection in
-                // Shared with every other batch, exclusive with a rebuild (``withBatchesPaused(_:)``): a rebuild
-                // never reads totals that a batch in flight is about to change, nor writes over what it projected.
-                try await connection.query(
-                    "SELECT pg_advisory_xact_lock_shared(hashtext(current_schema()), \(Self.projectionLockID))", logger: logger)
-                try await checkEpochs(batch, connection: connection)
-                let newEvents = try await insertEvents(batch, connection: connection)
-                let aggregation = aggregate(newEvents)
-                let totals = try await addTotals(aggregation, connection: connection)
-                try await storeOffsets(batch, connection: connection)
-                try await beforeCommit(LedgerApplied(newEvents: aggregation.events, totals: totals))
-            }
-        } catch let error as PostgresTransactionError {
-            if let fenced = error.closureError as? LedgerFenced { throw fenced }
-            throw error.closureError ?? error.commitError ?? error
+        // withTransactionRows, not PostgresNIO's withTransaction: a row stream cut by a server that went away crashes
+        // PostgresNIO 1.33.2 and its ROLLBACK after a lost connection never returns (PostgresStore.swift says why);
+        // and it rethrows the body's own error (LedgerFenced) unwrapped.
+        try await client.withTransactionRows(logger: logger) { connection in
+            // Shared with every other batch, exclusive with a rebuild (``withBatchesPaused(_:)``): a rebuild
+            // never reads totals that a batch in flight is about to change, nor writes over what it projected.
+            _ = try await connection.queryRows(
+                "SELECT pg_advisory_xact_lock_shared(hashtext(current_schema()), \(Self.projectionLockID))", logger: logger)
+            try await checkEpochs(batch, connection: connection)
+            let newEvents = try await insertEvents(batch, connection: connection)
+            let aggregation = aggregate(newEvents)
+            let totals = try await addTotals(aggregation, connection: connection)
+            try await storeOffsets(batch, connection: connection)
+            try await beforeCommit(LedgerApplied(newEvents: aggregation.events, totals: totals))
         }
     }
 
     private func checkEpochs(_ batch: LedgerBatch, connection: PostgresConnection) async throws {
         let partitions = batch.nextOffsets.keys.sorted()
-        let rows = try await connection.query("""
+        let rows = try await connection.queryRows("""
             SELECT kafka_partition, epoch FROM consumer_offsets
             WHERE consumer_group = \(consumerGroup) AND topic = \(batch.topic) AND kafka_partition = ANY(\(partitions)::integer[])
             ORDER BY kafka_partition
             FOR UPDATE
             """, logger: logger)
         var stored: [Int32: Int64] = [:]
-        for try await (partition, epoch) in rows.decode((Int32, Int64).self) { stored[partition] = epoch }
+        for row in rows {
+            let (partition, epoch) = try row.decode((Int32, Int64).self)
+            stored[partition] = epoch
+        }
         let lost = partitions.filter { stored[$0] != batch.epochs[$0] }
         if !lost.isEmpty { throw LedgerFenced(partitions: lost) }
     }
@@ -91,7 +93,7 @@ public struct ScoreLedger: Sendable {
     private func insertEvents(_ batch: LedgerBatch, connection: PostgresConnection) async throws -> [ScoreEvent] {
         guard !batch.events.isEmpty else { return [] }
         let events = batch.events
-        let rows = try await connection.query("""
+        let rows = try await connection.queryRows("""
             INSERT INTO score_events (event_id, user_id, action, points, occurred_at, region, guild, idempotency_key, source,
                                       kafka_partition, kafka_offset)
             SELECT e.id::uuid, e.user_id, e.action, e.points, to_timestamp(e.at / 1000.0), NULLIF(e.region, ''), NULLIF(e.guild, ''),
@@ -106,7 +108,10 @@ public struct ScoreLedger: Sendable {
             RETURNING event_id::text
             """, logger: logger)
         var inserted: Set<String> = []
-        for try await id in rows.decode(String.self) { inserted.insert(id) }
+        for row in rows {
+            let id = try row.decode(String.self)
+            inserted.insert(id)
+        }
         return events.map(\.event).filter { inserted.contains($0.eventID) }
     }
 
@@ -119,7 +124,7 @@ public struct ScoreLedger: Sendable {
             (lhs.key.window.rawValue, lhs.key.period, lhs.key.userID, lhs.key.region ?? "", lhs.key.guild ?? "")
                 < (rhs.key.window.rawValue, rhs.key.period, rhs.key.userID, rhs.key.region ?? "", rhs.key.guild ?? "")
         }
-        try await connection.query("""
+        try await connection.queryRows("""
             INSERT INTO member_totals (board_window, period, user_id, region, guild, points)
             SELECT * FROM unnest(\(entries.map(\.key.window.rawValue))::text[], \(entries.map(\.key.period))::text[],
                                  \(entries.map(\.key.userID))::text[], \(entries.map { $0.key.region ?? "" })::text[],
@@ -134,11 +139,11 @@ public struct ScoreLedger: Sendable {
         let users = Array(Set(entries.map(\.key.userID))).sorted()
         let periods = Array(Set(entries.map(\.key.period))).sorted()
         let touched = Set(entries.map { TouchedTotal(userID: $0.key.userID, window: $0.key.window, period: $0.key.period) })
-        let rows = try await connection.query("""
+        let rows = try await connection.queryRows("""
             SELECT board_window, period, user_id, region, guild, points FROM member_totals
             WHERE user_id = ANY(\(users)::text[]) AND period = ANY(\(periods)::text[])
             """, logger: logger)
-        return try await Self.decodeTotals(rows).filter { key, _ in
+        return try Self.decodeTotals(rows).filter { key, _ in
             touched.contains(TouchedTotal(userID: key.userID, window: key.window, period: key.period))
         }
     }
@@ -149,9 +154,10 @@ public struct ScoreLedger: Sendable {
         var period: String
     }
 
-    static func decodeTotals(_ rows: PostgresRowSequence) async throws -> [BatchAggregation.TotalKey: Int64] {
+    static func decodeTotals(_ rows: [PostgresRow]) throws -> [BatchAggregation.TotalKey: Int64] {
         var totals: [BatchAggregation.TotalKey: Int64] = [:]
-        for try await (window, period, user, region, guild, points) in rows.decode((String, String, String, String, String, Int64).self) {
+        for row in rows {
+            let (window, period, user, region, guild, points) = try row.decode((String, String, String, String, String, Int64).self)
             guard let window = LeaderboardWindow(rawValue: window) else { continue }
             let key = BatchAggregation.TotalKey(
                 userID: user, window: window, period: period, region: region.isEmpty ? nil : region, guild: guild.isEmpty ? nil : guild)
@@ -163,7 +169,7 @@ public struct ScoreLedger: Sendable {
     private func storeOffsets(_ batch: LedgerBatch, connection: PostgresConnection) async throws {
         let partitions = batch.nextOffsets.keys.sorted()
         // GREATEST: a stored offset never moves back, whatever order batches commit in.
-        try await connection.query("""
+        try await connection.queryRows("""
             UPDATE consumer_offsets o SET next_offset = GREATEST(o.next_offset, n.next), updated_at = now()
             FROM unnest(\(partitions)::integer[], \(partitions.map { batch.nextOffsets[$0]! })::bigint[]) AS n(part, next)
             WHERE o.consumer_group = \(consumerGroup) AND o.topic = \(batch.topic) AND o.kafka_partition = n.part
