@@ -146,9 +146,9 @@ up_redis() {
     log "starting redis-server on 127.0.0.1:$REDIS_PORT"
     # Redis holds the gateway's ingest state (idempotency answers, spent action tokens, bans, revocations): an
     # append-only file synced on every write, as in docker-compose.yml, so a restart forgets none of it.
-    # docs/architecture.md ("Where state lives") says why.
+    # docs/architecture.md ("Where state lives") says why. 64 databases: each test suite that flushes one has its own.
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --dir "$STATE/redis" \
-        --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" --save "" --appendonly yes --appendfsync always
+        --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" --save "" --appendonly yes --appendfsync always --databases 64
     wait_for redis 20 sh -c "redis-cli -p $REDIS_PORT ping | grep -q PONG"
 }
 

@@ -7,6 +7,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 scripts/stack.sh install
+# The fault suite's schemathesis scenario runs it over openapi.yaml.
+scripts/chaos/schemathesis.sh install
 
 # Remember what was down before, so that only what this run starts is stopped afterwards.
 started=()

@@ -217,7 +217,10 @@ enum Roles {
             return problems
         }
         let router = Router()
+        let methods = MethodNotAllowedMiddleware<BasicRequestContext>()
+        router.add(middleware: methods)
         operations.add(to: router)
+        methods.learn(router)
         let app = context.application(router: router, server: server, name: "worker", logger: logger)
         // The migrator finishes before the worker starts consuming: the worker waits for it.
         return ([store, producer, migrator, WorkerAfterMigrations(worker: worker, migrator: migrator), app], { redis.close() })

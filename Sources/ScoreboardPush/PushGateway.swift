@@ -84,8 +84,10 @@ public struct PushGateway: Sendable {
 
     public func router(operations: OperationsRoutes) -> Router<PushRequestContext> {
         let router = Router(context: PushRequestContext.self)
+        let methods = MethodNotAllowedMiddleware<PushRequestContext>()
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: ProblemMiddleware())
+        router.add(middleware: methods)
         operations.add(to: router)
 
         router.get("/v1/leaderboards/:window/:dimension") { request, context in try await self.top(request, context) }
@@ -109,6 +111,7 @@ public struct PushGateway: Sendable {
         }, onUpgrade: { inbound, outbound, context in
             try await self.webSocket(inbound: inbound, outbound: outbound, request: context.request, address: Self.address(of: context.requestContext))
         })
+        methods.learn(router)
         return router
     }
 
@@ -135,7 +138,15 @@ public struct PushGateway: Sendable {
         let current = window.period(containing: now())
         guard let named = request.uri.queryParameters["period"].map(String.init) else { return current }
         let period: WindowPeriod
-        do { period = try window.period(named: named) } catch { throw Problem(.invalidParameter, errors: error.reasons) }
+        do {
+            period = try window.period(named: named)
+        } catch {
+            // Written like a period (what openapi.yaml's pattern allows) but not one of this window's, such as `all`
+            // on a monthly board or 2026-02-30: no such board period, as a period that has not begun. Anything else
+            // is malformed.
+            if Self.isPeriodShaped(named) { throw Problem(.notFound, detail: "\(window.rawValue) boards have no period \(named)") }
+            throw Problem(.invalidParameter, errors: error.reasons)
+        }
         if let start = period.start, let currentStart = current.start, start > currentStart {
             throw Problem(.notFound, detail: "period \(named) has not begun")
         }
@@ -143,6 +154,20 @@ public struct PushGateway: Sendable {
             throw Problem(.notFound, detail: "period \(named) is before any score")
         }
         return period
+    }
+
+    /// `all`, `YYYY-MM`, `YYYY-MM-DD` or `YYYY-Www` with months 01-12, days 01-31 and weeks 01-53: the `period`
+    /// pattern of openapi.yaml.
+    static func isPeriodShaped(_ key: String) -> Bool {
+        if key == "all" { return true }
+        let parts = key.split(separator: "-", omittingEmptySubsequences: false)
+        func number(_ text: Substring, digits: Int, in range: ClosedRange<Int>) -> Bool {
+            text.count == digits && text.allSatisfy(\.isASCII) && Int(text).map(range.contains) == true
+        }
+        guard parts.count >= 2, number(parts[0], digits: 4, in: 0...9999) else { return false }
+        if parts.count == 2, parts[1].hasPrefix("W") { return number(parts[1].dropFirst(), digits: 2, in: 1...53) }
+        guard number(parts[1], digits: 2, in: 1...12) else { return false }
+        return parts.count == 2 || (parts.count == 3 && number(parts[2], digits: 2, in: 1...31))
     }
 
     func top(_ request: Request, _ context: PushRequestContext) async throws -> Response {

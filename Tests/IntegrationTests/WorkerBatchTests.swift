@@ -80,7 +80,7 @@ struct WorkerBatchTests {
         var postgres = TestEnvironment.settings.postgres
         postgres.schema = id
         var redisConfiguration = TestEnvironment.settings.redis
-        redisConfiguration.database = 11
+        redisConfiguration.database = 20
         let redis = RedisConnectionPool(configuration: redisConfiguration, logger: TestEnvironment.logger)
         defer { redis.close() }
         let topics = TopicNames(namespace: "\(id).")

@@ -30,7 +30,7 @@ struct GatewayHarness {
     /// The shared local Redis (`SCOREBOARD_REDIS_URL`), database 8.
     static func localRedis() throws -> RedisConfiguration {
         var configuration = try RedisConfiguration(url: ProcessInfo.processInfo.environment["SCOREBOARD_REDIS_URL"] ?? "redis://127.0.0.1:16379")
-        configuration.database = 8
+        configuration.database = 21
         return configuration
     }
 

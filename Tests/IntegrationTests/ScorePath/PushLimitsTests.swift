@@ -47,7 +47,7 @@ struct PushLimitsTests {
     /// token expires. Before, both kept streaming; now each gets `event: end` with the reason and is closed within
     /// a heartbeat (1 s here).
     @Test func personalStreamsEndWhenTheirTokenIsRevokedOrExpires() async throws {
-        let world = try await ScorePathWorld(redisDatabase: 8)
+        let world = try await ScorePathWorld(redisDatabase: 22)
         defer { Task { await world.tearDown() } }
         let push = try await world.start("push", arguments: ["--heartbeat-seconds", "1"])
         try await ScorePathTests().waitUntilReady(port: push.port)
@@ -77,7 +77,7 @@ struct PushLimitsTests {
     /// client stayed; now the SSE client gets `event: end` (shutting-down), the WebSocket a 1001 close, and the
     /// process exits 0 promptly.
     @Test func sigtermEndsOpenStreamsCleanly() async throws {
-        let world = try await ScorePathWorld(redisDatabase: 8)
+        let world = try await ScorePathWorld(redisDatabase: 22)
         defer { Task { await world.tearDown() } }
         try await seedGlobalBoards(world)
         let push = try await RoleProcess("push", arguments: ["--heartbeat-seconds", "1"], environment: world.environment, acceptsSIGTERM: true)
@@ -111,7 +111,7 @@ struct PushLimitsTests {
     /// half a request head and waits; a 100 KB header. Before: all were held open without an answer. Now: 429
     /// too-many-streams (WebSocket: close 1013), a close after the idle timeout (1 s here), and 431 with a close.
     @Test func streamCapsAndConnectionTimeouts() async throws {
-        let world = try await ScorePathWorld(redisDatabase: 8)
+        let world = try await ScorePathWorld(redisDatabase: 22)
         defer { Task { await world.tearDown() } }
         try await seedGlobalBoards(world)
         let push = try await world.start("push", arguments: ["--max-streams-per-address", "2", "--idle-timeout-seconds", "1"])
@@ -153,7 +153,7 @@ struct PushLimitsTests {
     /// PostgreSQL aggregation (here: 500, there is no schema). Now: an empty board or 404 without a query, 400
     /// problem+json for malformed values, `%3A` decoded.
     @Test func queryParametersAreValidated() async throws {
-        let world = try await ScorePathWorld(redisDatabase: 8)
+        let world = try await ScorePathWorld(redisDatabase: 22)
         defer { Task { await world.tearDown() } }
         try await seedGlobalBoards(world)
         let push = try await world.start("push")
@@ -201,7 +201,7 @@ struct PushLimitsTests {
     /// Before: unlimited subscriptions (each a snapshot query) and 16 KB messages. Now: `too-many-subscriptions`,
     /// then a 1009 close for the oversized message.
     @Test func webSocketSubscriptionAndFrameLimits() async throws {
-        let world = try await ScorePathWorld(redisDatabase: 8)
+        let world = try await ScorePathWorld(redisDatabase: 22)
         defer { Task { await world.tearDown() } }
         try await seedGlobalBoards(world)
         let push = try await world.start("push", arguments: ["--max-subscriptions-per-connection", "2"])
