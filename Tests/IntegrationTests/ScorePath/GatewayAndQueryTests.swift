@@ -104,7 +104,10 @@ struct GatewayAndQueryTests {
             #expect(notOnBoard.problemType == "not-found")
             let bad = try await connection.send(.GET, "/v1/leaderboards/hourly/global")
             #expect(bad.problemType == "invalid-parameter")
-            let badPeriod = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=2026-02-30")
+            // A date that does not exist names no period of the board (404); a value not shaped like a period is 400.
+            let noSuchPeriod = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=2026-02-30")
+            #expect(noSuchPeriod.status == 404 && noSuchPeriod.problemType == "not-found")
+            let badPeriod = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=yesterday")
             #expect(badPeriod.problemType == "invalid-parameter")
             // The user's standing on every board.
             let standing = try await connection.send(.GET, "/v1/users/\(alice)/standing")
