@@ -39,9 +39,11 @@ struct ChaosRecount {
             (id: $0.eventID, member: $0.item.member, action: $0.item.action, points: $0.points, occurredAt: $0.occurredAt)
         }
         var unansweredButApplied = 0
+        // One event id is one event: an unresolved request whose key another request got a 202 for is already in.
+        var counted = Set(events.map(\.id))
         for item in traffic.unresolved {
             let id = ScoreIngest.eventID(userID: item.member.id, idempotencyKey: item.idempotencyKey)
-            guard ledger.eventIDs[id] != nil, let points = traffic.points[item.action] else { continue }
+            guard ledger.eventIDs[id] != nil, let points = traffic.points[item.action], counted.insert(id).inserted else { continue }
             // Its time is the server's: take the window periods of now, as the recount of a run within one period.
             unansweredButApplied += 1
             events.append((id, item.member, item.action, points, Int64(Date().timeIntervalSince1970 * 1000)))
