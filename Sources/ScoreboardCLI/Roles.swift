@@ -245,7 +245,7 @@ enum Roles {
         let gateway = PushGateway(
             configuration: configuration, feed: feed, reader: reader, authenticator: try await auth.authenticator(redis: redis), logger: logger)
         let operations = OperationsRoutes(registry: registry) {
-            var problems = await redisReadiness(redis)
+            var problems = await OperationsRoutes.redisReadiness(redis, logger: logger)
             if !feed.isReady { problems["kafka"] = "not yet assigned the leaderboard-updates partitions" }
             return problems
         }
@@ -262,16 +262,6 @@ enum Roles {
                 headLimits: RequestHeadLimits(timeout: limits.idleTimeout, maxSize: limits.maxHeaderSize)))
         // Last, so that a graceful shutdown ends the open streams before the server waits for its connections.
         return ([store, feed, app, gateway.streamsShutdown], { redis.close() })
-    }
-}
-
-/// `["redis": why]` when Redis does not answer a PING, else empty: every role's readiness starts from it.
-func redisReadiness(_ redis: RedisConnectionPool) async -> [String: String] {
-    do {
-        _ = try await redis.send(["PING"])
-        return [:]
-    } catch {
-        return ["redis": "\(error)"]
     }
 }
 
