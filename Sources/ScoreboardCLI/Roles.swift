@@ -233,7 +233,7 @@ enum Roles {
         let logger = RoleLogging.logger("scoreboard.push")
         let registry = ScoreboardMetrics.bootstrap()
         let redis = context.redis(logger: logger)
-        let store = PostgresStore(configuration: context.settings.postgres, logger: logger)
+        let store = PostgresStore(configuration: context.settings.postgres, logger: RoleLogging.libraryLogger(logger))
         let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: logger)
         // A group of its own per process: every push gateway reads every update.
         let groupID = "scoreboard-push-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
