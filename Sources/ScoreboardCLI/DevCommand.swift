@@ -34,7 +34,7 @@ extension ScoreboardCommand {
             let auth = AuthSettings(jwksPath: root.appendingPathComponent(".local/dev/jwks.json").path, configuration: .init())
             var gatewayConfiguration = GatewayConfiguration.local(context.settings)
             gatewayConfiguration.perIPPerMinute = 100_000  // every local client shares 127.0.0.1
-            func server(_ port: Int) -> ServerAddress { ServerAddress(host: "127.0.0.1", port: port) }
+            func server(_ port: Int) -> HTTPServerSettings { HTTPServerSettings(host: "127.0.0.1", port: port) }
             let gateway = try await Roles.gateway(
                 context: context, server: server(gatewayPort), auth: auth, configuration: gatewayConfiguration,
                 actionKeysPath: root.appendingPathComponent(".local/dev/action-keys.json").path)

@@ -24,7 +24,7 @@ extension ScoreboardCommand {
         public func run() async throws {
             let context = try RoleContext(connection: connection)
             let role = try await Roles.gateway(
-                context: context, server: server.address(defaultPort: 8080), auth: auth.settings, configuration: gateway.configuration(context.settings),
+                context: context, server: server.settings(defaultPort: 8080), auth: auth.settings, configuration: gateway.configuration(context.settings),
                 actionKeysPath: gateway.actionKeysPath)
             defer { role.cleanup() }
             try await runServices(role.services, logger: RoleLogging.logger("scoreboard.gateway"))
@@ -42,7 +42,7 @@ extension ScoreboardCommand {
         public func run() async throws {
             let context = try RoleContext(connection: connection)
             let groupID = group ?? ProcessInfo.processInfo.environment["SCOREBOARD_WORKER_GROUP"] ?? "scoreboard-workers"
-            let role = try await Roles.worker(context: context, server: server.address(defaultPort: 8082), groupID: groupID)
+            let role = try await Roles.worker(context: context, server: server.settings(defaultPort: 8082), groupID: groupID)
             defer { role.cleanup() }
             try await runServices(role.services, logger: RoleLogging.logger("scoreboard.worker"))
         }
@@ -74,7 +74,7 @@ extension ScoreboardCommand {
             var limits = HTTPServerLimits()
             limits.idleTimeout = .seconds(idleTimeoutSeconds)
             let role = try await Roles.push(
-                context: context, server: server.address(defaultPort: 8081), auth: auth.settings, configuration: configuration, limits: limits)
+                context: context, server: server.settings(defaultPort: 8081, limits: limits), auth: auth.settings, configuration: configuration)
             defer { role.cleanup() }
             try await runServices(role.services, logger: RoleLogging.logger("scoreboard.push"))
         }

@@ -24,12 +24,9 @@ public struct ServerOptions: ParsableArguments {
 
     public init() {}
 
-    func address(defaultPort: Int) -> ServerAddress { ServerAddress(host: host, port: port ?? defaultPort) }
-}
-
-struct ServerAddress: Sendable {
-    var host: String
-    var port: Int
+    func settings(defaultPort: Int, limits: HTTPServerLimits = HTTPServerLimits()) -> HTTPServerSettings {
+        HTTPServerSettings(host: host, port: port ?? defaultPort, limits: limits)
+    }
 }
 
 /// Where the bearer-token keys are, and what tokens must say.
@@ -126,45 +123,13 @@ struct RoleContext {
         configuration.maximumConnections = max(configuration.maximumConnections, 16)
         return RedisConnectionPool(configuration: configuration, logger: logger)
     }
-
-    func application<Context: RequestContext>(
-        router: Router<Context>, server: ServerAddress, name: String, logger: Logger,
-        serverBuilder: HTTPServerBuilder? = nil
-    ) -> some ApplicationProtocol where Context.Source == ApplicationRequestContextSource {
-        let host = server.host
-        return Application(
-            router: router, server: serverBuilder ?? .http1(configuration: HTTPServerLimits().http1),
-            configuration: .init(address: .hostname(server.host, port: server.port), serverName: name),
-            onServerRunning: { channel in
-                // Printed on stdout so that scripts and tests can find a port chosen by the system.
-                FileHandle.standardOutput.write(Data("\(name) listening on http://\(host):\(channel.localAddress?.port ?? 0)\n".utf8))
-            },
-            logger: logger)
-    }
-}
-
-/// What every HTTP role allows one connection: how long it may sit idle (no request, or a request head that never
-/// completes: slow-header clients are closed too, since the idle clock only restarts on a complete part), and how
-/// large a request head may be (past it the parser fails and the connection gets a 400 and is closed).
-/// A response being written (an SSE stream) is never idle.
-struct HTTPServerLimits {
-    var idleTimeout: Duration = .seconds(30)
-    var maxHeaderSize = 16 * 1024
-    var maxHeaderCount = 100
-
-    var http1: HTTP1Channel.Configuration {
-        let seconds = idleTimeout.components
-        return HTTP1Channel.Configuration(
-            idleTimeout: .nanoseconds(seconds.seconds * 1_000_000_000 + seconds.attoseconds / 1_000_000_000),
-            httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderSize, maxHeaderListSize: maxHeaderSize, maxHeaderFieldCount: maxHeaderCount))
-    }
 }
 
 // MARK: - Role builders, shared by the single-role commands and `scoreboard dev`
 
 enum Roles {
     static func gateway(
-        context: RoleContext, server: ServerAddress, auth: AuthSettings, configuration: GatewayConfiguration, actionKeysPath: String
+        context: RoleContext, server: HTTPServerSettings, auth: AuthSettings, configuration: GatewayConfiguration, actionKeysPath: String
     ) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
         let logger = RoleLogging.logger("scoreboard.gateway")
         let registry = ScoreboardMetrics.bootstrap()
@@ -190,13 +155,12 @@ enum Roles {
             return problems
         }
         let router = GatewayRoutes.router(ingest: ingest, operations: operations)
-        let app = context.application(router: router, server: server, name: "gateway", logger: logger)
+        let app = server.application(router: router, name: "gateway", logger: logger)
         return ([producer, rejections, publisher, app], { redis.close() })
     }
 
-    static func worker(context: RoleContext, server: ServerAddress, groupID: String) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
+    static func worker(context: RoleContext, server: HTTPServerSettings, groupID: String) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
         let logger = RoleLogging.logger("scoreboard.worker")
-        let registry = ScoreboardMetrics.bootstrap()
         let redis = context.redis(logger: logger)
         let producer = try context.producer(logger: logger)
         let admin = try KafkaAdminClient(configuration: context.settings.kafkaClient, logger: logger)
@@ -205,30 +169,18 @@ enum Roles {
         var consumer = context.settings.consumer(groupID: groupID)
         consumer.maxBatchSize = 5_000
         let ports = WorkerPorts.live(
-            ledger: ledger, redis: redis, catalog: context.pipelines.leaderboards, producer: producer, admin: admin, topics: context.settings.topics)
-        let worker = ScoreWorker(
-            configuration: .init(consumer: consumer, topics: context.settings.topics), catalog: context.pipelines.leaderboards,
-            actions: context.pipelines.actions, ports: ports, logger: logger)
-        let migrator = MigrationService(store: store, logger: logger)
-        let operations = OperationsRoutes(registry: registry) {
-            // A worker keeps running through outages: it is ready only while it can make progress.
-            var problems = worker.health.readinessProblems()
-            if !migrator.isFinished { problems["postgres"] = problems["postgres"] ?? "migrations not applied yet" }
-            return problems
-        }
-        let router = Router()
-        let methods = MethodNotAllowedMiddleware<BasicRequestContext>()
-        router.add(middleware: methods)
-        operations.add(to: router)
-        methods.learn(router)
-        let app = context.application(router: router, server: server, name: "worker", logger: logger)
-        // The migrator finishes before the worker starts consuming: the worker waits for it.
-        return ([store, producer, migrator, WorkerAfterMigrations(worker: worker, migrator: migrator), app], { redis.close() })
+            ledger: ledger, redis: redis, catalog: context.pipelines.leaderboards, producer: producer, admin: admin,
+            topics: context.settings.topics, schema: store)
+        let worker = buildWorker(
+            configuration: WorkerConfiguration(
+                worker: .init(consumer: consumer, topics: context.settings.topics), boards: context.pipelines.leaderboards,
+                actions: context.pipelines.actions, server: server),
+            ports: ports, logger: logger)
+        return ([store, producer, worker], { redis.close() })
     }
 
     static func push(
-        context: RoleContext, server: ServerAddress, auth: AuthSettings, configuration: PushGateway.Configuration,
-        limits: HTTPServerLimits = HTTPServerLimits()
+        context: RoleContext, server: HTTPServerSettings, auth: AuthSettings, configuration: PushGateway.Configuration
     ) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
         let logger = RoleLogging.logger("scoreboard.push")
         let registry = ScoreboardMetrics.bootstrap()
@@ -255,63 +207,14 @@ enum Roles {
         let webSocket = WebSocketServerConfiguration(
             maxFrameSize: configuration.maxInboundMessageSize, autoPing: .enabled(timePeriod: configuration.heartbeatInterval * 2),
             closeTimeout: .seconds(2))
-        let app = context.application(
-            router: router, server: server, name: "push", logger: logger,
-            serverBuilder: gateway.httpServer(
+        let limits = server.limits
+        let app = server.application(
+            router: router, name: "push",
+            server: gateway.httpServer(
                 http1: limits.http1, webSocket: webSocket,
-                headLimits: RequestHeadLimits(timeout: limits.idleTimeout, maxSize: limits.maxHeaderSize)))
+                headLimits: RequestHeadLimits(timeout: limits.idleTimeout, maxSize: limits.maxHeaderSize)),
+            logger: logger)
         // Last, so that a graceful shutdown ends the open streams before the server waits for its connections.
         return ([store, feed, app, gateway.streamsShutdown], { redis.close() })
-    }
-}
-
-/// Applies migrations once at start, then waits for shutdown; ``WorkerAfterMigrations`` waits for it.
-/// PostgreSQL that is down at start is waited for (with capped backoff, logged once), not a reason to exit.
-final class MigrationService: Service, Sendable {
-    let store: PostgresStore
-    let logger: Logger
-    let done = AsyncStream<Void>.makeStream()
-    private let finished = Atomic<Bool>(false)
-
-    init(store: PostgresStore, logger: Logger) {
-        self.store = store
-        self.logger = logger
-    }
-
-    var isFinished: Bool { finished.load(ordering: .acquiring) }
-
-    func run() async throws {
-        var backoff = RetryBackoff(initial: .milliseconds(200), maximum: .seconds(5))
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            do {
-                let report = try await withTimeout(.seconds(60)) { try await self.store.migrate() }
-                logger.info("migrations", metadata: ["applied": "\(report.applied)"])
-                finished.store(true, ordering: .releasing)
-                done.continuation.finish()
-                break
-            } catch {
-                if backoff.attempts == 0 { logger.error("migrations failed: retrying until PostgreSQL answers", metadata: ["error": "\(error)"]) }
-                let delay = backoff.nextDelay()
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-            }
-        }
-        // Unblocks a worker still waiting, so that it can see the shutdown too.
-        done.continuation.finish()
-        try? await gracefulShutdown()
-    }
-
-    func wait() async {
-        for await _ in done.stream {}
-    }
-}
-
-struct WorkerAfterMigrations: Service {
-    let worker: ScoreWorker
-    let migrator: MigrationService
-
-    func run() async throws {
-        await migrator.wait()
-        guard migrator.isFinished else { return }
-        try await worker.run()
     }
 }

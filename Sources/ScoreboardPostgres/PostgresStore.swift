@@ -1,4 +1,5 @@
 import Logging
+import ScoreboardCore
 import PostgresNIO
 import ServiceLifecycle
 // PostgresClient throws ConnectionPoolError (`connectionCreationCircuitBreakerTripped`, …) but PostgresNIO does not
@@ -14,6 +15,11 @@ public final class PostgresStore: Service, Sendable {
     public let configuration: PostgresConfiguration
     private let logger: Logger
 
+    /// Finishes when ``run()`` has started the pool. A `ServiceGroup` starts its services concurrently, in no
+    /// guaranteed order, so a user that queries as soon as it starts (migrations) waits for this first: PostgresNIO
+    /// warns about a lease before `run()`.
+    private let started = Latch()
+
     public init(configuration: PostgresConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
@@ -24,8 +30,16 @@ public final class PostgresStore: Service, Sendable {
     /// store cancels it once the services listed after it (its users) have stopped.
     public func run() async {
         try? await cancelWhenGracefulShutdown {
+            // `client.run()` marks the client running before its first suspension, and the waiters resumed here run
+            // only after this task gives up its thread or on another one: the mark comes first in practice.
+            self.started.open()
             await self.client.run()
         }
+    }
+
+    /// Returns once ``run()`` has started (at once after that).
+    public func untilRunning() async {
+        await started.wait()
     }
 
     /// Runs the client for the length of `body`, for one-shot commands and tests that have no `ServiceGroup`.
@@ -40,7 +54,8 @@ public final class PostgresStore: Service, Sendable {
     /// Applies this module's migrations to ``PostgresConfiguration/schema``.
     @discardableResult
     public func migrate() async throws -> PostgresMigrator.Report {
-        try await PostgresMigrator(client: client, schema: configuration.schema, logger: logger).migrate(Migration.bundled())
+        await untilRunning()
+        return try await PostgresMigrator(client: client, schema: configuration.schema, logger: logger).migrate(Migration.bundled())
     }
 
     /// The server's version string (`SELECT version()`), as a health check.

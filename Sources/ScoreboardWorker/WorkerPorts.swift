@@ -54,17 +54,29 @@ public protocol TopicIncarnations: Sendable {
     func topicID(of topic: String) async throws -> String?
 }
 
+/// The ledger's schema, brought up to date once at start (PostgreSQL's migrations).
+public protocol LedgerSchema: Sendable {
+    /// Applies what is missing and returns how many migrations that was; safe to run from several workers at once.
+    func applyMigrations() async throws -> Int
+}
+
 /// Everything a worker talks to, gathered for ``buildWorker(configuration:ports:logger:)``.
 public struct WorkerPorts: Sendable {
     public var ledger: any WorkerLedger
     public var boards: any BoardStore
     public var outputs: any WorkerOutputs
     public var topics: any TopicIncarnations
+    /// `nil` for a ledger without a schema (the memory one).
+    public var schema: (any LedgerSchema)?
 
-    public init(ledger: any WorkerLedger, boards: any BoardStore, outputs: any WorkerOutputs, topics: any TopicIncarnations) {
+    public init(
+        ledger: any WorkerLedger, boards: any BoardStore, outputs: any WorkerOutputs, topics: any TopicIncarnations,
+        schema: (any LedgerSchema)? = nil
+    ) {
         self.ledger = ledger
         self.boards = boards
         self.outputs = outputs
         self.topics = topics
+        self.schema = schema
     }
 }
