@@ -29,6 +29,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.65.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+        // The load generator's latency histograms (HDR: fixed relative error at every magnitude).
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
     ],
     targets: [
         // MARK: Domain core: pure, standard library only.
@@ -154,6 +157,16 @@ let package = Package(
 
         // MARK: Commands, and the one executable.
         .target(
+            name: "ScoreboardLoadgen",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .target(
             name: "ScoreboardCLI",
             dependencies: [
                 "ScoreboardCore",
@@ -166,6 +179,7 @@ let package = Package(
                 "ScoreboardGateway",
                 "ScoreboardWorker",
                 "ScoreboardPush",
+                "ScoreboardLoadgen",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -183,6 +197,7 @@ let package = Package(
 
         // MARK: Tests.
         .testTarget(name: "ScoreboardCoreTests", dependencies: ["ScoreboardCore", "ScoreboardDefinitions"]),
+        .testTarget(name: "ScoreboardLoadgenTests", dependencies: ["ScoreboardLoadgen", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "ScoreboardRoleTests",
             dependencies: [

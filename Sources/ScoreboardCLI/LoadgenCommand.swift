@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import JWTKit
+import ScoreboardCore
+import ScoreboardDefinitions
+import ScoreboardHTTP
+import ScoreboardLoadgen
+
+extension ScoreboardCommand {
+    public struct Loadgen: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(
+            abstract: "Send realistic score traffic open loop and measure latency, including 202 → stream update with subscribers.",
+            discussion: """
+                Players are drawn from a Zipf distribution, with regions and guilds; actions come from pipelines/actions.yaml.
+                Requests go out on schedule whether or not earlier ones were answered, and latency is measured from each
+                request's intended send time (no coordinated omission), in HDR histograms. Bearer tokens are minted with the
+                JWKS file's HS256 key, as `scoreboard token mint` does. Each run uses fresh player ids (--run-id).
+                The gateway's per-user and per-IP limits apply: raise them (scoreboard gateway --per-user-per-minute …) to
+                measure throughput rather than 429s.
+                """)
+
+        @OptionGroup var auth: AuthOptions
+        @Option(help: "The gateway.") var gateway = "http://127.0.0.1:8080"
+        @Option(help: "The push gateway (for --subscribers).") var push = "http://127.0.0.1:8081"
+        @Option(help: "player (action token, then score) or batch (game-server batches).") var path: String = "batch"
+        @Option(help: "Target events per second.") var rate: Double = 1_000
+        @Option(help: "Seconds of traffic.") var duration: Double = 10
+        @Option(help: "Events per batch (batch path).") var batchSize = 100
+        @Option(help: "Distinct players.") var users = 10_000
+        @Option(help: "Zipf exponent of the players' activity.") var zipf: Double = 1.1
+        @Option(help: "HTTP connections to the gateway.") var connections = 32
+        @Option(help: "SSE subscribers measuring 202 → update.") var subscribers = 0
+        @Option(help: "The board stream they follow (window/dimension[/value]).") var board = "all-time/global"
+        @Option(help: "Seconds to wait after the traffic for the subscribers' last updates.") var drain: Double = 15
+        @Option(help: "Random seed (the same seed, the same traffic).") var seed: UInt64 = 1
+        @Option(help: "Prefix of this run's player ids (default: random).") var runID: String?
+        @Flag(help: "Print the report as JSON on stdout (progress stays on stderr).") var json = false
+
+        public func validate() throws {
+            guard LoadConfiguration.Path(rawValue: path) != nil else { throw ValidationError("--path: player or batch") }
+            guard rate > 0, duration > 0, drain >= 0 else { throw ValidationError("--rate and --duration must be positive") }
+            guard (1...1_000).contains(batchSize) else { throw ValidationError("--batch-size: 1 to 1000") }
+            guard users > 0, connections > 0, subscribers >= 0, zipf >= 0 else { throw ValidationError("--users and --connections must be positive") }
+            guard LoadTarget(gateway) != nil, LoadTarget(push) != nil else { throw ValidationError("--gateway and --push: http://host:port") }
+            if let runID, ScoreEvent.identifierProblem("lg-\(runID)-0") != nil { throw ValidationError("--run-id: letters, digits, _ . - only") }
+        }
+
+        public func run() async throws {
+            let root = DefinitionsLocation.root()
+            let catalog = try PipelineCatalog.load(directory: root.appendingPathComponent("pipelines"))
+            var configuration = LoadConfiguration(
+                gateway: LoadTarget(gateway)!, actions: catalog.actions.actions.keys.sorted(),
+                runID: runID ?? String(UUID().uuidString.prefix(8)).lowercased())
+            configuration.push = LoadTarget(push)
+            configuration.path = LoadConfiguration.Path(rawValue: path)!
+            configuration.rate = rate
+            configuration.duration = .milliseconds(Int64(duration * 1000))
+            configuration.batchSize = batchSize
+            configuration.users = users
+            configuration.zipfExponent = zipf
+            configuration.connections = connections
+            configuration.subscribers = subscribers
+            configuration.board = board
+            configuration.drain = .milliseconds(Int64(drain * 1000))
+            configuration.seed = seed
+
+            let auth = self.auth.settings
+            let file = try JWKSFile.load(path: auth.jwksPath)
+            guard let key = file.keys.first(where: { $0.type == "oct" }) else { throw ValidationError("\(auth.jwksPath): no HS256 key to mint tokens with") }
+            let keys = try await file.keyCollection()
+            let issuer = auth.configuration.issuer, audience = auth.configuration.audience
+            let lifetime = min(3_600, TimeInterval(auth.configuration.maximumLifetime.components.seconds))
+            let serverSubject = "loadgen-\(configuration.runID)"
+            let generator = LoadGenerator(configuration: configuration) { user in
+                let now = Date()
+                let claims = ScoreboardClaims(
+                    subject: user?.id ?? serverSubject, role: user == nil ? .gameServer : .player, region: user?.region,
+                    guild: user?.guild, issuer: issuer, audience: audience, issuedAt: now, expiresAt: now.addingTimeInterval(lifetime))
+                return try await JWTAuthenticator.sign(claims, keys: keys, kid: key.kid)
+            }
+            let report = try await generator.run { progress in
+                FileHandle.standardError.write(Data((progress.line + "\n").utf8))
+            }
+            print(json ? report.json : report.table)
+        }
+    }
+}

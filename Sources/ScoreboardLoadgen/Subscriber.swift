@@ -1,0 +1,91 @@
+import Foundation
+import NIOCore
+import Synchronization
+
+/// One SSE subscriber's view of the run: for each player, how many of its promises it has seen and the highest
+/// total an update showed.
+final class SubscriberProgress: Sendable {
+    private struct State {
+        var seen: [String: Int] = [:]
+        var highest: [String: Int64] = [:]
+        var updates = 0
+        var connected = false
+    }
+
+    private let state = Mutex(State())
+    let ledger: AcceptedLedger
+    let latency: LatencyRecorder
+
+    init(ledger: AcceptedLedger, latency: LatencyRecorder) {
+        self.ledger = ledger
+        self.latency = latency
+    }
+
+    var updates: Int { state.withLock { $0.updates } }
+    var isConnected: Bool { state.withLock { $0.connected } }
+    func markConnected() { state.withLock { $0.connected = true } }
+
+    /// An update arrived at `instant` showing `total` for `userID`.
+    func saw(userID: String, total: Int64, at instant: ContinuousClock.Instant) {
+        let times = state.withLock { state -> [ContinuousClock.Instant] in
+            state.updates += 1
+            state.highest[userID] = max(state.highest[userID] ?? 0, total)
+            let (times, next) = ledger.covered(userID: userID, from: state.seen[userID] ?? 0, total: total)
+            state.seen[userID] = next
+            return times
+        }
+        for accepted in times { latency.record(instant - accepted) }
+    }
+
+    /// Promises recorded after an update had already shown them (the worker was faster than the 202's way back):
+    /// their latency is zero.
+    func catchUp() {
+        let early = state.withLock { state -> Int in
+            var early = 0
+            for (userID, total) in state.highest {
+                let (times, next) = ledger.covered(userID: userID, from: state.seen[userID] ?? 0, total: total)
+                state.seen[userID] = next
+                early += times.count
+            }
+            return early
+        }
+        for _ in 0..<early { latency.record(.zero) }
+    }
+
+    var unseen: Int { state.withLock { ledger.unseen(by: $0.seen) } }
+}
+
+enum SubscriberStream {
+    /// Follows `/v1/streams/sse/{board}` until cancelled, reporting every member total an update carries (one
+    /// member per update today; a list of `members` is read the same way).
+    static func follow(target: LoadTarget, board: String, progress: SubscriberProgress) async throws {
+        try await LoadHTTPConnection.with(host: target.host, port: target.port) { connection in
+            var parser = ServerSentEventParser()
+            let status = try await connection.stream("/v1/streams/sse/\(board)", headers: [("Accept", "text/event-stream")]) { chunk in
+                let arrived = ContinuousClock.now
+                progress.markConnected()
+                for event in parser.feed(chunk) where event.type != "snapshot" {
+                    guard let object = try? JSONSerialization.jsonObject(with: Data(event.data)) else { continue }
+                    for (userID, total) in memberTotals(in: object) { progress.saw(userID: userID, total: total, at: arrived) }
+                }
+                return !Task.isCancelled
+            }
+            if status != 200 { throw LoadError("subscriber: /v1/streams/sse/\(board) answered \(status)") }
+        }
+    }
+
+    /// Every `{"userId": …, "total": …}` inside `object`, at any depth.
+    static func memberTotals(in object: Any) -> [(String, Int64)] {
+        if let dictionary = object as? [String: Any] {
+            if let userID = dictionary["userId"] as? String, let total = (dictionary["total"] as? NSNumber)?.int64Value { return [(userID, total)] }
+            return dictionary.values.flatMap(memberTotals(in:))
+        }
+        if let array = object as? [Any] { return array.flatMap(memberTotals(in:)) }
+        return []
+    }
+}
+
+public struct LoadError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,58 @@
+/// A small, fast, seedable generator (SplitMix64): the same seed gives the same traffic, run after run.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Ranks 0..<count drawn with probability proportional to 1 / (rank + 1)^exponent: a few users play a lot, most
+/// play a little, as in real games. Sampling is a binary search over the precomputed cumulative weights.
+public struct ZipfDistribution: Sendable {
+    public let count: Int
+    public let exponent: Double
+    private let cumulative: [Double]
+
+    public init(count: Int, exponent: Double) {
+        precondition(count > 0, "a Zipf distribution needs at least one rank")
+        precondition(exponent >= 0, "a Zipf exponent is not negative")
+        self.count = count
+        self.exponent = exponent
+        var running = 0.0
+        var cumulative: [Double] = []
+        cumulative.reserveCapacity(count)
+        for rank in 1...count {
+            running += 1 / pow(Double(rank), exponent)
+            cumulative.append(running)
+        }
+        self.cumulative = cumulative.map { $0 / running }
+    }
+
+    /// The probability of `rank`.
+    public func probability(of rank: Int) -> Double {
+        rank == 0 ? cumulative[0] : cumulative[rank] - cumulative[rank - 1]
+    }
+
+    public func sample(using generator: inout some RandomNumberGenerator) -> Int {
+        let u = Double.random(in: 0..<1, using: &generator)
+        var low = 0, high = count - 1
+        while low < high {
+            let middle = (low + high) / 2
+            if cumulative[middle] > u { high = middle } else { low = middle + 1 }
+        }
+        return low
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
