@@ -44,6 +44,10 @@ final class AcceptedLedger: Sendable {
 
     private let promises = Mutex([String: [Promise]]())
     private let runningTotals = Mutex([String: Int64]())
+    private let subscribers = Mutex([SubscriberProgress]())
+
+    /// Subscribers told of each new promise: an update can reach a subscriber before the 202 is read here.
+    func register(_ subscriber: SubscriberProgress) { subscribers.withLock { $0.append(subscriber) } }
 
     func accepted(userID: String, points: Int64, at instant: ContinuousClock.Instant) {
         let total = runningTotals.withLock { totals -> Int64 in
@@ -51,6 +55,8 @@ final class AcceptedLedger: Sendable {
             return totals[userID]!
         }
         promises.withLock { $0[userID, default: []].append(Promise(total: total, at: instant)) }
+        // Outside the ledger's locks: a subscriber takes its own lock, then reads the ledger.
+        for subscriber in subscribers.withLock({ $0 }) { subscriber.catchUp(userID: userID) }
     }
 
     var acceptedCount: Int { promises.withLock { $0.values.reduce(0) { $0 + $1.count } } }

@@ -19,6 +19,7 @@ final class SubscriberProgress: Sendable {
     init(ledger: AcceptedLedger, latency: LatencyRecorder) {
         self.ledger = ledger
         self.latency = latency
+        ledger.register(self)
     }
 
     var updates: Int { state.withLock { $0.updates } }
@@ -37,8 +38,19 @@ final class SubscriberProgress: Sendable {
         for accepted in times { latency.record(instant - accepted) }
     }
 
-    /// Promises recorded after an update had already shown them (the worker was faster than the 202's way back):
-    /// their latency is zero.
+    /// A promise of `userID` was just recorded: when an update already showed it (the update overtook the 202 on
+    /// its way back), its latency is zero, and it must not wait for the player's next update to be matched.
+    func catchUp(userID: String) {
+        let early = state.withLock { state -> Int in
+            guard let total = state.highest[userID] else { return 0 }
+            let (times, next) = ledger.covered(userID: userID, from: state.seen[userID] ?? 0, total: total)
+            state.seen[userID] = next
+            return times.count
+        }
+        for _ in 0..<early { latency.record(.zero) }
+    }
+
+    /// ``catchUp(userID:)`` for every player.
     func catchUp() {
         let early = state.withLock { state -> Int in
             var early = 0
