@@ -23,8 +23,9 @@ extension ScoreboardCommand {
         @OptionGroup var auth: AuthOptions
         @Option(help: "The gateway.") var gateway = "http://127.0.0.1:8080"
         @Option(help: "The push gateway (for --subscribers).") var push = "http://127.0.0.1:8081"
-        @Option(help: "player (action token, then score) or batch (game-server batches).") var path: String = "batch"
-        @Option(help: "Target events per second.") var rate: Double = 1_000
+        @Option(help: "player (action token, then score), batch (game-server batches), or the queries top, around, standing (of --run-id's players).")
+        var path: String = "batch"
+        @Option(help: "Target events (or queries) per second, open loop; 0: closed loop, as fast as the connections go.") var rate: Double = 1_000
         @Option(help: "Seconds of traffic.") var duration: Double = 10
         @Option(help: "Events per batch (batch path).") var batchSize = 100
         @Option(help: "Distinct players.") var users = 10_000
@@ -38,8 +39,12 @@ extension ScoreboardCommand {
         @Flag(help: "Print the report as JSON on stdout (progress stays on stderr).") var json = false
 
         public func validate() throws {
-            guard LoadConfiguration.Path(rawValue: path) != nil else { throw ValidationError("--path: player or batch") }
-            guard rate > 0, duration > 0, drain >= 0 else { throw ValidationError("--rate and --duration must be positive") }
+            guard let parsed = LoadConfiguration.Path(rawValue: path) else {
+                throw ValidationError("--path: \(LoadConfiguration.Path.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard rate >= 0, duration > 0, drain >= 0 else { throw ValidationError("--rate must not be negative, --duration must be positive") }
+            if parsed.isQuery, runID == nil { throw ValidationError("--path \(path): give --run-id of a run that created the players") }
+            if parsed.isQuery, subscribers > 0 { throw ValidationError("--subscribers: only with player or batch traffic") }
             guard (1...1_000).contains(batchSize) else { throw ValidationError("--batch-size: 1 to 1000") }
             guard users > 0, connections > 0, subscribers >= 0, zipf >= 0 else { throw ValidationError("--users and --connections must be positive") }
             guard LoadTarget(gateway) != nil, LoadTarget(push) != nil else { throw ValidationError("--gateway and --push: http://host:port") }
@@ -83,6 +88,7 @@ extension ScoreboardCommand {
                 FileHandle.standardError.write(Data((progress.line + "\n").utf8))
             }
             print(json ? report.json : report.table)
+            if !json { print("run id: \(configuration.runID) (query its players with --path top|around|standing --run-id \(configuration.runID))") }
         }
     }
 }

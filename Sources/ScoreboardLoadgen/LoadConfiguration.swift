@@ -38,13 +38,19 @@ public struct LoadConfiguration: Sendable {
         case player
         /// A game server's batches: `batchSize` events per request.
         case batch
+        /// Queries of the push gateway's API, for players of the run `runID` (populate them first): the top 10 of
+        /// `board`, a player's neighbours on it, a player's standing on every board.
+        case top, around, standing
+
+        public var isQuery: Bool { self == .top || self == .around || self == .standing }
     }
 
     public var gateway: LoadTarget
     /// Where subscribers connect (the push gateway); `nil` with no subscribers.
     public var push: LoadTarget?
     public var path: Path = .batch
-    /// Events per second, sent open loop: each on its schedule whether or not earlier ones were answered.
+    /// Events (or queries) per second, sent open loop: each on its schedule whether or not earlier ones were
+    /// answered. 0: closed loop, as fast as the connections go (for throughput; latency is then service time).
     public var rate: Double = 1_000
     public var duration: Duration = .seconds(10)
     public var batchSize = 100
@@ -59,7 +65,8 @@ public struct LoadConfiguration: Sendable {
     public var connections = 32
     /// SSE subscribers to `board`, each measuring 202 → update.
     public var subscribers = 0
-    /// The board stream the subscribers follow, as in `/v1/streams/sse/{board}`; it must change with every event.
+    /// The board stream the subscribers follow, as in `/v1/streams/sse/{board}` (it must change with every event),
+    /// and the board the queries read.
     public var board = "all-time/global"
     /// How long after the last send to wait for the subscribers' last updates.
     public var drain: Duration = .seconds(15)

@@ -36,9 +36,10 @@ public struct LoadGenerator: Sendable {
     /// Runs the load; `progress` is called about once a second.
     public func run(progress: @escaping @Sendable (LoadProgress) -> Void = { _ in }) async throws -> LoadReport {
         let configuration = self.configuration
-        guard configuration.rate > 0, configuration.duration > .zero, !configuration.actions.isEmpty else {
-            throw LoadError("rate and duration must be positive and the catalog must have actions")
+        guard configuration.rate >= 0, configuration.duration > .zero, !configuration.actions.isEmpty else {
+            throw LoadError("the rate must not be negative, the duration must be positive and the catalog must have actions")
         }
+        if configuration.path.isQuery, configuration.push == nil { throw LoadError("queries need the push gateway's address") }
         let run = Run()
         let userTokens = try await playerTokens()
         let serverToken = configuration.path == .batch ? try await tokens(nil) : ""
@@ -75,10 +76,13 @@ public struct LoadGenerator: Sendable {
                 }
             }
             try await withThrowingTaskGroup(of: Void.self) { senders in
-                for _ in 0..<max(1, configuration.connections) {
-                    senders.addTask { await self.sendLoop(run: run, userTokens: userTokens, serverToken: serverToken) }
+                for connection in 0..<max(1, configuration.connections) {
+                    senders.addTask {
+                        await self.sendLoop(run: run, userTokens: userTokens, serverToken: serverToken, closedLoop: configuration.rate == 0
+                            ? ClosedLoop(end: start + configuration.duration, seed: configuration.seed &+ UInt64(connection) &* 0x9E37_79B9) : nil)
+                    }
                 }
-                try await schedule(run: run, start: start)
+                if configuration.rate > 0 { try await schedule(run: run, start: start) }
                 try await senders.waitForAll()
             }
             let sendEnd = ContinuousClock.now
@@ -109,7 +113,6 @@ public struct LoadGenerator: Sendable {
         let end = start + configuration.duration
         let users = ZipfDistribution(count: configuration.users, exponent: configuration.zipfExponent)
         var random = SeededGenerator(seed: configuration.seed)
-        let eventsPerOperation = configuration.path == .batch ? configuration.batchSize : 1
         var index = 0
         while true {
             let intended = start + interval * index
@@ -118,23 +121,48 @@ public struct LoadGenerator: Sendable {
             // Behind schedule, every operation that is due goes out now, each keeping its own intended time.
             let now = ContinuousClock.now
             while start + interval * index <= now, start + interval * index < end {
-                let events = (0..<eventsPerOperation).map { _ in
-                    (user: users.sample(using: &random), action: configuration.actions.randomElement(using: &random)!)
-                }
-                run.queue.put(Operation(intended: start + interval * index, events: events))
+                run.queue.put(makeOperation(intended: start + interval * index, users: users, random: &random))
                 run.counters.update { $0.scheduled += 1 }
                 index += 1
             }
         }
     }
 
-    /// One connection: takes operations until the queue is finished; reconnects after a transport error.
-    func sendLoop(run: Run, userTokens: [String], serverToken: String) async {
+    /// The events of one operation (a batch's many, a player's or a query's one).
+    func makeOperation(intended: ContinuousClock.Instant, users: ZipfDistribution, random: inout SeededGenerator) -> Operation {
+        let count = configuration.path == .batch ? configuration.batchSize : 1
+        return Operation(intended: intended, events: (0..<count).map { _ in
+            (user: users.sample(using: &random), action: configuration.actions.randomElement(using: &random)!)
+        })
+    }
+
+    /// A connection of the closed loop makes its own operations until `end`.
+    struct ClosedLoop: Sendable {
+        var end: ContinuousClock.Instant
+        var seed: UInt64
+    }
+
+    /// One connection: takes operations until the queue is finished (or, closed loop, makes them until the end);
+    /// reconnects after a transport error.
+    func sendLoop(run: Run, userTokens: [String], serverToken: String, closedLoop: ClosedLoop?) async {
         var pending: Operation?
+        let target = configuration.path.isQuery ? configuration.push! : configuration.gateway
+        let users = ZipfDistribution(count: configuration.users, exponent: configuration.zipfExponent)
+        var random = SeededGenerator(seed: closedLoop?.seed ?? 0)
         while true {
             do {
-                try await LoadHTTPConnection.with(host: configuration.gateway.host, port: configuration.gateway.port) { connection in
-                    while let operation = await run.queue.take() {
+                try await LoadHTTPConnection.with(host: target.host, port: target.port) { connection in
+                    while true {
+                        let operation: Operation
+                        if let closedLoop {
+                            let now = ContinuousClock.now
+                            guard now < closedLoop.end else { break }
+                            operation = makeOperation(intended: now, users: users, random: &random)
+                            run.counters.update { $0.scheduled += 1 }
+                        } else {
+                            guard let next = await run.queue.take() else { break }
+                            operation = next
+                        }
                         pending = operation
                         try await perform(operation, on: &connection, run: run, userTokens: userTokens, serverToken: serverToken)
                         pending = nil
@@ -150,6 +178,7 @@ public struct LoadGenerator: Sendable {
                 if let operation = pending { run.latency.record(ContinuousClock.now - operation.intended) }
                 pending = nil
                 try? await Task.sleep(for: .milliseconds(50))
+                if let closedLoop, ContinuousClock.now >= closedLoop.end { return }
             }
         }
     }
@@ -174,6 +203,16 @@ public struct LoadGenerator: Sendable {
             } else {
                 statuses.append(tokenAnswer.status)
             }
+        case .top, .around, .standing:
+            let event = operation.events[0]
+            let userID = configuration.user(event.user).id
+            let path = switch configuration.path {
+            case .top: "/v1/leaderboards/\(configuration.board)?limit=10"
+            case .around: "/v1/leaderboards/\(configuration.board)/around/\(userID)?radius=5"
+            default: "/v1/users/\(userID)/standing"
+            }
+            let answer = try await connection.send(.GET, path, headers: [], body: nil)
+            statuses.append(answer.status)
         case .batch:
             let events = operation.events.map { event -> [String: Any] in
                 let user = configuration.user(event.user)

@@ -78,6 +78,8 @@ public struct LoadReport: Sendable, Codable {
     public var scheduledRequests: Int
     public var acceptedEvents: Int
     public var acceptedPerSecond: Double
+    /// Answered requests per second (of any status).
+    public var requestsPerSecond: Double
     /// Answers by status (a batch counts each item's); "transport" counts connections that failed.
     public var statuses: [String: Int]
     public var lastError: String?
@@ -101,6 +103,7 @@ public struct LoadReport: Sendable, Codable {
         scheduledRequests = counters.scheduled
         acceptedEvents = counters.accepted
         acceptedPerSecond = sendSeconds > 0 ? Double(counters.accepted) / sendSeconds : 0
+        requestsPerSecond = sendSeconds > 0 ? Double(counters.completed) / sendSeconds : 0
         var statuses = Dictionary(uniqueKeysWithValues: counters.statuses.map { (String($0.key), $0.value) })
         if counters.transportErrors > 0 { statuses["transport"] = counters.transportErrors }
         self.statuses = statuses
@@ -121,11 +124,12 @@ public struct LoadReport: Sendable, Codable {
     public var table: String {
         var lines: [String] = []
         let settings = configuration
-        lines.append("loadgen: \(settings.path) path, \(Int(settings.rate)) events/s target for \(Int(settings.durationSeconds)) s"
+        let pace = settings.rate > 0 ? "\(Int(settings.rate))/s target (open loop)" : "closed loop"
+        lines.append("loadgen: \(settings.path) path, \(pace) for \(Int(settings.durationSeconds)) s"
             + (settings.batchSize.map { ", \($0) events per batch" } ?? "") + ", \(settings.users) users (Zipf \(settings.zipfExponent)), "
             + "\(settings.connections) connections, \(settings.subscribers) subscribers")
-        lines.append(String(format: "accepted   %d events in %.1f s = %.0f events/s   requests %d of %d scheduled", acceptedEvents, sendSeconds,
-                            acceptedPerSecond, requests, scheduledRequests))
+        lines.append(String(format: "accepted   %d events in %.1f s = %.0f events/s   requests %d of %d scheduled = %.0f/s", acceptedEvents,
+                            sendSeconds, acceptedPerSecond, requests, scheduledRequests, requestsPerSecond))
         lines.append("statuses   " + statuses.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "  "))
         if let lastError { lines.append("last error \(lastError)") }
         lines.append("")
