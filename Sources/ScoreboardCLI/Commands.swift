@@ -111,7 +111,7 @@ extension ScoreboardCommand {
 
     public struct Bench: AsyncParsableCommand {
         public init() {}
-        public static let configuration = CommandConfiguration(abstract: "Benchmarks that compare against a baseline measured in the same run.", subcommands: [Kafka.self, Worker.self])
+        public static let configuration = CommandConfiguration(abstract: "Benchmarks that compare against a baseline measured in the same run.", subcommands: [Kafka.self, Worker.self, Ingest.self, Latency.self, Queries.self, Fanout.self, BaselineServer.self])
 
         public struct Worker: AsyncParsableCommand {
             public init() {}

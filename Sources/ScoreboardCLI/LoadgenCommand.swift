@@ -70,25 +70,31 @@ extension ScoreboardCommand {
             configuration.drain = .milliseconds(Int64(drain * 1000))
             configuration.seed = seed
 
-            let auth = self.auth.settings
-            let file = try JWKSFile.load(path: auth.jwksPath)
-            guard let key = file.keys.first(where: { $0.type == "oct" }) else { throw ValidationError("\(auth.jwksPath): no HS256 key to mint tokens with") }
-            let keys = try await file.keyCollection()
-            let issuer = auth.configuration.issuer, audience = auth.configuration.audience
-            let lifetime = min(3_600, TimeInterval(auth.configuration.maximumLifetime.components.seconds))
-            let serverSubject = "loadgen-\(configuration.runID)"
-            let generator = LoadGenerator(configuration: configuration) { user in
-                let now = Date()
-                let claims = ScoreboardClaims(
-                    subject: user?.id ?? serverSubject, role: user == nil ? .gameServer : .player, region: user?.region,
-                    guild: user?.guild, issuer: issuer, audience: audience, issuedAt: now, expiresAt: now.addingTimeInterval(lifetime))
-                return try await JWTAuthenticator.sign(claims, keys: keys, kid: key.kid)
-            }
+            let generator = LoadGenerator(configuration: configuration, tokens: try await LoadTokens.minting(auth: auth.settings, runID: configuration.runID))
             let report = try await generator.run { progress in
                 FileHandle.standardError.write(Data((progress.line + "\n").utf8))
             }
             print(json ? report.json : report.table)
             if !json { print("run id: \(configuration.runID) (query its players with --path top|around|standing --run-id \(configuration.runID))") }
+        }
+    }
+}
+
+/// Bearer tokens for generated traffic, signed with the JWKS file's HS256 key as `scoreboard token mint` does.
+enum LoadTokens {
+    static func minting(auth: AuthSettings, runID: String) async throws -> LoadGenerator.Tokens {
+        let file = try JWKSFile.load(path: auth.jwksPath)
+        guard let key = file.keys.first(where: { $0.type == "oct" }) else { throw ValidationError("\(auth.jwksPath): no HS256 key to mint tokens with") }
+        let keys = try await file.keyCollection()
+        let issuer = auth.configuration.issuer, audience = auth.configuration.audience
+        let lifetime = min(3_600, TimeInterval(auth.configuration.maximumLifetime.components.seconds))
+        let serverSubject = "loadgen-\(runID)"
+        return { user in
+            let now = Date()
+            let claims = ScoreboardClaims(
+                subject: user?.id ?? serverSubject, role: user == nil ? .gameServer : .player, region: user?.region,
+                guild: user?.guild, issuer: issuer, audience: audience, issuedAt: now, expiresAt: now.addingTimeInterval(lifetime))
+            return try await JWTAuthenticator.sign(claims, keys: keys, kid: key.kid)
         }
     }
 }

@@ -25,6 +25,8 @@ public struct LoadGenerator: Sendable {
     }
 
     struct Run: Sendable {
+        /// Built once: the table of a large distribution is big.
+        let users: ZipfDistribution
         let counters = LoadCounters()
         let latency = LatencyRecorder()
         let service = LatencyRecorder()
@@ -40,7 +42,7 @@ public struct LoadGenerator: Sendable {
             throw LoadError("the rate must not be negative, the duration must be positive and the catalog must have actions")
         }
         if configuration.path.isQuery, configuration.push == nil { throw LoadError("queries need the push gateway's address") }
-        let run = Run()
+        let run = Run(users: ZipfDistribution(count: configuration.users, exponent: configuration.zipfExponent))
         let userTokens = try await playerTokens()
         let serverToken = configuration.path == .batch ? try await tokens(nil) : ""
         let subscribers = (0..<configuration.subscribers).map { _ in SubscriberProgress(ledger: run.ledger, latency: run.endToEnd) }
@@ -111,7 +113,7 @@ public struct LoadGenerator: Sendable {
         let configuration = self.configuration
         let interval = Duration.seconds(1 / configuration.operationsPerSecond)
         let end = start + configuration.duration
-        let users = ZipfDistribution(count: configuration.users, exponent: configuration.zipfExponent)
+        let users = run.users
         var random = SeededGenerator(seed: configuration.seed)
         var index = 0
         while true {
@@ -147,7 +149,7 @@ public struct LoadGenerator: Sendable {
     func sendLoop(run: Run, userTokens: [String], serverToken: String, closedLoop: ClosedLoop?) async {
         var pending: Operation?
         let target = configuration.path.isQuery ? configuration.push! : configuration.gateway
-        let users = ZipfDistribution(count: configuration.users, exponent: configuration.zipfExponent)
+        let users = run.users
         var random = SeededGenerator(seed: closedLoop?.seed ?? 0)
         while true {
             do {

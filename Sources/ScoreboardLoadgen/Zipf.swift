@@ -25,6 +25,11 @@ public struct ZipfDistribution: Sendable {
         precondition(exponent >= 0, "a Zipf exponent is not negative")
         self.count = count
         self.exponent = exponent
+        guard exponent > 0 else {
+            // Uniform: no table (a benchmark may spread its events over millions of players).
+            cumulative = []
+            return
+        }
         var running = 0.0
         var cumulative: [Double] = []
         cumulative.reserveCapacity(count)
@@ -37,10 +42,12 @@ public struct ZipfDistribution: Sendable {
 
     /// The probability of `rank`.
     public func probability(of rank: Int) -> Double {
-        rank == 0 ? cumulative[0] : cumulative[rank] - cumulative[rank - 1]
+        if cumulative.isEmpty { return 1 / Double(count) }
+        return rank == 0 ? cumulative[0] : cumulative[rank] - cumulative[rank - 1]
     }
 
     public func sample(using generator: inout some RandomNumberGenerator) -> Int {
+        if cumulative.isEmpty { return Int.random(in: 0..<count, using: &generator) }
         let u = Double.random(in: 0..<1, using: &generator)
         var low = 0, high = count - 1
         while low < high {

@@ -47,6 +47,7 @@ public final class PostgresStore: Service, Sendable {
         try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { await self.run(); return nil }
             defer { group.cancelAll() }
+            await untilRunning()
             return try await body(self)
         }
     }

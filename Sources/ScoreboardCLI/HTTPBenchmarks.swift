@@ -1,0 +1,336 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import ScoreboardCore
+import ScoreboardDefinitions
+import ScoreboardHTTP
+import ScoreboardKafka
+import ScoreboardLoadgen
+import ScoreboardPostgres
+import ScoreboardRedis
+
+/// The benchmarks of the HTTP paths (`scoreboard bench ingest|latency|queries|fanout`): each starts the roles it
+/// measures as their own processes on a namespace, schema and Redis database of its own, drives them with the load
+/// generator, and measures a bare Hummingbird server (`scoreboard bench baseline-server`) in the same run, so that
+/// figures come as ratios to what this machine does at all. Medians of the repetitions.
+struct HTTPBenchmark: Sendable {
+    let connection: ConnectionSettings
+    let auth: AuthSettings
+    let redisDatabase: Int
+    let log: @Sendable (String) -> Void
+
+    /// A fresh stack: topics in a new namespace, the `bench` schema and the Redis database emptied.
+    func withStack<T: Sendable>(_ body: (BenchProcesses, String) async throws -> T) async throws -> T {
+        let runID = String(UUID().uuidString.prefix(6)).lowercased()
+        let namespace = "bench-\(runID)-"
+        let logger = makeLogger("scoreboard.bench")
+        var redisConfiguration = connection.redis
+        redisConfiguration.database = redisDatabase
+        let redis = RedisConnectionPool(configuration: redisConfiguration, logger: logger)
+        defer { redis.close() }
+        _ = try await redis.send(["FLUSHDB"])
+        let store = PostgresStore(configuration: connection.postgres, logger: logger)
+        try await store.withRunningClient { store in
+            _ = try await store.client.queryRows("DROP SCHEMA IF EXISTS bench CASCADE", logger: logger)
+        }
+        let catalog = try TopicCatalog.load(directory: DefinitionsLocation.root().appendingPathComponent("topics")).namespaced(namespace)
+        _ = try await TopicsApplier(admin: try KafkaAdminClient(configuration: connection.kafkaClient, logger: logger)).apply(catalog)
+        let redisURL = "redis://" + (redisConfiguration.password.map { ":\($0)@" } ?? "")
+            + "\(redisConfiguration.host):\(redisConfiguration.port)/\(redisDatabase)"
+        let processes = BenchProcesses(namespace: namespace, postgresSchema: "bench", redisURL: redisURL)
+        do {
+            let result = try await body(processes, runID)
+            processes.stopAll()
+            return result
+        } catch {
+            processes.stopAll()
+            throw error
+        }
+    }
+
+    /// Roles started with limits that let throughput, not 429s, show.
+    static let gatewayArguments = ["gateway", "--per-ip-per-minute", "1000000000", "--per-user-per-minute", "1000000000",
+                                   "--action-tokens-per-user-per-minute", "1000000000"]
+
+    func load(
+        _ path: LoadConfiguration.Path, gateway: Int, push: Int? = nil, runID: String, rate: Double = 0, seconds: Double, connections: Int,
+        batchSize: Int = 100, users: Int = 10_000, zipf: Double = 1.1, subscribers: Int = 0, drain: Double = 10
+    ) async throws -> LoadReport {
+        let actions = try PipelineCatalog.load(directory: DefinitionsLocation.root().appendingPathComponent("pipelines")).actions.actions.keys.sorted()
+        var configuration = LoadConfiguration(gateway: LoadTarget(host: "127.0.0.1", port: gateway), actions: actions, runID: runID)
+        configuration.push = push.map { LoadTarget(host: "127.0.0.1", port: $0) }
+        configuration.path = path
+        configuration.rate = rate
+        configuration.duration = .milliseconds(Int64(seconds * 1000))
+        configuration.connections = connections
+        configuration.batchSize = batchSize
+        configuration.users = users
+        configuration.zipfExponent = zipf
+        configuration.subscribers = subscribers
+        configuration.drain = .milliseconds(Int64(drain * 1000))
+        let report = try await LoadGenerator(configuration: configuration, tokens: try await LoadTokens.minting(auth: auth, runID: runID)).run()
+        let errors = report.statuses.filter { $0.key != "200" && $0.key != "202" }
+        if !errors.isEmpty { log("    (answers other than 200/202: \(errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))") }
+        return report
+    }
+
+    /// Waits until the workers' consumer lag is zero (read from their /metrics).
+    func waitForWorkers(port: Int, within limit: Duration = .seconds(120)) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            let metrics = try await LoadProbe.get(port: port, path: "/metrics").body
+            let lag = metrics.split(separator: "\n").filter { $0.hasPrefix("worker_consumer_lag{") }
+                .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+            if !lag.isEmpty, lag.allSatisfy({ $0 == 0 }) { return }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw BenchError("the worker did not catch up within \(limit)")
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return 0 }
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+}
+
+/// A result line: the figure, the baseline and their ratio, with each repetition's values.
+struct BenchLine {
+    var name: String
+    var values: [Double]
+    var unit: String
+    var baseline: [Double]?
+
+    var text: String {
+        let value = HTTPBenchmark.median(values)
+        var text = name.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: "%12.1f %@", value, unit as NSString)
+        if let baseline, !baseline.isEmpty {
+            text += String(format: "   baseline %10.1f   ratio %.3f", HTTPBenchmark.median(baseline), value / HTTPBenchmark.median(baseline))
+        }
+        return text + "   runs: " + values.map { String(format: "%.1f", $0) }.joined(separator: ", ")
+    }
+}
+
+extension ScoreboardCommand.Bench {
+    /// A bare Hummingbird server: the baseline the HTTP benchmarks compare with.
+    public struct BaselineServer: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(
+            commandName: "baseline-server", abstract: "A bare Hummingbird server (GET and POST answer a small JSON body): the HTTP baseline.")
+
+        @OptionGroup var server: ServerOptions
+
+        public func run() async throws {
+            let router = Router()
+            let body = ByteBuffer(string: #"{"ok":true}"#)
+            router.get("/health/ready") { _, _ in Response(status: .ok, body: .init(byteBuffer: body)) }
+            router.get("**") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body)) }
+            router.post("**") { request, _ in
+                // Read the body, as the gateway must.
+                _ = try await request.body.collect(upTo: 2 << 20)
+                return Response(status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+            }
+            let app = server.settings(defaultPort: 8090).application(router: router, name: "baseline", logger: RoleLogging.logger("scoreboard.baseline"))
+            try await app.runService()
+        }
+    }
+
+    public struct Ingest: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(
+            abstract: "Gateway throughput (batches, player flow) and the player path's latency at a fixed rate, beside a bare Hummingbird POST.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var auth: AuthOptions
+        @Option(help: "Repetitions; medians are reported.") var repetitions = 3
+        @Option(help: "Seconds per measurement.") var seconds: Double = 8
+        @Option(help: "Connections.") var connections = 16
+        @Option(help: "Open-loop rate of the player-path latency measurement (scores/s).") var playerRate: Double = 5_000
+        @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+
+        public func run() async throws {
+            let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+            var baseline: [Double] = [], batch1000: [Double] = [], batch100: [Double] = [], batch100p50: [Double] = []
+            var player: [Double] = [], playerP99: [Double] = [], playerAchieved: [Double] = []
+            try await bench.withStack { processes, runID in
+                let base = try await processes.start("baseline", ["bench", "baseline-server"])
+                let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
+                for repetition in 1...repetitions {
+                    print("repetition \(repetition) of \(repetitions)")
+                    // Throughput runs spread events over many players, uniformly: the catalog's per-player limits
+                    // (10 quests a minute, 5 matches an hour…) would otherwise turn most of them into 429s.
+                    let bare = try await bench.load(.batch, gateway: base.port, runID: runID, seconds: seconds, connections: connections, batchSize: 1)
+                    baseline.append(bare.requestsPerSecond)
+                    print(String(format: "  bare POST                 %10.0f req/s", bare.requestsPerSecond))
+                    let large = try await bench.load(
+                        .batch, gateway: gateway.port, runID: "\(runID)a\(repetition)", seconds: seconds, connections: connections, batchSize: 1_000,
+                        users: 10_000_000, zipf: 0)
+                    batch1000.append(large.acceptedPerSecond)
+                    print(String(format: "  batch, 1000 items         %10.0f events/s  p50 %.1f ms per request", large.acceptedPerSecond, large.serviceTime.p50))
+                    let small = try await bench.load(
+                        .batch, gateway: gateway.port, runID: "\(runID)b\(repetition)", seconds: seconds, connections: connections, batchSize: 100,
+                        users: 10_000_000, zipf: 0)
+                    batch100.append(small.acceptedPerSecond)
+                    batch100p50.append(small.serviceTime.p50)
+                    print(String(format: "  batch, 100 items          %10.0f events/s  p50 %.1f ms per request", small.acceptedPerSecond, small.serviceTime.p50))
+                    let flows = try await bench.load(
+                        .player, gateway: gateway.port, runID: "\(runID)c\(repetition)", seconds: seconds, connections: connections * 2, users: 100_000, zipf: 0)
+                    player.append(flows.acceptedPerSecond)
+                    print(String(format: "  player flow, closed loop  %10.0f scores/s (2 requests each)  p99 %.1f ms", flows.acceptedPerSecond, flows.serviceTime.p99))
+                    let paced = try await bench.load(
+                        .player, gateway: gateway.port, runID: "\(runID)d\(repetition)", rate: playerRate, seconds: seconds, connections: connections * 4,
+                        users: 100_000, zipf: 0)
+                    playerP99.append(paced.latency.p99)
+                    playerAchieved.append(paced.acceptedPerSecond)
+                    print(String(format: "  player flow at %.0f/s      p50 %.1f ms  p99 %.1f ms (from schedule), %.0f scores/s accepted",
+                                 playerRate, paced.latency.p50, paced.latency.p99, paced.acceptedPerSecond))
+                }
+            }
+            print("")
+            print("ingest (medians of \(repetitions); baseline: a bare Hummingbird POST on the same box, same client)")
+            print(BenchLine(name: "batch ingest, 1000-item batches", values: batch1000, unit: "events/s", baseline: baseline).text)
+            print(BenchLine(name: "batch ingest, 100-item batches", values: batch100, unit: "events/s", baseline: baseline).text)
+            print(BenchLine(name: "  p50 per 100-item request", values: batch100p50, unit: "ms").text)
+            print(BenchLine(name: "player flow (token + score)", values: player, unit: "scores/s", baseline: baseline).text)
+            print(BenchLine(name: String(format: "player p99 at %.0f/s (open loop)", playerRate), values: playerP99, unit: "ms").text)
+            print(BenchLine(name: "  accepted at that rate", values: playerAchieved, unit: "scores/s").text)
+        }
+    }
+
+    public struct Latency: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(
+            abstract: "202 → SSE update latency through gateway, worker and push gateway at a fixed event rate.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var auth: AuthOptions
+        @Option(help: "Repetitions; medians are reported.") var repetitions = 3
+        @Option(help: "Seconds per measurement.") var seconds: Double = 15
+        @Option(help: "Events per second, open loop.") var rate: Double = 5_000
+        @Option(help: "Events per batch.") var batchSize = 100
+        @Option(help: "SSE subscribers measuring.") var subscribers = 4
+        @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+
+        public func run() async throws {
+            let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+            var p50: [Double] = [], p99: [Double] = [], accepted: [Double] = [], unseen: [Double] = []
+            try await bench.withStack { processes, runID in
+                let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
+                _ = try await processes.start("worker", ["worker"])
+                let push = try await processes.start("push", ["push", "--max-streams-per-address", "100000"])
+                for repetition in 1...repetitions {
+                    let report = try await bench.load(
+                        .batch, gateway: gateway.port, push: push.port, runID: "\(runID)r\(repetition)", rate: rate, seconds: seconds,
+                        connections: 32, batchSize: batchSize, subscribers: subscribers)
+                    let endToEnd = report.endToEnd
+                    p50.append(endToEnd?.p50 ?? .nan)
+                    p99.append(endToEnd?.p99 ?? .nan)
+                    accepted.append(report.acceptedPerSecond)
+                    unseen.append(Double(report.unseenBySubscribers.reduce(0, +)))
+                    print(String(format: "repetition %d: %.0f events/s accepted, 202 → update p50 %.1f ms, p99 %.1f ms, max %.1f ms", repetition,
+                                 report.acceptedPerSecond, endToEnd?.p50 ?? .nan, endToEnd?.p99 ?? .nan, endToEnd?.max ?? .nan))
+                }
+            }
+            print("")
+            print(String(format: "latency at %.0f events/s (%d-event batches, %d subscribers; medians of %d)", rate, batchSize, subscribers, repetitions))
+            print(BenchLine(name: "accepted", values: accepted, unit: "events/s").text)
+            print(BenchLine(name: "202 → SSE update p50", values: p50, unit: "ms").text)
+            print(BenchLine(name: "202 → SSE update p99", values: p99, unit: "ms").text)
+            print(BenchLine(name: "events not seen at the end", values: unseen, unit: "").text)
+        }
+    }
+
+    public struct Queries: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(
+            abstract: "Top 10, around-me and standing over HTTP, beside a bare Hummingbird GET, on boards filled by the real pipeline.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var auth: AuthOptions
+        @Option(help: "Repetitions; medians are reported.") var repetitions = 3
+        @Option(help: "Seconds per measurement.") var seconds: Double = 8
+        @Option(help: "Connections.") var connections = 16
+        @Option(help: "Players on the boards.") var users = 10_000
+        @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+
+        public func run() async throws {
+            let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+            var baseline: [Double] = [], rates: [LoadConfiguration.Path: [Double]] = [:], p99: [LoadConfiguration.Path: [Double]] = [:]
+            try await bench.withStack { processes, runID in
+                let base = try await processes.start("baseline", ["bench", "baseline-server"])
+                let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
+                let worker = try await processes.start("worker", ["worker"])
+                let push = try await processes.start("push", ["push"])
+                print("filling the boards: \(users) players")
+                _ = try await bench.load(.batch, gateway: gateway.port, runID: runID, rate: 20_000, seconds: 5, connections: 16, batchSize: 500, users: users)
+                try await bench.waitForWorkers(port: worker.port)
+                for repetition in 1...repetitions {
+                    print("repetition \(repetition) of \(repetitions)")
+                    let bare = try await bench.load(.top, gateway: gateway.port, push: base.port, runID: runID, seconds: seconds, connections: connections, users: users)
+                    baseline.append(bare.requestsPerSecond)
+                    print(String(format: "  bare GET      %10.0f req/s", bare.requestsPerSecond))
+                    for path in [LoadConfiguration.Path.top, .around, .standing] {
+                        let report = try await bench.load(path, gateway: gateway.port, push: push.port, runID: runID, seconds: seconds, connections: connections, users: users)
+                        rates[path, default: []].append(report.requestsPerSecond)
+                        p99[path, default: []].append(report.serviceTime.p99)
+                        print(String(format: "  %-12@  %10.0f req/s  p99 %.2f ms", path.rawValue as NSString, report.requestsPerSecond, report.serviceTime.p99))
+                    }
+                }
+            }
+            print("")
+            print("queries over HTTP (medians of \(repetitions); baseline: a bare Hummingbird GET; around/standing of players drawn by Zipf, some 404)")
+            for path in [LoadConfiguration.Path.top, .around, .standing] {
+                print(BenchLine(name: path.rawValue, values: rates[path] ?? [], unit: "req/s", baseline: baseline).text)
+                print(BenchLine(name: "  p99 over HTTP", values: p99[path] ?? [], unit: "ms").text)
+            }
+        }
+    }
+
+    public struct Fanout: AsyncParsableCommand {
+        public init() {}
+        public static let configuration = CommandConfiguration(
+            abstract: "Idle SSE subscribers: the push gateway's memory per subscriber, and how long an update takes to reach all of them.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var auth: AuthOptions
+        @Option(parsing: .upToNextOption, help: "Subscriber counts to measure.") var subscribers: [Int] = [2_000, 10_000]
+        @Option(help: "Events per second while measuring the latency.") var rate: Double = 20
+        @Option(help: "Seconds of traffic per count.") var seconds: Double = 10
+        @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+
+        public func run() async throws {
+            let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+            var lines: [String] = []
+            let rate = self.rate, seconds = self.seconds
+            for count in subscribers {
+                try await bench.withStack { processes, runID in
+                    let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
+                    _ = try await processes.start("worker", ["worker"])
+                    let push = try await processes.start(
+                        "push", ["push", "--max-streams-per-address", String(count + 100), "--max-streams", String(count + 100)])
+                    let before = BenchProcesses.residentBytes(of: push.process) ?? 0
+                    // The subscribers connect before the traffic starts, so the memory read during it is theirs.
+                    async let measuring = bench.load(
+                        .batch, gateway: gateway.port, push: push.port, runID: runID, rate: rate, seconds: seconds, connections: 4,
+                        batchSize: 1, subscribers: count)
+                    var idle = before
+                    for _ in 0..<Int(seconds * 2) {
+                        try await Task.sleep(for: .milliseconds(500))
+                        idle = max(idle, BenchProcesses.residentBytes(of: push.process) ?? 0)
+                    }
+                    let report = try await measuring
+                    let perSubscriber = Double(idle - before) / Double(count) / 1024
+                    let line = String(format: "%6d subscribers: %.1f KiB each (push RSS %.0f → %.0f MiB), update to all p50 %.1f ms, p99 %.1f ms, %d unseen",
+                                      count, perSubscriber, Double(before) / 1_048_576, Double(idle) / 1_048_576, report.endToEnd?.p50 ?? .nan,
+                                      report.endToEnd?.p99 ?? .nan, report.unseenBySubscribers.reduce(0, +))
+                    print(line)
+                    lines.append(line)
+                }
+            }
+            print("")
+            print("fan-out (\(rate) events/s, one board, every subscriber receives every update)")
+            lines.forEach { print($0) }
+        }
+    }
+}
