@@ -123,6 +123,7 @@ extension ScoreboardCommand {
             @Option(help: "Distinct members.") var users = 10_000
             @Option(help: "Repetitions; medians are reported.") var repetitions = 3
             @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 8
+            @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
             public func run() async throws {
                 var configuration = WorkerBenchmark.Configuration()
@@ -141,6 +142,8 @@ extension ScoreboardCommand {
                 print(String(format: "worker (median)          %10.0f events/s", worker))
                 print(String(format: "PostgreSQL floor         %10.0f event rows/s   worker / floor %.2f", postgres, worker / postgres))
                 print(String(format: "Redis floor              %10.0f ZADD/s", redis))
+                try BenchLine(name: "worker events/s", values: result.workerRates, unit: "events/s", baseline: result.postgresFloorRates)
+                    .record(benchmark: "worker", to: record)
             }
         }
 

@@ -96,11 +96,42 @@ struct HTTPBenchmark: Sendable {
 }
 
 /// A result line: the figure, the baseline and their ratio, with each repetition's values.
-struct BenchLine {
+struct BenchLine: Encodable {
     var name: String
     var values: [Double]
     var unit: String
     var baseline: [Double]?
+
+    /// Appends this line, as one JSON object with its benchmark's name and the date, to `file` (for
+    /// `scripts/bench-chart.py`).
+    func record(benchmark: String, to file: String?) throws {
+        guard let file else { return }
+        struct Record: Encodable {
+            var benchmark: String
+            var date: String
+            var line: BenchLine
+            var median: Double
+            var baselineMedian: Double?
+        }
+        let record = Record(
+            benchmark: benchmark, date: ISO8601DateFormatter().string(from: Date()), line: self, median: HTTPBenchmark.median(values),
+            baselineMedian: baseline.map(HTTPBenchmark.median))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var data = try encoder.encode(record)
+        data.append(UInt8(ascii: "\n"))
+        if !FileManager.default.fileExists(atPath: file) { FileManager.default.createFile(atPath: file, contents: nil) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: data)
+    }
+
+    /// Prints the line and records it.
+    func report(benchmark: String, to file: String?) throws {
+        print(text)
+        try record(benchmark: benchmark, to: file)
+    }
 
     var text: String {
         let value = HTTPBenchmark.median(values)
@@ -148,6 +179,7 @@ extension ScoreboardCommand.Bench {
         @Option(help: "Connections.") var connections = 16
         @Option(help: "Open-loop rate of the player-path latency measurement (scores/s).") var playerRate: Double = 5_000
         @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+        @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
         public func run() async throws {
             let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
@@ -189,12 +221,12 @@ extension ScoreboardCommand.Bench {
             }
             print("")
             print("ingest (medians of \(repetitions); baseline: a bare Hummingbird POST on the same box, same client)")
-            print(BenchLine(name: "batch ingest, 1000-item batches", values: batch1000, unit: "events/s", baseline: baseline).text)
-            print(BenchLine(name: "batch ingest, 100-item batches", values: batch100, unit: "events/s", baseline: baseline).text)
-            print(BenchLine(name: "  p50 per 100-item request", values: batch100p50, unit: "ms").text)
-            print(BenchLine(name: "player flow (token + score)", values: player, unit: "scores/s", baseline: baseline).text)
-            print(BenchLine(name: String(format: "player p99 at %.0f/s (open loop)", playerRate), values: playerP99, unit: "ms").text)
-            print(BenchLine(name: "  accepted at that rate", values: playerAchieved, unit: "scores/s").text)
+            try BenchLine(name: "batch ingest, 1000-item batches", values: batch1000, unit: "events/s", baseline: baseline).report(benchmark: "ingest", to: record)
+            try BenchLine(name: "batch ingest, 100-item batches", values: batch100, unit: "events/s", baseline: baseline).report(benchmark: "ingest", to: record)
+            try BenchLine(name: "  p50 per 100-item request", values: batch100p50, unit: "ms").report(benchmark: "ingest", to: record)
+            try BenchLine(name: "player flow (token + score)", values: player, unit: "scores/s", baseline: baseline).report(benchmark: "ingest", to: record)
+            try BenchLine(name: String(format: "player p99 at %.0f/s (open loop)", playerRate), values: playerP99, unit: "ms").report(benchmark: "ingest", to: record)
+            try BenchLine(name: "  accepted at that rate", values: playerAchieved, unit: "scores/s").report(benchmark: "ingest", to: record)
         }
     }
 
@@ -211,6 +243,7 @@ extension ScoreboardCommand.Bench {
         @Option(help: "Events per batch.") var batchSize = 100
         @Option(help: "SSE subscribers measuring.") var subscribers = 4
         @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+        @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
         public func run() async throws {
             let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
@@ -234,10 +267,10 @@ extension ScoreboardCommand.Bench {
             }
             print("")
             print(String(format: "latency at %.0f events/s (%d-event batches, %d subscribers; medians of %d)", rate, batchSize, subscribers, repetitions))
-            print(BenchLine(name: "accepted", values: accepted, unit: "events/s").text)
-            print(BenchLine(name: "202 → SSE update p50", values: p50, unit: "ms").text)
-            print(BenchLine(name: "202 → SSE update p99", values: p99, unit: "ms").text)
-            print(BenchLine(name: "events not seen at the end", values: unseen, unit: "").text)
+            try BenchLine(name: "accepted", values: accepted, unit: "events/s").report(benchmark: "latency", to: record)
+            try BenchLine(name: "202 → SSE update p50", values: p50, unit: "ms").report(benchmark: "latency", to: record)
+            try BenchLine(name: "202 → SSE update p99", values: p99, unit: "ms").report(benchmark: "latency", to: record)
+            try BenchLine(name: "events not seen at the end", values: unseen, unit: "").report(benchmark: "latency", to: record)
         }
     }
 
@@ -253,6 +286,7 @@ extension ScoreboardCommand.Bench {
         @Option(help: "Connections.") var connections = 16
         @Option(help: "Players on the boards.") var users = 10_000
         @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+        @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
         public func run() async throws {
             let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
@@ -281,8 +315,8 @@ extension ScoreboardCommand.Bench {
             print("")
             print("queries over HTTP (medians of \(repetitions); baseline: a bare Hummingbird GET; around/standing of players drawn by Zipf, some 404)")
             for path in [LoadConfiguration.Path.top, .around, .standing] {
-                print(BenchLine(name: path.rawValue, values: rates[path] ?? [], unit: "req/s", baseline: baseline).text)
-                print(BenchLine(name: "  p99 over HTTP", values: p99[path] ?? [], unit: "ms").text)
+                try BenchLine(name: path.rawValue, values: rates[path] ?? [], unit: "req/s", baseline: baseline).report(benchmark: "queries", to: record)
+                try BenchLine(name: "  p99 over HTTP", values: p99[path] ?? [], unit: "ms").report(benchmark: "queries", to: record)
             }
         }
     }
@@ -298,11 +332,12 @@ extension ScoreboardCommand.Bench {
         @Option(help: "Events per second while measuring the latency.") var rate: Double = 20
         @Option(help: "Seconds of traffic per count.") var seconds: Double = 10
         @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+        @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
         public func run() async throws {
             let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
             var lines: [String] = []
-            let rate = self.rate, seconds = self.seconds
+            let rate = self.rate, seconds = self.seconds, record = self.record
             for count in subscribers {
                 try await bench.withStack { processes, runID in
                     let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
@@ -326,6 +361,9 @@ extension ScoreboardCommand.Bench {
                                       report.endToEnd?.p99 ?? .nan, report.unseenBySubscribers.reduce(0, +))
                     print(line)
                     lines.append(line)
+                    try BenchLine(name: "\(count) subscribers: memory each", values: [perSubscriber], unit: "KiB").record(benchmark: "fanout", to: record)
+                    try BenchLine(name: "\(count) subscribers: update to all p99", values: [report.endToEnd?.p99 ?? .nan], unit: "ms")
+                        .record(benchmark: "fanout", to: record)
                 }
             }
             print("")
