@@ -106,7 +106,8 @@ public final class MemoryIngestState: IngestState, Sendable {
 
     public func checkMint(userID: String, limit: RateLimit, requestID: String, now: Timestamp) async throws -> MintAdmission {
         try outage.throwIfDown()
-        guard case .sliding(let length) = limit.window else { return .allowed }
+        // As the Redis adapter: a mint limit is a sliding window, anything else a caller's bug.
+        guard case .sliding(let length) = limit.window else { throw MemoryPortMisuse(reason: "mint limits are sliding windows") }
         let now = now.millisecondsSinceEpoch
         return state.withLock { state in
             if state.bans.contains(userID) { return .banned }
@@ -223,6 +224,11 @@ public final class MemoryScoreEventPublisher: ScoreEventPublishing, Sendable {
             return .success(EventPosition(partition: partition, offset: offset))
         }
     }
+}
+
+/// A call no real adapter would accept either.
+public struct MemoryPortMisuse: Error {
+    public var reason: String
 }
 
 /// What ``MemoryScoreEventPublisher`` refuses held events with by default.

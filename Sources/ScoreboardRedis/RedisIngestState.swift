@@ -57,8 +57,8 @@ public struct RedisIngestState: Sendable {
         }
         let pending = try JSONEncoder().encode(IdempotencyRecord(fingerprint: claim.fingerprint, answer: nil))
         arguments += [
-            claim.tokenNonce == nil ? "0" : "1", String(Self.milliseconds(claim.tokenMemory)), String(decoding: pending, as: UTF8.self),
-            String(Self.milliseconds(claim.pendingLifetime)),
+            claim.tokenNonce == nil ? "0" : "1", String(claim.tokenMemory.wholeMilliseconds), String(decoding: pending, as: UTF8.self),
+            String(claim.pendingLifetime.wholeMilliseconds),
         ]
         let reply = try await redis.run(Self.admitScript, keys: keys, arguments: arguments)
         // Anything but the script's own verdicts is an error, never an admission.
@@ -94,7 +94,7 @@ public struct RedisIngestState: Sendable {
         let encoded = try JSONEncoder().encode(record)
         try await redis.send([
             "SET", Self.idempotencyKey(userID: userID, key: idempotencyKey), String(decoding: encoded, as: UTF8.self),
-            "PX", String(Self.milliseconds(answerLifetime)),
+            "PX", String(answerLifetime.wholeMilliseconds),
         ])
     }
 
@@ -116,11 +116,6 @@ public struct RedisIngestState: Sendable {
     /// Answers when Redis does, throws when it does not.
     public func probe() async throws {
         try await redis.send(["PING"])
-    }
-
-    static func milliseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 
     // MARK: - Scripts
