@@ -36,7 +36,8 @@ public func buildGatewayRouter(
         now: clock)
     let maxUnacknowledged = configuration.options.maxUnacknowledgedEvents
     let operations = OperationsRoutes(registry: registry) { [state = ports.state, scoreEvents = ports.scoreEvents] in
-        // Public: what is down, never where or the raw error (logged instead).
+        // Public: what is down, never where or the raw error (logged instead). The state store is named as operators
+        // know it (and as Problem.unavailable names it in the 503s): Redis.
         var problems: [String: String] = [:]
         do {
             try await state.probe()

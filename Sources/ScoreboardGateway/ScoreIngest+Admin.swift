@@ -12,7 +12,7 @@ extension ScoreIngest {
     public func setBan(userID: String, banned: Bool, request: Request, context: ScoreboardRequestContext) async throws -> Response {
         _ = try await authenticator.authenticate(request, roles: [.admin])
         if let problem = ScoreEvent.identifierProblem(userID) { throw Problem(.invalidParameter, detail: "userId \(problem)") }
-        try await withState { try await state.setBan(userID: userID, banned: banned) }
+        try await withDependency { try await state.setBan(userID: userID, banned: banned) }
         return Response(status: .noContent)
     }
 
@@ -32,7 +32,7 @@ extension ScoreIngest {
         // A token past its expiry fails on `exp` already: nothing to store.
         if secondsLeft > 0 {
             let until = Timestamp(millisecondsSinceEpoch: (nowSeconds + secondsLeft) * 1000)
-            try await withState { try await revocations.revoke(tokenID: revocation.jti, until: until) }
+            try await withDependency { try await revocations.revoke(tokenID: revocation.jti, until: until) }
         }
         return Response(status: .noContent)
     }

@@ -23,7 +23,7 @@ extension ScoreIngest {
         }
         let now = now()
         let limit = RateLimit.mints(userID: identity.userID, options: options)
-        switch try await withState({ try await state.checkMint(userID: identity.userID, limit: limit, requestID: UUID().uuidString, now: now) }) {
+        switch try await withDependency({ try await state.checkMint(userID: identity.userID, limit: limit, requestID: UUID().uuidString, now: now) }) {
         case .allowed: break
         case .banned:
             throw reject(Problem(.banned, detail: "user \(identity.userID) is banned"), userID: identity.userID, action: action, clientIP: clientIP)

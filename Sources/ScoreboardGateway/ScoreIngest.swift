@@ -86,7 +86,7 @@ public struct ScoreIngest: Sendable {
     }
 
     /// Runs one call to a port for a handler: an outage becomes its 503 (never a 500), anything else a logged 500.
-    func withState<T>(_ body: () async throws -> T) async throws -> T {
+    func withDependency<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch {
