@@ -37,7 +37,6 @@ struct OpenAPITests {
         let logger = Logger(label: "test")
         let redis = RedisConnectionPool(configuration: RedisConfiguration(), logger: logger)
         defer { redis.close() }
-        let producer = try KafkaProducer(configuration: .init(client: .init(bootstrapServers: ["127.0.0.1:1"])), logger: logger)
         let catalog = try PipelineCatalog.load(directory: Self.root.appendingPathComponent("pipelines"))
         let requests = try RequestSchemas.load(directory: Self.root.appendingPathComponent("topics/requests"))
         let authenticator = JWTAuthenticator(keys: .init(), algorithmsByKeyID: [:], configuration: .init(), redis: nil)
