@@ -108,13 +108,13 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The gateway reaches Redis and Kafka through its ports (GatewayPorts.swift), which the executable wires to
+        // the adapters.
         .target(
             name: "ScoreboardGateway",
             dependencies: [
                 "ScoreboardCore",
                 "ScoreboardHTTP",
-                "ScoreboardKafka",
-                "ScoreboardRedis",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

@@ -32,11 +32,11 @@ extension ScoreboardCommand {
             _ = try await TopicsApplier(admin: admin).apply(catalog)
 
             let auth = AuthSettings(jwksPath: root.appendingPathComponent(".local/dev/jwks.json").path, configuration: .init())
-            var gatewayConfiguration = GatewayConfiguration.local(context.settings)
-            gatewayConfiguration.perIPPerMinute = 100_000  // every local client shares 127.0.0.1
+            var gatewayOptions = GatewayConfiguration.Options()
+            gatewayOptions.perIPPerMinute = 100_000  // every local client shares 127.0.0.1
             func server(_ port: Int) -> HTTPServerSettings { HTTPServerSettings(host: "127.0.0.1", port: port) }
             let gateway = try await Roles.gateway(
-                context: context, server: server(gatewayPort), auth: auth, configuration: gatewayConfiguration,
+                context: context, server: server(gatewayPort), auth: auth, options: gatewayOptions,
                 actionKeysPath: root.appendingPathComponent(".local/dev/action-keys.json").path)
             // The group carries the topic namespace, so a dev run and tests (each in a namespace of its own) never
             // share a group, and so never take each other's partitions.

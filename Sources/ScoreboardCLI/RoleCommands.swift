@@ -24,7 +24,7 @@ extension ScoreboardCommand {
         public func run() async throws {
             let context = try RoleContext(connection: connection)
             let role = try await Roles.gateway(
-                context: context, server: server.settings(defaultPort: 8080), auth: auth.settings, configuration: gateway.configuration(context.settings),
+                context: context, server: server.settings(defaultPort: 8080), auth: auth.settings, options: gateway.options,
                 actionKeysPath: gateway.actionKeysPath)
             defer { role.cleanup() }
             try await runServices(role.services, logger: RoleLogging.logger("scoreboard.gateway"))
@@ -134,21 +134,13 @@ public struct GatewayOptions: ParsableArguments {
             ?? DefinitionsLocation.root().appendingPathComponent(".local/dev/action-keys.json").path
     }
 
-    func configuration(_ settings: ConnectionSettings) -> GatewayConfiguration {
-        var configuration = GatewayConfiguration.local(settings)
-        configuration.perIPPerMinute = perIPPerMinute
-        configuration.perUserPerMinute = perUserPerMinute
-        configuration.actionTokensPerUserPerMinute = actionTokensPerUserPerMinute
-        configuration.trustedProxies = trustedProxyTexts.compactMap(IPNetwork.init)
-        return configuration
-    }
-}
-
-extension GatewayConfiguration {
-    static func local(_ settings: ConnectionSettings) -> GatewayConfiguration {
-        var configuration = GatewayConfiguration()
-        configuration.topics = settings.topics
-        return configuration
+    var options: GatewayConfiguration.Options {
+        var options = GatewayConfiguration.Options()
+        options.perIPPerMinute = perIPPerMinute
+        options.perUserPerMinute = perUserPerMinute
+        options.actionTokensPerUserPerMinute = actionTokensPerUserPerMinute
+        options.trustedProxies = trustedProxyTexts.compactMap(IPNetwork.init)
+        return options
     }
 }
 

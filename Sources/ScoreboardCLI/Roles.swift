@@ -129,34 +129,21 @@ struct RoleContext {
 
 enum Roles {
     static func gateway(
-        context: RoleContext, server: HTTPServerSettings, auth: AuthSettings, configuration: GatewayConfiguration, actionKeysPath: String
+        context: RoleContext, server: HTTPServerSettings, auth: AuthSettings, options: GatewayConfiguration.Options, actionKeysPath: String
     ) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
         let logger = RoleLogging.logger("scoreboard.gateway")
-        let registry = ScoreboardMetrics.bootstrap()
-        let redis = context.redis(logger: logger)
-        let producer = try context.producer(logger: logger)
-        let topics = try TopicCatalog.load(directory: context.root.appendingPathComponent("topics"))
         let requests = try RequestSchemas.load(directory: context.root.appendingPathComponent("topics/requests"))
-        guard let eventSchema = try topics.valueSchema(of: TopicNames.scoreEventsBase) else {
-            throw ValidationError("topics/: no \(TopicNames.scoreEventsBase)")
-        }
-        let publisher = EventPublisher(producer: producer, logger: logger)
-        let rejections = RejectionLog(producer: producer, topic: configuration.topics.rejections, logger: logger)
-        let ingest = ScoreIngest(
-            configuration: configuration, actions: context.pipelines.actions, actionTokenKeys: try ActionTokenKeys.load(path: actionKeysPath),
+        let configuration = GatewayConfiguration(
+            server: server, actions: context.pipelines.actions, actionTokenKeys: try ActionTokenKeys.load(path: actionKeysPath),
             schemas: .init(
                 scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest],
-                revocationRequest: requests[RequestSchemas.revocationRequest], scoreEvent: eventSchema),
-            authenticator: try await auth.authenticator(redis: redis), redis: redis, publisher: publisher, rejections: rejections, logger: logger)
-        let operations = OperationsRoutes(registry: registry) {
-            // Public: what is down, never where or the raw error (logged instead).
-            var problems = await OperationsRoutes.redisReadiness(redis, logger: logger)
-            if producer.outstandingMessageCount > 10_000 { problems["kafka"] = "\(producer.outstandingMessageCount) messages waiting for the broker" }
-            return problems
-        }
-        let router = GatewayRoutes.router(ingest: ingest, operations: operations)
-        let app = server.application(router: router, name: "gateway", logger: logger)
-        return ([producer, rejections, publisher, app], { redis.close() })
+                revocationRequest: requests[RequestSchemas.revocationRequest]),
+            jwks: try JWKSFile.load(path: auth.jwksPath), authentication: auth.configuration, options: options)
+        let redis = context.redis(logger: logger)
+        let producer = try context.producer(logger: logger)
+        let app = try await buildGateway(
+            configuration: configuration, ports: .live(redis: redis, producer: producer, topics: context.settings.topics), logger: logger)
+        return ([producer, app], { redis.close() })
     }
 
     static func worker(context: RoleContext, server: HTTPServerSettings, groupID: String) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {

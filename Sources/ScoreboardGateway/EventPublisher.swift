@@ -1,72 +1,54 @@
-import Foundation
 import Logging
-import ScoreboardKafka
+import ScoreboardCore
 import ServiceLifecycle
 import Synchronization
 
-/// Where the gateway hands accepted events: ``EventPublisher`` over Kafka, or a fake in tests.
-public protocol ScoreEventPublishing: Sendable {
-    /// Publishes `messages` and waits up to `deadline` for every acknowledgement. Returns `nil` when the deadline
-    /// passed first; `settle` runs in any case, once all reports are in.
-    func publish(
-        _ messages: [KafkaProducerMessage], deadline: Duration,
-        settle: @escaping @Sendable ([Result<KafkaDeliveryReport, KafkaError>]) async -> Void
-    ) async -> [Result<KafkaDeliveryReport, KafkaError>]?
-}
-
-/// Publishes accepted events and answers within a deadline, without ever losing track of a message.
+/// Publishes accepted events and answers within a deadline, without ever losing track of an event.
 ///
-/// A request cannot wait for librdkafka's delivery timeout (tens of seconds) when the broker is down, but a message
-/// already handed to librdkafka may still be delivered after the client was told 503. So each publish is a job that
-/// runs to its end in this service's task group, whoever stops waiting: `settle` then records the real outcome (the
-/// 202 answer under the idempotency key, or the key and token released for a retry). A client that retries in the
-/// meantime finds its key pending and gets `idempotency-key-in-use`, never a second event.
-public final class EventPublisher: ScoreEventPublishing, Service, Sendable {
+/// A request cannot wait for the broker's delivery timeout (seconds) when the broker is down, but an event already
+/// handed to the producer may still be delivered after the client was told 503. So each publish is a job that runs to
+/// its end in this service's task group, whoever stops waiting: `settle` then records the real outcome (the 202 answer
+/// under the idempotency key, or the key and token released for a retry). A client that retries in the meantime finds
+/// its key pending and gets `idempotency-key-in-use`, never a second event.
+final class EventPublisher: Service, Sendable {
+    typealias Reports = [Result<EventPosition, any Error>]
+
     struct Job: Sendable {
-        var messages: [KafkaProducerMessage]
-        var outcome: Outcome<[Result<KafkaDeliveryReport, KafkaError>]>
-        var settle: @Sendable ([Result<KafkaDeliveryReport, KafkaError>]) async -> Void
+        var events: [ScoreEvent]
+        var outcome: Outcome<Reports>
+        var settle: @Sendable (Reports) async -> Void
     }
 
-    private let producer: KafkaProducer
+    private let port: any ScoreEventPublishing
     private let jobs: AsyncStream<Job>
     private let submit: AsyncStream<Job>.Continuation
     private let logger: Logger
 
-    public init(producer: KafkaProducer, logger: Logger) {
-        self.producer = producer
+    init(port: any ScoreEventPublishing, logger: Logger) {
+        self.port = port
         self.logger = logger
         (jobs, submit) = AsyncStream.makeStream(of: Job.self)
     }
 
-    /// Publishes `messages` and waits up to `deadline` for every acknowledgement. Returns `nil` when the deadline
+    /// Publishes `events` and waits up to `deadline` for every acknowledgement. Returns `nil` when the deadline
     /// passed first; `settle` runs in any case, once all reports are in.
-    public func publish(
-        _ messages: [KafkaProducerMessage], deadline: Duration,
-        settle: @escaping @Sendable ([Result<KafkaDeliveryReport, KafkaError>]) async -> Void
-    ) async -> [Result<KafkaDeliveryReport, KafkaError>]? {
-        let outcome = Outcome<[Result<KafkaDeliveryReport, KafkaError>]>()
-        guard case .enqueued = submit.yield(Job(messages: messages, outcome: outcome, settle: settle)) else {
-            let refused = messages.map { _ in Result<KafkaDeliveryReport, KafkaError>.failure(KafkaError.shuttingDown) }
+    func publish(_ events: [ScoreEvent], deadline: Duration, settle: @escaping @Sendable (Reports) async -> Void) async -> Reports? {
+        let outcome = Outcome<Reports>()
+        guard case .enqueued = submit.yield(Job(events: events, outcome: outcome, settle: settle)) else {
+            let refused: Reports = events.map { _ in .failure(PublisherStopped()) }
             await settle(refused)
             return refused
         }
         return await outcome.wait(upTo: deadline)
     }
 
-    public func run() async throws {
+    func run() async throws {
         await withDiscardingTaskGroup { group in
             // Stop taking jobs on graceful shutdown (the HTTP server, shut down before us, sends no more), but let the
             // group finish the jobs in flight.
             for await job in jobs.cancelOnGracefulShutdown() {
-                group.addTask { [producer] in
-                    let results: [Result<KafkaDeliveryReport, KafkaError>]
-                    do {
-                        results = try await producer.send(batch: job.messages)
-                    } catch {
-                        let failure = (error as? KafkaError) ?? KafkaError.shuttingDown
-                        results = job.messages.map { _ in .failure(failure) }
-                    }
+                group.addTask { [port] in
+                    let results = await port.publish(job.events)
                     await job.settle(results)
                     job.outcome.fulfil(results)
                 }
@@ -76,6 +58,9 @@ public final class EventPublisher: ScoreEventPublishing, Service, Sendable {
         logger.info("event publisher drained")
     }
 }
+
+/// The publisher no longer takes events: the gateway is shutting down.
+struct PublisherStopped: Error {}
 
 /// A value that arrives once, awaited with a deadline by any number of waiters.
 final class Outcome<Value: Sendable>: Sendable {

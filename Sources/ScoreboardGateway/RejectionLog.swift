@@ -1,9 +1,7 @@
-import Foundation
 import Logging
 import Metrics
 import ScoreboardCore
 import ScoreboardHTTP
-import ScoreboardKafka
 import ServiceLifecycle
 import Synchronization
 
@@ -20,17 +18,15 @@ public final class RejectionLog: Service, Sendable {
         Problem.Kind.invalidActionToken, .actionTokenReplayed, .actionTokenExpired, .tokenRevoked, .idempotencyKeyReused, .banned,
     ].reduce(into: []) { $0.insert($1.rawValue) }
 
-    private let producer: KafkaProducer
-    private let topic: String
+    private let port: any RejectionPublishing
     private let buffer: Mutex<RejectionBuffer>
     /// Wakes the sender; one pending wake-up is enough, since it drains everything buffered.
     private let wakeUps: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
     private let logger: Logger
 
-    public init(producer: KafkaProducer, topic: String, logger: Logger, capacityPerLane: Int = 10_000) {
-        self.producer = producer
-        self.topic = topic
+    public init(port: any RejectionPublishing, logger: Logger, capacityPerLane: Int = 10_000) {
+        self.port = port
         self.logger = logger
         buffer = Mutex(RejectionBuffer(capacityPerLane: capacityPerLane))
         (wakeUps, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -50,16 +46,10 @@ public final class RejectionLog: Service, Sendable {
     }
 
     public func run() async throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
         for await _ in wakeUps.cancelOnGracefulShutdown() {
             for rejection in takeBuffered() {
-                guard let value = try? encoder.encode(rejection) else { continue }
-                let message = KafkaProducerMessage(
-                    topic: topic, key: Array(rejection.partitionKey.utf8), value: Array(value),
-                    timestampMilliseconds: rejection.occurredAt.millisecondsSinceEpoch)
                 do {
-                    _ = try await producer.send(message)
+                    try await port.publish(rejection)
                 } catch {
                     logger.warning("rejection not published", metadata: ["reason": "\(rejection.reason)", "error": "\(error)"])
                 }

@@ -4,7 +4,6 @@ import HTTPTypes
 import Hummingbird
 import JWTKit
 import ScoreboardCore
-import ScoreboardRedis
 
 /// Who may do what. A token carries exactly one role.
 public enum Role: String, Sendable, Codable, CaseIterable {
@@ -162,7 +161,7 @@ public enum Base64URL {
 }
 
 /// Checks bearer tokens: signature (by `kid`), `exp`, `iat`, `iss`, `aud`, `sub`, the role, and the `jti` revocation
-/// list in Redis.
+/// list (a ``TokenRevocations`` port: Redis in production, memory in tests).
 public struct JWTAuthenticator: Sendable {
     public struct Configuration: Sendable {
         public var issuer: String
@@ -189,24 +188,25 @@ public struct JWTAuthenticator: Sendable {
     public let algorithmsByKeyID: [String: String]
     public let configuration: Configuration
     /// `nil` skips the revocation check (only for tests of the token checks themselves).
-    public let redis: RedisConnectionPool?
+    public let revocations: (any TokenRevocations)?
 
-    public init(keys: JWTKeyCollection, algorithmsByKeyID: [String: String], configuration: Configuration, redis: RedisConnectionPool?) {
+    public init(
+        keys: JWTKeyCollection, algorithmsByKeyID: [String: String], configuration: Configuration, revocations: (any TokenRevocations)?
+    ) {
         self.keys = keys
         self.algorithmsByKeyID = algorithmsByKeyID
         self.configuration = configuration
-        self.redis = redis
+        self.revocations = revocations
     }
 
     /// An authenticator for the keys of a JWKS file.
-    public init(jwks: JWKSFile, configuration: Configuration, redis: RedisConnectionPool?) async throws {
-        self.init(keys: try await jwks.keyCollection(), algorithmsByKeyID: jwks.algorithmsByKeyID, configuration: configuration, redis: redis)
+    public init(jwks: JWKSFile, configuration: Configuration, revocations: (any TokenRevocations)?) async throws {
+        self.init(
+            keys: try await jwks.keyCollection(), algorithmsByKeyID: jwks.algorithmsByKeyID, configuration: configuration, revocations: revocations)
     }
 
     /// Bearer tokens longer than this are refused unread.
     static let maximumTokenBytes = 8_192
-
-    public static func revocationKey(tokenID: String) -> String { "sb:jwt:revoked:" + tokenID }
 
     /// The caller of `request`, or a `unauthenticated` / `token-revoked` / `forbidden-role` problem.
     public func authenticate(_ request: Request, roles: Set<Role>) async throws -> Identity {
@@ -230,10 +230,7 @@ public struct JWTAuthenticator: Sendable {
         guard roles.contains(identity.role) else {
             throw Problem(.forbiddenRole, detail: "role \(identity.role.rawValue) may not do this; allowed: \(roles.map(\.rawValue).sorted().joined(separator: ", "))")
         }
-        if let redis {
-            let reply = try await redis.send(["EXISTS", Self.revocationKey(tokenID: identity.tokenID)])
-            if reply.integer == 1 { throw Problem(.tokenRevoked, detail: "jti \(identity.tokenID)") }
-        }
+        if try await isRevoked(tokenID: identity.tokenID) { throw Problem(.tokenRevoked, detail: "jti \(identity.tokenID)") }
         return identity
     }
 

@@ -6,7 +6,6 @@ import ScoreboardCore
 import ScoreboardDefinitions
 import ScoreboardGateway
 import ScoreboardHTTP
-import ScoreboardKafka
 import ScoreboardRedis
 import Testing
 import Yams
@@ -103,9 +102,9 @@ struct GatewayDefenceTests {
         let catalog = try PipelineCatalog.load(directory: GatewayHarness.root.appendingPathComponent("pipelines"))
         let now = Timestamp(millisecondsSinceEpoch: 1_795_000_000_000)
         func keys(_ user: String, _ action: String) -> Set<String> {
-            Set(IngestGuard.limits(
-                clientIP: "10.0.0.1", userID: user, action: action, definition: catalog.actions.actions[action]!, configuration: .init(), now: now
-            ).map(\.key))
+            Set(RateLimit.ingest(
+                clientIP: "10.0.0.1", userID: user, action: action, definition: catalog.actions.actions[action]!, options: .init(), now: now
+            ).map { RedisIngestState.key($0.scope) })
         }
         // Once, user "user" scoring pvp-win and a user named "pvp-win:minute" shared a key (another user got 429,
         // and a WRONGTYPE 500 where a counter met a sorted set).
@@ -119,13 +118,11 @@ struct GatewayDefenceTests {
                 }
             }
         }
-        #expect(!seen.keys.contains(IngestGuard.mintLimitKey(userID: "user")))
+        #expect(!seen.keys.contains(RedisIngestState.key(RateLimit.mints(userID: "user", options: .init()).scope)))
     }
 
     @Test func junkRejectionsCannotEvictTokenManipulationSignals() throws {
-        let logger = Logger(label: "test")
-        let producer = try KafkaProducer(configuration: .init(client: .init(bootstrapServers: ["127.0.0.1:1"])), logger: logger)
-        let log = RejectionLog(producer: producer, topic: "t", logger: logger, capacityPerLane: 100)
+        let log = RejectionLog(port: MemoryRejectionPublisher(), logger: Logger(label: "test"), capacityPerLane: 100)
         func rejection(_ reason: Problem.Kind, _ id: Int) -> Rejection {
             Rejection(
                 rejectionID: "\(reason.rawValue)-\(id)", reason: reason.rawValue, userID: "u\(id)", clientIP: "10.0.0.1", action: nil,

@@ -9,7 +9,8 @@ import ScoreboardHTTP
 import ScoreboardRedis
 import Testing
 
-/// The gateway's answers to bad input, attacks and outages, in process (fake broker; Redis real or unreachable).
+/// The gateway's answers to bad input, attacks and outages, in process: on memory ports, and on the real Redis
+/// adapters (local or unreachable) where the test is about Redis itself.
 @Suite(.timeLimit(.minutes(2)))
 struct GatewayIngestTests {
     static func key() -> String { UUID().uuidString.lowercased() }
@@ -24,7 +25,7 @@ struct GatewayIngestTests {
 
     @Test func everyRouteThatNeedsRedisAnswers503WithRetryAfterWhenRedisIsDown() async throws {
         // Bad input: none; Redis is a closed port. Authentication's revocation check is the first use.
-        let harness = try await GatewayHarness(redis: GatewayHarness.closedRedis())
+        let harness = try GatewayHarness(.redis(GatewayHarness.closedRedis()))
         defer { harness.close() }
         let player = try await harness.token(harness.user("p"))
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
@@ -50,7 +51,7 @@ struct GatewayIngestTests {
     }
 
     @Test func theRoutesOwnUseOfRedisAnswers503WhenAuthenticationDoesNotNeedIt() async throws {
-        let harness = try await GatewayHarness(redis: GatewayHarness.closedRedis(), checksRevocations: false)
+        let harness = try GatewayHarness(.redis(GatewayHarness.closedRedis()), checksRevocations: false)
         defer { harness.close() }
         let player = try await harness.token(harness.user("p"))
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
@@ -75,7 +76,7 @@ struct GatewayIngestTests {
     // MARK: - One bad item spoils nothing else
 
     @Test func aBatchAcceptsItsGoodItemsAndAnswersEachBadOneWithItsOwnProblem() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis())
+        let harness = try GatewayHarness()
         defer { harness.close() }
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
         try await harness.withClient { client in
@@ -111,7 +112,7 @@ struct GatewayIngestTests {
     // MARK: - Bounded nesting
 
     @Test func aDeeplyNestedBodyIsRefusedAsInvalidBeforeAnyOtherWork() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis())
+        let harness = try GatewayHarness()
         defer { harness.close() }
         let player = try await harness.token(harness.user("p"))
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
@@ -129,7 +130,7 @@ struct GatewayIngestTests {
     // MARK: - One canonical idempotency key
 
     @Test func theSameKeyInAnotherCaseIsTheSameRequest() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis())
+        let harness = try GatewayHarness()
         defer { harness.close() }
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
         let key = Self.key()
@@ -148,7 +149,7 @@ struct GatewayIngestTests {
     // MARK: - A batch failing midway keeps no claims
 
     @Test func anItemWhoseChecksFailLeavesTheOthersAcceptedAndNoKeyClaimed() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis())
+        let harness = try GatewayHarness(.redis(try GatewayHarness.localRedis()))
         defer { harness.close() }
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
         let good = harness.user("good"), broken = harness.user("broken")
@@ -168,12 +169,12 @@ struct GatewayIngestTests {
     }
 
     @Test func anUnpublishedItemReleasesItsKeyForAnImmediateRetry() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis())
+        let harness = try GatewayHarness()
         defer { harness.close() }
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
         let item = Self.item(user: harness.user("r"))
         try await harness.withClient { client in
-            harness.publisher.mode = .refuse
+            harness.publisher.mode = .refuse(MemoryBrokerRefusal())
             let refused = try await client.post("/v1/events:batch", token: server, json: Self.batch([item]))
             #expect(refused.status == .serviceUnavailable && refused.problemType == "broker-unavailable")
             harness.publisher.mode = .acknowledge
@@ -185,7 +186,7 @@ struct GatewayIngestTests {
     // MARK: - Revocations
 
     @Test func revocationsCheckTheirExpiryRangeAndBody() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis())
+        let harness = try GatewayHarness(.redis(try GatewayHarness.localRedis()))
         defer { harness.close() }
         let admin = try await harness.token(harness.user("ops"), role: .admin)
         let now = Int64(Date().timeIntervalSince1970)
@@ -213,17 +214,17 @@ struct GatewayIngestTests {
             let far = try await client.post("/v1/admin/revocations", token: admin, json: #"{"jti":"\#(jti)-far","expiresAt":\#(now + 30 * 86_400)}"#)
             #expect(far.status == .noContent)
         }
-        let farTTL = try await harness.redis.send(["TTL", JWTAuthenticator.revocationKey(tokenID: "\(jti)-far")]).integer ?? -2
+        let farTTL = try await harness.redis.send(["TTL", RedisTokenRevocations.key(tokenID: "\(jti)-far")]).integer ?? -2
         #expect((86_000...86_700).contains(farTTL), "clamped to the 24 h maximum lifetime (+ leeway)")
-        let ttl = try await harness.redis.send(["TTL", JWTAuthenticator.revocationKey(tokenID: jti)]).integer ?? -2
+        let ttl = try await harness.redis.send(["TTL", RedisTokenRevocations.key(tokenID: jti)]).integer ?? -2
         #expect((3500...3600).contains(ttl))
-        #expect(try await harness.redis.send(["EXISTS", JWTAuthenticator.revocationKey(tokenID: "\(jti)-old")]).integer == 0)
+        #expect(try await harness.redis.send(["EXISTS", RedisTokenRevocations.key(tokenID: "\(jti)-old")]).integer == 0)
     }
 
     // MARK: - Action tokens
 
     @Test func bannedUsersGetNoActionTokensAndMintingIsRateLimited() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis()) { $0.actionTokensPerUserPerMinute = 2 }
+        let harness = try GatewayHarness { $0.options.actionTokensPerUserPerMinute = 2 }
         defer { harness.close() }
         let admin = try await harness.token(harness.user("ops"), role: .admin)
         let banned = harness.user("banned"), busy = harness.user("busy")
@@ -243,7 +244,7 @@ struct GatewayIngestTests {
     // MARK: - Limits on what an outsider controls
 
     @Test func bodySizesBatchLengthAndFieldLengthsHaveTheirProblems() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis())
+        let harness = try GatewayHarness()
         defer { harness.close() }
         let player = try await harness.token(harness.user("p"))
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
@@ -272,16 +273,13 @@ struct GatewayIngestTests {
 
     @Test(arguments: [true, false])
     func forwardedForCountsOnlyWhenThePeerIsATrustedProxy(trusted: Bool) async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis()) { configuration in
-            configuration.perIPPerMinute = 1
-            configuration.trustedProxies = trusted ? [IPNetwork("127.0.0.0/8")!] : []
+        let harness = try GatewayHarness { configuration in
+            configuration.options.perIPPerMinute = 1
+            configuration.options.trustedProxies = trusted ? [IPNetwork("127.0.0.0/8")!] : []
         }
         defer { harness.close() }
-        // Only this test scores from the loopback peer in this database: start its window empty, so a rerun within
-        // the minute does not find the last run's entry.
-        if !trusted { try await harness.redis.send(["DEL", "sb:rl:ip:127.0.0.1"]) }
-        // Two clients behind one proxy (the loopback peer), told apart only by X-Forwarded-For; their addresses are
-        // unique to this run, since per-IP windows live a minute.
+        // Two clients behind one proxy (the loopback peer), told apart only by X-Forwarded-For (the memory state is
+        // this test's own, so no earlier run's window is found).
         let octet = Int.random(in: 1...250)
         let answers = try await harness.withClient(.live) { client in
             var statuses: [HTTPResponse.Status] = []
@@ -302,7 +300,7 @@ struct GatewayIngestTests {
     // MARK: - Identifiers and methods
 
     @Test func identifiersWithAColonAreRefusedWhereverTheyEnter() async throws {
-        let harness = try await GatewayHarness(redis: try GatewayHarness.localRedis())
+        let harness = try GatewayHarness()
         defer { harness.close() }
         let admin = try await harness.token(harness.user("ops"), role: .admin)
         // Bad input: a user id with ':' in a JWT sub, a path parameter, and a batch body; an action path parameter.
@@ -319,7 +317,7 @@ struct GatewayIngestTests {
     }
 
     @Test func knownPathsAnswerUndeclaredMethodsWith405() async throws {
-        let harness = try await GatewayHarness(redis: GatewayHarness.closedRedis())
+        let harness = try GatewayHarness()
         defer { harness.close() }
         try await harness.withClient { client in
             for (method, uri, allowed) in [

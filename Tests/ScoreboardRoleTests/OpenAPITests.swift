@@ -37,20 +37,20 @@ struct OpenAPITests {
         let logger = Logger(label: "test")
         let redis = RedisConnectionPool(configuration: RedisConfiguration(), logger: logger)
         defer { redis.close() }
-        let producer = try KafkaProducer(configuration: .init(client: .init(bootstrapServers: ["127.0.0.1:1"])), logger: logger)
         let catalog = try PipelineCatalog.load(directory: Self.root.appendingPathComponent("pipelines"))
         let requests = try RequestSchemas.load(directory: Self.root.appendingPathComponent("topics/requests"))
         let authenticator = JWTAuthenticator(keys: .init(), algorithmsByKeyID: [:], configuration: .init(), redis: nil)
-        let ingest = ScoreIngest(
-            configuration: GatewayConfiguration(), actions: catalog.actions,
-            actionTokenKeys: try ActionTokenKeys.parse(Data(ActionTokenKeys.makeLocal().utf8), origin: "test"),
-            schemas: .init(
-                scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest],
-                revocationRequest: requests[RequestSchemas.revocationRequest], scoreEvent: requests[RequestSchemas.scoreRequest]),
-            authenticator: authenticator, redis: redis, publisher: EventPublisher(producer: producer, logger: logger),
-            rejections: RejectionLog(producer: producer, topic: "t", logger: logger))
         let operations = OperationsRoutes(registry: .init()) { [:] }
-        let gatewayRoutes = GatewayRoutes.router(ingest: ingest, operations: operations).routes.map(\.description)
+        let gateway = try await buildGatewayRouter(
+            configuration: GatewayConfiguration(
+                server: .init(port: 0), actions: catalog.actions,
+                actionTokenKeys: try ActionTokenKeys.parse(Data(ActionTokenKeys.makeLocal().utf8), origin: "test"),
+                schemas: .init(
+                    scoreRequest: requests[RequestSchemas.scoreRequest], batchRequest: requests[RequestSchemas.batchRequest],
+                    revocationRequest: requests[RequestSchemas.revocationRequest]),
+                jwks: try JWKSFile.parse(Data(JWKSFile.makeLocal().utf8), origin: "test")),
+            ports: .memory(), logger: logger)
+        let gatewayRoutes = gateway.router.routes.map(\.description)
         let store = PostgresStore(configuration: try PostgresConfiguration(url: "postgres://u:p@127.0.0.1:1/db"), logger: logger)
         let push = PushGateway(
             configuration: .init(),

@@ -1,13 +1,9 @@
-import Foundation
 import Hummingbird
-import Logging
-import ScoreboardCore
 import ScoreboardHTTP
-import ScoreboardRedis
 
 /// The gateway's routes.
-public enum GatewayRoutes {
-    public static func router(ingest: ScoreIngest, operations: OperationsRoutes) -> Router<ScoreboardRequestContext> {
+enum GatewayRoutes {
+    static func router(ingest: ScoreIngest, operations: OperationsRoutes) -> Router<ScoreboardRequestContext> {
         let router = Router(context: ScoreboardRequestContext.self)
         let methods = MethodNotAllowedMiddleware<ScoreboardRequestContext>()
         router.add(middleware: MetricsMiddleware())
