@@ -24,6 +24,15 @@ extension ScoreIngest {
         var nonce: String?
     }
 
+    /// A child task's answer. A struct, not an `(Int, Admission)` tuple: Swift 6.3.1 at `-O` corrupts task-group
+    /// results that are tuples built in a `do { return (i, try await …) } catch { return (i, …) }` child (indices
+    /// and payloads come back as garbage; the release gateway crashed on the first 1,000-item batches under load).
+    /// `scripts/repro/taskgroup-tuple-results.swift` reproduces it outside this code base.
+    struct IndexedAdmission: Sendable {
+        var index: Int
+        var admission: Admission
+    }
+
     enum Admission: Sendable {
         /// The idempotency key was answered before: the same answer again.
         case repeated(AcceptedScore)
@@ -38,18 +47,19 @@ extension ScoreIngest {
         var results = [Result<AcceptedScore, Problem>?](repeating: nil, count: items.count)
         var admitted: [(index: Int, admitted: Admitted)] = []
         let now = now()
-        await withTaskGroup(of: (Int, Admission).self) { group in
+        await withTaskGroup(of: IndexedAdmission.self) { group in
             for (index, item) in items.enumerated() {
                 group.addTask {
                     do {
-                        return (index, try await self.admit(item, clientIP: clientIP, now: now))
+                        return IndexedAdmission(index: index, admission: try await self.admit(item, clientIP: clientIP, now: now))
                     } catch {
-                        return (index, .refused(self.problem(for: error)))
+                        return IndexedAdmission(index: index, admission: .refused(self.problem(for: error)))
                     }
                 }
             }
-            for await (index, admission) in group {
-                switch admission {
+            for await result in group {
+                let index = result.index
+                switch result.admission {
                 case .repeated(let answer): results[index] = .success(answer)
                 case .admitted(let entry): admitted.append((index, entry))
                 case .refused(let problem): results[index] = .failure(problem)
