@@ -127,7 +127,12 @@ public struct WorkerBenchmark: Sendable {
                 producer: producer, admin: try KafkaAdminClient(configuration: settings.kafkaClient, logger: logger), topics: settings.topics),
             logger: logger)
         let total = Int64(configuration.events)
-        return try await withThrowingTaskGroup(of: (Double, Int)?.self) { group in
+        // A struct, not a tuple, as the task-group result: see scripts/repro/taskgroup-tuple-results.swift.
+        struct Measured: Sendable {
+            var rate: Double
+            var batches: Int
+        }
+        return try await withThrowingTaskGroup(of: Measured?.self) { group in
             group.addTask { try await producer.run(); return nil }
             group.addTask { try await worker.run(); return nil }
             group.addTask {
@@ -141,9 +146,9 @@ public struct WorkerBenchmark: Sendable {
                     if done >= total { break }
                     try await Task.sleep(for: .milliseconds(20))
                 }
-                return (Double(total) / (ContinuousClock.now - start).seconds, worker.health.snapshot.batches)
+                return Measured(rate: Double(total) / (ContinuousClock.now - start).seconds, batches: worker.health.snapshot.batches)
             }
-            var measured: (Double, Int)?
+            var measured: Measured?
             while let next = try await group.next() {
                 if let next {
                     measured = next
@@ -151,7 +156,8 @@ public struct WorkerBenchmark: Sendable {
                 }
             }
             await producer.shutdown()
-            return measured!
+            guard let measured else { throw BenchError("the worker benchmark ended without a measurement") }
+            return (measured.rate, measured.batches)
         }
     }
 

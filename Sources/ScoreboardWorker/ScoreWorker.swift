@@ -214,11 +214,17 @@ public final class ScoreWorker: Service, Sendable {
     func probeDependencies() async {
         let deadline = configuration.probeDeadline
         let ports = self.ports
-        await withTaskGroup(of: (WorkerHealth.Dependency, (any Error)?).self) { group in
-            group.addTask { (.postgres, await Self.failure { try await withTimeout(deadline) { try await ports.ledger.probe() } }) }
-            group.addTask { (.redis, await Self.failure { try await withTimeout(deadline) { try await ports.boards.probe() } }) }
-            for await (dependency, error) in group { health.probed(dependency, error: error) }
+        await withTaskGroup(of: Probe.self) { group in
+            group.addTask { Probe(dependency: .postgres, error: await Self.failure { try await withTimeout(deadline) { try await ports.ledger.probe() } }) }
+            group.addTask { Probe(dependency: .redis, error: await Self.failure { try await withTimeout(deadline) { try await ports.boards.probe() } }) }
+            for await probe in group { health.probed(probe.dependency, error: probe.error) }
         }
+    }
+
+    /// A probe's answer. A struct, not a tuple, as a task-group result: see scripts/repro/taskgroup-tuple-results.swift.
+    struct Probe: Sendable {
+        var dependency: WorkerHealth.Dependency
+        var error: (any Error)?
     }
 
     private static func failure(_ body: () async throws -> Void) async -> (any Error)? {
