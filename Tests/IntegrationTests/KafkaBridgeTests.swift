@@ -1,3 +1,4 @@
+import CRdKafka
 import Foundation
 @testable import ScoreboardKafka
 import Synchronization
@@ -104,6 +105,27 @@ struct KafkaBridgeTests {
         for second in 1...20 { #expect(throttle.admit("FAIL", now: start + .seconds(second)) == .suppress) }
         #expect(throttle.admit("REQTMOUT", now: start + .seconds(1)) == .log(suppressed: 0))
         #expect(throttle.admit("FAIL", now: start + .seconds(61)) == .log(suppressed: 20))
+    }
+
+    /// Bad input: the delivery results of a producer whose id a restarted memory broker handed to another producer
+    /// (seen in the broker chaos scenario: one worker's producer got `PRODUCER_FENCED` on every batch, which
+    /// librdkafka does not raise as fatal, and that worker's partitions were never consumed again). Such an instance
+    /// is replaced at once; timeouts only after a whole delivery timeout without a delivery; other errors never.
+    @Test func aProducerWhoseIdTheBrokerNoLongerTakesIsReplaced() {
+        let timeout: Duration = .seconds(30)
+        func failed(_ code: rd_kafka_resp_err_t) -> Result<KafkaDeliveryReport, KafkaError> { .failure(.rdKafka(code, code: .messageDelivery)) }
+        let delivered: Result<KafkaDeliveryReport, KafkaError> = .success(KafkaDeliveryReport(topic: "t", partition: 0, offset: 1))
+        func reason(_ results: [Result<KafkaDeliveryReport, KafkaError>], quietFor: Duration = .zero) -> String? {
+            KafkaProducer.replacementReason(after: results, quietFor: quietFor, deliveryTimeout: timeout)
+        }
+        #expect(reason([failed(RD_KAFKA_RESP_ERR_PRODUCER_FENCED)])?.contains("PRODUCER_FENCED") == true)
+        #expect(reason([delivered, failed(RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER)]) != nil, "fenced from now on, whatever got through")
+        #expect(reason([failed(RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)]) != nil)
+        #expect(reason([failed(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)], quietFor: .seconds(10)) == nil)
+        #expect(reason([failed(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)], quietFor: .seconds(31)) == "no delivery for a whole delivery timeout")
+        #expect(reason([delivered, failed(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)], quietFor: .seconds(31)) == nil)
+        #expect(reason([failed(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)], quietFor: .seconds(31)) == nil)
+        #expect(reason([delivered]) == nil)
     }
 }
 
