@@ -135,9 +135,8 @@ extension KafkaBridgeTests {
     /// over. Before, every later send failed until the process restarted (a gateway answered 503 for good). The
     /// producer now replaces its instance and sends again.
     @Test func aProducerRecoversFromTheFatalErrorOfABrokerThatForgotIt() async throws {
-        var broker: TansuProcess? = try await TansuProcess()
-        let port = broker!.port
-        let client = KafkaClientConfiguration(bootstrapServers: ["127.0.0.1:\(port)"])
+        let broker = try await PrivateBroker()
+        let client = KafkaClientConfiguration(bootstrapServers: [broker.address])
         let admin = try KafkaAdminClient(configuration: client, logger: TestEnvironment.logger)
         let topic = TestEnvironment.uniqueName("fatal")
         _ = try await admin.createTopics([KafkaNewTopic(name: topic, partitions: 1)])
@@ -147,8 +146,8 @@ extension KafkaBridgeTests {
         _ = try await producer.send(KafkaProducerMessage(topic: topic, key: "k", value: "before"))
         let first = try #require(producer.instance)
 
-        broker?.kill()
-        broker = try await TansuProcess(port: port)
+        broker.kill()
+        try await broker.start()
         // A fresh admin client, as `scoreboard topics apply` would be.
         let freshAdmin = try KafkaAdminClient(configuration: client, logger: TestEnvironment.logger)
         _ = try await within(.seconds(30)) { try await freshAdmin.createTopics([KafkaNewTopic(name: topic, partitions: 1)]) }
@@ -162,6 +161,6 @@ extension KafkaBridgeTests {
         #expect(delivered.offset >= 0)
         #expect(producer.instance !== first, "the fatal instance was replaced")
         await producer.shutdown()
-        broker?.kill()
+        broker.kill()
     }
 }

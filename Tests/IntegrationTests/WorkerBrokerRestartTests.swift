@@ -21,8 +21,8 @@ struct WorkerBrokerRestartTests {
     /// scenario: 1,096 events accepted after the restart were never consumed).
     @Test func aGroupThatRejoinedBeforeTheTopicWasRecreatedConsumesTheNewLog() async throws {
         let partitions: Int32 = 4
-        let broker = try await TansuProcess()
-        let client = KafkaClientConfiguration(bootstrapServers: ["127.0.0.1:\(broker.port)"])
+        let broker = try await PrivateBroker()
+        let client = KafkaClientConfiguration(bootstrapServers: [broker.address])
         let topics = TopicNames(namespace: "\(TestEnvironment.uniqueName("restart")).")
         let admin = try KafkaAdminClient(configuration: client, logger: TestEnvironment.logger)
         _ = try await admin.createTopics([KafkaNewTopic(name: topics.scoreEvents, partitions: partitions)])
@@ -48,7 +48,7 @@ struct WorkerBrokerRestartTests {
         try await waitUntilApplied(before, ledger: ledger)
 
         broker.kill()
-        let restarted = try await TansuProcess(port: broker.port)
+        try await broker.start()
         // The group forms again on the empty broker, with nothing to assign (the topic does not exist yet).
         let since = log.count
         try await within(.seconds(60)) {
@@ -67,7 +67,7 @@ struct WorkerBrokerRestartTests {
         #expect(log.lines(since: since).contains { $0.message == "leaving and rejoining the consumer group" })
         running.cancel()
         try? await running.value
-        restarted.kill()
+        broker.kill()
     }
 
     /// Sends `count` score events to every partition in turn (a fresh producer: the broker may be a new one) and

@@ -172,7 +172,7 @@ struct ChaosTests {
     /// role stays up; afterwards the boards are exact, a retry of an accepted key is not counted twice, and a spent
     /// action token is refused.
     @Test func redisKilledAndRestarted() async throws {
-        let redis = try await ChaosRedis()
+        let redis = try await PrivateRedis()
         try await withChaosWorld(redisDatabase: 5, redis: redis) { world in
             let (workers, push, gateway) = try await startRoles(world)
             let traffic = try await ChaosTraffic(world: world, gateways: [gateway.port])
@@ -242,15 +242,13 @@ struct ChaosTests {
     /// 20 s, full: 120 s). While it is down the workers must say not ready on /health/ready and stay up; they must
     /// resume by themselves, and the boards come out exact.
     @Test func postgresRestartedInImmediateMode() async throws {
-        let postgres = try await ChaosPostgres()
-        do {
+        try await withPrivatePostgres { postgres in
             try await withChaosWorld(redisDatabase: 4, postgres: postgres) { world in
                 let (workers, push, gateway) = try await startRoles(world)
                 for worker in workers.all { try await ScorePathTests().waitUntilReady(port: worker.port) }
                 let traffic = try await ChaosTraffic(world: world, gateways: [gateway.port])
                 let running = Task { await traffic.run() }
                 defer { traffic.stop() }
-            defer { traffic.stop() }
                 var notes: [String] = []
                 let outages: [Duration] = [.seconds(2), .seconds(2), ChaosMode.isFull ? .seconds(120) : .seconds(20)]
                 for (index, outage) in outages.enumerated() {
@@ -296,11 +294,7 @@ struct ChaosTests {
                 let outcome = try await ChaosRecount(world: world, traffic: traffic).settle(pushPort: push.port)
                 ChaosSummary(name: "postgres-restart", faults: outages.count, notes: notes).report(outcome, traffic: traffic)
             }
-        } catch {
-            await postgres.remove()
-            throw error
         }
-        await postgres.remove()
     }
 
     // MARK: 5. Broker killed and restarted
@@ -412,17 +406,10 @@ struct ChaosTests {
 
 /// Runs `body` with a fresh ``ChaosWorld`` and tears it down afterwards, also when `body` throws.
 func withChaosWorld(
-    redisDatabase: Int, kafkaBrokers: String? = nil, redis: ChaosRedis? = nil, postgres: ChaosPostgres? = nil,
+    redisDatabase: Int, kafkaBrokers: String? = nil, redis: PrivateRedis? = nil, postgres: PrivatePostgres? = nil,
     _ body: (ChaosWorld) async throws -> Void
 ) async throws {
-    let world = try await ChaosWorld(redisDatabase: redisDatabase, kafkaBrokers: kafkaBrokers, redis: redis, postgres: postgres)
-    do {
-        try await body(world)
-    } catch {
-        await world.tearDown()
-        throw error
-    }
-    await world.tearDown()
+    try await using(try await ChaosWorld(redisDatabase: redisDatabase, kafkaBrokers: kafkaBrokers, redis: redis, postgres: postgres), body)
 }
 
 /// The roles most scenarios run: two workers in the group, a push gateway (ready) and a gateway.

@@ -26,7 +26,7 @@ enum ChaosMode {
 
 /// A ``ScorePathWorld`` (its own topics, schema, Redis database and keys) whose roles may be pointed at a private
 /// Redis, PostgreSQL or broker instead of the shared local stack, with the readers the recount needs.
-final class ChaosWorld: @unchecked Sendable {
+final class ChaosWorld: TestFixture, @unchecked Sendable {
     let base: ScorePathWorld
     let redisURL: String?
     let postgres: PostgresConfiguration
@@ -36,12 +36,12 @@ final class ChaosWorld: @unchecked Sendable {
     ///   - redis: a private Redis the roles use instead of the shared one (the boards are read from it).
     ///   - postgres: a private PostgreSQL cluster the roles use instead of the shared one.
     ///   - kafkaBrokers: a private broker.
-    init(redisDatabase: Int, kafkaBrokers: String? = nil, redis: ChaosRedis? = nil, postgres: ChaosPostgres? = nil) async throws {
+    init(redisDatabase: Int, kafkaBrokers: String? = nil, redis: PrivateRedis? = nil, postgres: PrivatePostgres? = nil) async throws {
         base = try await ScorePathWorld(redisDatabase: redisDatabase, kafkaBrokers: kafkaBrokers)
         redisURL = redis?.url
         postgresURL = postgres?.url
         if let postgres {
-            self.postgres = try postgres.configuration(schema: base.schema)
+            self.postgres = postgres.configuration(schema: base.schema)
         } else {
             var configuration = TestEnvironment.settings.postgres
             configuration.schema = base.schema
