@@ -11,9 +11,6 @@ import Testing
 /// two-minute PostgreSQL outage.
 enum ChaosMode {
     static let isFull = ProcessInfo.processInfo.environment["SCOREBOARD_CHAOS_MODE"] == "full"
-    /// Scenarios that still fail on main run only when asked for (`scripts/chaos.sh` asks): CI stays green while the
-    /// failure is open, and docs/reliability.md says what fails and why.
-    static let runsKnownFailures = ProcessInfo.processInfo.environment["SCOREBOARD_CHAOS_KNOWN_FAILURES"] == "1"
     static var name: String { isFull ? "full" : "quick" }
 
     /// Events per second the generator aims at (it reports what it held).
