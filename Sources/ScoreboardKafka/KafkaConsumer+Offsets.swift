@@ -45,30 +45,35 @@ extension KafkaConsumer {
     public func seek(_ offsets: [KafkaTopicPartition: Int64], timeout: Duration = .seconds(10)) async throws {
         let client = self.client
         let pairs = offsets.map { ($0.key, $0.value) }
-        // Runs on the poll thread between two polls, so that no poll is in progress while positions change. A poll
-        // may be waiting for a message right now (a pending `next()`): the work goes into the poll loop's mailbox,
-        // and both that loop and an idle poll queue pick it up, whichever comes first.
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            // Each closure in the mailbox is taken out once, under its lock: it runs exactly once.
-            shared.pollThreadWork.withLock { work in
-                work.append {
-                    continuation.resume(with: Result {
-                        let list = RDKafkaTopicPartitionList.make(pairs)
-                        defer { rd_kafka_topic_partition_list_destroy(list) }
-                        if let error = rd_kafka_seek_partitions(client.handle, list, Int32(timeout.milliseconds)) {
-                            defer { rd_kafka_error_destroy(error) }
-                            throw KafkaError.rdKafka(errorObject: error, code: .seek)
-                        }
-                        for (partition, _, partitionError) in RDKafkaTopicPartitionList.read(list)
-                        where partitionError != RD_KAFKA_RESP_ERR_NO_ERROR {
-                            throw KafkaError.rdKafka(partitionError, code: .seek, context: partition.description)
-                        }
-                    })
-                }
+        try await onPollThread {
+            let list = RDKafkaTopicPartitionList.make(pairs)
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            if let error = rd_kafka_seek_partitions(client.handle, list, Int32(timeout.milliseconds)) {
+                defer { rd_kafka_error_destroy(error) }
+                throw KafkaError.rdKafka(errorObject: error, code: .seek)
             }
-            rd_kafka_queue_yield(consumerQueue.pointer)
-            pollQueue.async { [shared] in shared.runPollThreadWork() }
+            for (partition, _, partitionError) in RDKafkaTopicPartitionList.read(list)
+            where partitionError != RD_KAFKA_RESP_ERR_NO_ERROR {
+                throw KafkaError.rdKafka(partitionError, code: .seek, context: partition.description)
+            }
         }
+    }
+
+    /// Runs `body` on the poll thread between two polls (``schedulePollThreadWork(_:)``) and returns its result.
+    func onPollThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
+            schedulePollThreadWork { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    /// Queues `work` for the poll thread, to run between two polls, so that no poll is in progress while it changes
+    /// positions or the subscription. A poll may be waiting for a message right now (a pending `next()`): the work
+    /// goes into the poll loop's mailbox, and both that loop and an idle poll queue pick it up, whichever comes first.
+    func schedulePollThreadWork(_ work: @escaping @Sendable () -> Void) {
+        // Each closure in the mailbox is taken out once, under its lock: it runs exactly once.
+        shared.pollThreadWork.withLock { $0.append(work) }
+        rd_kafka_queue_yield(consumerQueue.pointer)
+        pollQueue.async { [shared] in shared.runPollThreadWork() }
     }
 
     // MARK: - Lag

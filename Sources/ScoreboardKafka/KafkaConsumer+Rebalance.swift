@@ -73,6 +73,35 @@ extension KafkaConsumer {
         }
     }
 
+    /// Asks to leave the group and join it again as a new member, which makes the whole group rebalance: the leader
+    /// assigns from fresh metadata and every member's `onRevoke` and `onAssign` run again. Returns at once; the poll
+    /// thread does it between two polls (after an `onAssign` still running, which may wait for a dependency).
+    ///
+    /// For a group whose assignment no longer matches the topic. A memory-only broker that restarts forgets the group
+    /// as well as the log; when the members join the new broker before `topics apply` has recreated the topic, the
+    /// leader assigns nothing, and when the topic reappears with the partition count librdkafka still remembers from
+    /// before, it sees no change and never rebalances: the group stays idle on a live topic. Rejoining under the same
+    /// member id would not help (the coordinator answers a follower that rejoins with unchanged metadata with the
+    /// current, empty, assignment), so this leaves first.
+    public func rejoinGroup() {
+        let client = self.client
+        let topics = subscription
+        let logger = self.logger
+        schedulePollThreadWork { [shared] in
+            guard !shared.isClosed.isSet else { return }
+            logger.info("leaving and rejoining the consumer group", metadata: ["kafka.topics": "\(topics)"])
+            do {
+                let error = rd_kafka_unsubscribe(client.handle)
+                guard error == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError.rdKafka(error, code: .rebalance, context: "unsubscribe") }
+                try Self.subscribe(client: client, topics: topics)
+            } catch {
+                // Not subscribed any more: the consumer would read nothing. The owner sees the error at its next batch.
+                logger.error("rejoining the consumer group failed", metadata: ["error": "\(error)"])
+                shared.pendingError.withLock { $0 = error as? KafkaError ?? KafkaError(code: .rebalance, reason: "\(error)") }
+            }
+        }
+    }
+
     /// Bridges an async handler into librdkafka's synchronous callback. Only ever called on the consumer's own poll
     /// queue (a Dispatch thread), never from the cooperative pool, so waiting here cannot starve Swift tasks.
     static func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> Result<T, Error> {

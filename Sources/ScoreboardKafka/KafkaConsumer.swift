@@ -17,6 +17,8 @@ public final class KafkaConsumer: Sendable {
     let pollQueue: DispatchQueue
     let consumerQueue: RDKafkaQueue
     let shared: Shared
+    /// The topics this member subscribed to (``rejoinGroup()`` subscribes to them again).
+    let subscription: [String]
 
     /// State shared with the rebalance callback and the iterator.
     final class Shared: Sendable {
@@ -57,7 +59,11 @@ public final class KafkaConsumer: Sendable {
         self.logger = logger
         self.shared = shared
         self.pollQueue = DispatchQueue(label: "scoreboard.kafka.consumer.poll")
+        self.subscription = topics
+        try Self.subscribe(client: client, topics: topics)
+    }
 
+    static func subscribe(client: RDKafkaClient, topics: [String]) throws {
         let list = RDKafkaTopicPartitionList.make(topics.map { (KafkaTopicPartition(topic: $0, partition: -1), 0) })
         defer { rd_kafka_topic_partition_list_destroy(list) }
         let error = rd_kafka_subscribe(client.handle, list)

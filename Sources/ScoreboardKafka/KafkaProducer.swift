@@ -155,22 +155,49 @@ public final class KafkaProducer: Service, Sendable {
         return results
     }
 
-    /// An instance whose messages only time out, with no delivery for a whole delivery timeout, is wedged: a broker
-    /// that restarted without its state answers UNKNOWN_PRODUCER_ID forever while librdkafka bumps the epoch of a
-    /// producer id the broker never knew (measured against the local broker: no delivery for the minute it was
-    /// watched). A new instance asks the broker for a new producer id. Replacing one after a plain outage costs
-    /// nothing but a reconnect.
+    /// Replaces the instance a send went out on when its results say it cannot deliver any more
+    /// (``replacementReason(after:quietFor:deliveryTimeout:)``).
     private func checkHealth(of instance: ProducerInstance, after results: [Result<KafkaDeliveryReport, KafkaError>]) {
         let now = DispatchTime.now().uptimeNanoseconds
-        if results.contains(where: { (try? $0.get()) != nil }) {
-            instance.lastDelivery.store(now, ordering: .relaxed)
-            return
+        if results.contains(where: { (try? $0.get()) != nil }) { instance.lastDelivery.store(now, ordering: .relaxed) }
+        let last = instance.lastDelivery.load(ordering: .relaxed)
+        // Another send may have stored a later instant meanwhile: then it is not quiet at all.
+        let quietFor = Duration.nanoseconds(Int64(clamping: now > last ? now - last : 0))
+        if let reason = Self.replacementReason(after: results, quietFor: quietFor, deliveryTimeout: configuration.deliveryTimeout) {
+            DispatchQueue.global().async { self.replace(instance, reason: reason) }
         }
-        let timedOut = results.contains { if case .failure(let error) = $0 { error.rdKafkaName == "_MSG_TIMED_OUT" } else { false } }
-        let quietFor = now &- instance.lastDelivery.load(ordering: .relaxed)
-        if timedOut && quietFor > UInt64(configuration.deliveryTimeout.milliseconds) * 1_000_000 {
-            DispatchQueue.global().async { self.replace(instance, reason: "no delivery for a whole delivery timeout") }
+    }
+
+    /// Delivery errors that say the broker no longer takes this instance's producer id. A memory-only broker that
+    /// restarted hands out producer ids from 1 again, so an instance that outlived it can share its id with a new
+    /// producer: the two fence each other (`PRODUCER_FENCED` once either bumps the epoch) or break each other's
+    /// sequence numbers. librdkafka raises only some of these as fatal; the others fail every later message alike.
+    static let lostProducerIdentity: Set<String> = [
+        "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "UNKNOWN_PRODUCER_ID", "OUT_OF_ORDER_SEQUENCE_NUMBER", "INVALID_PRODUCER_ID_MAPPING",
+    ]
+
+    /// Why an instance must be replaced after a send with these results, `nil` when it may go on.
+    ///
+    /// - A result that says the broker no longer takes its producer id (``lostProducerIdentity``): a new instance asks
+    ///   the broker for a new one. Before, a worker whose producer was fenced this way failed every batch for good.
+    /// - Messages that only time out, with no delivery for a whole delivery timeout: the instance is wedged. A broker
+    ///   that restarted without its state answers UNKNOWN_PRODUCER_ID forever while librdkafka bumps the epoch of a
+    ///   producer id the broker never knew (measured against the local broker: no delivery for the minute it was
+    ///   watched). Replacing one after a plain outage costs nothing but a reconnect.
+    static func replacementReason(
+        after results: [Result<KafkaDeliveryReport, KafkaError>], quietFor: Duration, deliveryTimeout: Duration
+    ) -> String? {
+        let failures = results.compactMap { result -> String? in
+            if case .failure(let error) = result { return error.rdKafkaName ?? "" }
+            return nil
         }
+        if let lost = failures.first(where: lostProducerIdentity.contains) {
+            return "the broker no longer accepts its producer id (\(lost))"
+        }
+        if failures.count == results.count, failures.contains("_MSG_TIMED_OUT"), quietFor > deliveryTimeout {
+            return "no delivery for a whole delivery timeout"
+        }
+        return nil
     }
 
     private func produce(_ message: KafkaProducerMessage, on client: RDKafkaClient, opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {

@@ -54,6 +54,8 @@ public final class ScoreWorker: Service, Sendable {
     struct Claims {
         var topicID: String?
         var epochs: [Int32: Int64] = [:]
+        /// What the last answered incarnation check found of the topic (`nil` before the first answer).
+        var observed: TopicObservation?
     }
 
     public init(configuration: Configuration, catalog: LeaderboardCatalog, actions: ActionCatalog, ports: WorkerPorts, logger: Logger) {
@@ -191,7 +193,8 @@ public final class ScoreWorker: Service, Sendable {
     /// Every `monitorInterval`: exports lag per partition and the last commit time, and checks that the topic is
     /// still the incarnation the partitions were claimed on. A memory-only broker that restarted has a new, empty
     /// log; the stored offsets then lie beyond its end, where a consumer would wait forever without an error. The
-    /// topic id tells the incarnations apart: on a new one the partitions are claimed again (from offset 0).
+    /// topic id tells the incarnations apart: on a new one the partitions are claimed again (from offset 0), and a
+    /// worker that owns none rejoins the group (``incarnationRepair(previous:current:claimedID:ownsPartitions:)``).
     private func monitor(consumer: KafkaConsumer, topic: String) async {
         while !Task.isCancelled {
             let lag = consumer.lag()
@@ -237,19 +240,80 @@ public final class ScoreWorker: Service, Sendable {
     }
 
     private func checkIncarnation(consumer: KafkaConsumer, topic: String) async {
-        let (claimedID, owned) = claims.withLock { ($0.topicID, $0.epochs.keys.sorted()) }
-        guard let claimedID, !owned.isEmpty else { return }
-        let described = try? await withTimeout(.seconds(5)) { try await self.ports.topics.topicID(of: topic) }
-        guard let current = described ?? nil, current != claimedID else { return }
-        logger.warning("the topic was recreated (the broker lost its log?): claiming its partitions again from the new log", metadata: [
-            "kafka.topic.id.old": "\(claimedID)", "kafka.topic.id.new": "\(current)",
-        ])
+        let described: String?
         do {
-            let starts = try await withTimeout(configuration.batchDeadline) { try await self.claim(owned, topic: topic) }
-            try await consumer.seek(Dictionary(uniqueKeysWithValues: starts.map { (KafkaTopicPartition(topic: topic, partition: $0.key), $0.value) }))
+            described = try await withTimeout(.seconds(5)) { try await self.ports.topics.topicID(of: topic) }
         } catch {
-            logger.error("re-claiming a recreated topic failed: trying again at the next check", metadata: ["error": "\(error)"])
+            return  // The broker did not answer: nothing learnt about the topic.
         }
+        let current: TopicObservation = described.map { .incarnation($0) } ?? .missing
+        let (repair, previous) = claims.withLock { claims in
+            defer { claims.observed = current }
+            let repair = Self.incarnationRepair(
+                previous: claims.observed, current: current, claimedID: claims.topicID, ownsPartitions: !claims.epochs.isEmpty)
+            return (repair, claims.observed)
+        }
+        switch repair {
+        case .none:
+            return
+        case .reclaim(let topicID):
+            logger.warning("the topic was recreated (the broker lost its log?): claiming its partitions again from the new log", metadata: [
+                "kafka.topic.id.old": "\(claims.withLock { $0.topicID } ?? "none")", "kafka.topic.id.new": "\(topicID)",
+            ])
+            let owned = claims.withLock { $0.epochs.keys.sorted() }
+            do {
+                let starts = try await withTimeout(configuration.batchDeadline) { try await self.claim(owned, topic: topic) }
+                try await consumer.seek(Dictionary(uniqueKeysWithValues: starts.map { (KafkaTopicPartition(topic: topic, partition: $0.key), $0.value) }))
+            } catch {
+                logger.error("re-claiming a recreated topic failed: trying again at the next check", metadata: ["error": "\(error)"])
+            }
+        case .rejoin(let topicID):
+            logger.warning("the topic was recreated while this worker owned none of it: rejoining the group so that it is assigned again", metadata: [
+                "kafka.topic.id.before": "\(previous.map(String.init(describing:)) ?? "none")", "kafka.topic.id.new": "\(topicID)",
+            ])
+            consumer.rejoinGroup()
+        }
+    }
+
+    /// What an answered incarnation check found of the topic.
+    enum TopicObservation: Equatable, Sendable, CustomStringConvertible {
+        case missing
+        case incarnation(String)
+
+        var description: String {
+            switch self {
+            case .missing: "missing"
+            case .incarnation(let id): id
+            }
+        }
+    }
+
+    /// What the monitor does about the topic's incarnation.
+    enum IncarnationRepair: Equatable, Sendable {
+        case none
+        /// Claim the owned partitions again on this incarnation (they start over at 0) and seek there.
+        case reclaim(topicID: String)
+        /// Leave and rejoin the consumer group, so that the partitions are assigned again from the topic as it is now.
+        case rejoin(topicID: String)
+    }
+
+    /// Decides, from two successive checks of the topic and what this worker claimed, whether its consumption still
+    /// follows the log the broker holds.
+    ///
+    /// - Owned partitions claimed on another incarnation: their stored offsets lie beyond the new log's end, where a
+    ///   consumer waits forever without an error (a memory-only broker restarted). Claim them again.
+    /// - Nothing owned, and the topic has just appeared or changed since the previous check: the group may have been
+    ///   assigned while the topic did not exist (members rejoin a restarted broker before `topics apply`), and
+    ///   librdkafka does not always notice the topic coming back (``KafkaConsumer/rejoinGroup()`` says why). Rejoin, once
+    ///   per change: owning nothing is also what a worker beyond the partition count does, and that one must not
+    ///   rebalance the group at every check.
+    static func incarnationRepair(
+        previous: TopicObservation?, current: TopicObservation, claimedID: String?, ownsPartitions: Bool
+    ) -> IncarnationRepair {
+        guard case .incarnation(let topicID) = current else { return .none }
+        if ownsPartitions { return claimedID == topicID ? .none : .reclaim(topicID: topicID) }
+        guard let previous, previous != current else { return .none }
+        return .rejoin(topicID: topicID)
     }
 
     // MARK: - Batches

@@ -54,8 +54,7 @@ struct PostgresOutageTests {
     /// connection (the pool queues it; cancelling its task ends the wait), and the same client serves queries again
     /// once the server is back.
     @Test func theClientRecoversFromAnImmediateStopAndRestart() async throws {
-        let cluster = try await PrivatePostgres.start()
-        do {
+        try await withPrivatePostgres { cluster in
             let store = PostgresStore(configuration: cluster.configuration, logger: TestEnvironment.logger)
             try await store.withRunningClient { store in
                 #expect(try await store.serverVersion().hasPrefix("15"))
@@ -77,19 +76,14 @@ struct PostgresOutageTests {
                     try await Self.queryUntilAnswered(store)
                 }
             }
-        } catch {
-            await cluster.remove()
-            throw error
         }
-        await cluster.remove()
     }
 
     /// An outage longer than the pool's circuit-breaker time (60 s in PostgresNIO 1.33.2): a query waiting for a
     /// connection fails with `connectionCreationCircuitBreakerTripped` (transient), new queries fail at once with it,
     /// and once the server is back the same client serves queries again without being recreated.
     @Test func theClientRecoversAfterItsCircuitBreakerTrips() async throws {
-        let cluster = try await PrivatePostgres.start()
-        do {
+        try await withPrivatePostgres { cluster in
             let store = PostgresStore(configuration: cluster.configuration, logger: TestEnvironment.logger)
             try await store.withRunningClient { store in
                 _ = try await store.serverVersion()
@@ -111,11 +105,7 @@ struct PostgresOutageTests {
                 }
                 TestEnvironment.logger.notice("client answered again \(ContinuousClock.now - restarted) after the restart")
             }
-        } catch {
-            await cluster.remove()
-            throw error
         }
-        await cluster.remove()
     }
 
     /// Queries until one is answered; every failure on the way must be transient.
@@ -139,8 +129,7 @@ struct PostgresOutageTests {
     /// answer), so the deadline of a running statement is the server's `statement_timeout`: a statement that runs
     /// past it fails with SQLSTATE 57014, which counts as transient.
     @Test func aRunningQueryIgnoresCancellationAndStatementTimeoutEndsIt() async throws {
-        let cluster = try await PrivatePostgres.start()
-        do {
+        try await withPrivatePostgres { cluster in
             var configuration = cluster.configuration
             configuration.statementTimeout = .milliseconds(300)
             let store = PostgresStore(configuration: configuration, logger: TestEnvironment.logger)
@@ -170,11 +159,7 @@ struct PostgresOutageTests {
                     #expect(try rows.first?.decode(String.self) == "slept")
                 }
             }
-        } catch {
-            await cluster.remove()
-            throw error
         }
-        await cluster.remove()
     }
 
     /// The server-side limits come from the URL too; a value that is not a number of milliseconds is refused.
@@ -240,20 +225,19 @@ enum OutageChild {
 
     /// Starts a private cluster, runs the workload against it in a child process, and removes the cluster.
     static func run(_ mode: ReadMode) async throws -> Ended {
-        let cluster = try await PrivatePostgres.start()
-        defer { try? FileManager.default.removeItem(at: cluster.dataDirectory) }
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("outage-child-\(UUID().uuidString).log")
-        defer { try? FileManager.default.removeItem(at: log) }
-        var environment = ProcessInfo.processInfo.environment
-        environment["SCOREBOARD_PG_OUTAGE_CHILD"] = mode.rawValue
-        environment["SCOREBOARD_PG_OUTAGE_PORT"] = "\(cluster.port)"
-        environment["SCOREBOARD_PG_OUTAGE_DATA"] = cluster.dataDirectory.path
-        environment["SWIFT_BACKTRACE"] = "enable=no"  // the fatal error's message is enough, and a backtrace is slow
-        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        let status = try await ChildProcess.run(
-            [testBinary, "--testing-library", "swift-testing", "--filter", "outageChildWorkload"], environment: environment, output: log)
-        await cluster.remove()
-        return Ended(status: status, output: (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+        try await withPrivatePostgres { cluster in
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent("outage-child-\(UUID().uuidString).log")
+            defer { try? FileManager.default.removeItem(at: log) }
+            var environment = ProcessInfo.processInfo.environment
+            environment["SCOREBOARD_PG_OUTAGE_CHILD"] = mode.rawValue
+            environment["SCOREBOARD_PG_OUTAGE_PORT"] = "\(cluster.port)"
+            environment["SCOREBOARD_PG_OUTAGE_DATA"] = cluster.dataDirectory.path
+            environment["SWIFT_BACKTRACE"] = "enable=no"  // the fatal error's message is enough, and a backtrace is slow
+            let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+            let status = try await ChildProcess.run(
+                [testBinary, "--testing-library", "swift-testing", "--filter", "outageChildWorkload"], environment: environment, output: log)
+            return Ended(status: status, output: (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+        }
     }
 
     /// Readers and worker-like transactions run without pause while the cluster is stopped in immediate mode and

@@ -56,6 +56,24 @@ enum TestEnvironment {
     }
 }
 
+/// Something a test sets up and must take down again: a world of topics, schema and keys, a private server.
+protocol TestFixture: Sendable {
+    func tearDown() async
+}
+
+/// Runs `body` with `fixture` and tears the fixture down afterwards, awaited, whether `body` returned or threw (never
+/// a `defer { Task { … } }` that nobody awaits: the next test would start beside a teardown still running).
+func using<Fixture: TestFixture, T>(_ fixture: Fixture, _ body: (Fixture) async throws -> T) async throws -> T {
+    do {
+        let result = try await body(fixture)
+        await fixture.tearDown()
+        return result
+    } catch {
+        await fixture.tearDown()
+        throw error
+    }
+}
+
 /// Fails the test (instead of hanging it) when `body` takes longer than `limit`.
 func within<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withTimeout(limit, body)

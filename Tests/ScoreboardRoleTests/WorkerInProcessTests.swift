@@ -154,3 +154,29 @@ extension WorkerInProcessTests {
         #expect(harness.worker.health.readinessProblems().isEmpty)
     }
 }
+
+extension WorkerInProcessTests {
+    /// What the monitor does after a broker restart, from two successive looks at the topic. The bad inputs are the
+    /// states a restart leaves behind: partitions claimed on the old incarnation, and a group assigned nothing while the
+    /// topic was missing; the quiet cases are a worker beyond the partition count and a check that learnt nothing new.
+    @Test func theIncarnationCheckReclaimsOrRejoinsOnlyWhenTheTopicChanged() {
+        typealias Observation = ScoreWorker.TopicObservation
+        func repair(_ previous: Observation?, _ current: Observation, claimed: String? = nil, owns: Bool = false) -> ScoreWorker.IncarnationRepair {
+            ScoreWorker.incarnationRepair(previous: previous, current: current, claimedID: claimed, ownsPartitions: owns)
+        }
+        // Owned partitions claimed on the old log: claimed again, whatever the previous check saw.
+        #expect(repair(.incarnation("t1"), .incarnation("t2"), claimed: "t1", owns: true) == .reclaim(topicID: "t2"))
+        #expect(repair(nil, .incarnation("t2"), claimed: "t1", owns: true) == .reclaim(topicID: "t2"))
+        // Already claimed on the new log (the group rebalanced by itself): nothing to do.
+        #expect(repair(.missing, .incarnation("t2"), claimed: "t2", owns: true) == .none)
+        // Owning nothing while the topic came back or changed: the assignment may predate it, so rejoin.
+        #expect(repair(.missing, .incarnation("t2")) == .rejoin(topicID: "t2"))
+        #expect(repair(.incarnation("t1"), .incarnation("t2")) == .rejoin(topicID: "t2"))
+        // Owning nothing on an unchanged topic is a worker beyond the partition count: no rebalance at every check.
+        #expect(repair(.incarnation("t2"), .incarnation("t2")) == .none)
+        #expect(repair(nil, .incarnation("t2")) == .none)
+        // The topic is missing (`topics apply` has not run yet): nothing can be claimed or assigned.
+        #expect(repair(.incarnation("t1"), .missing, claimed: "t1", owns: true) == .none)
+        #expect(repair(.incarnation("t1"), .missing) == .none)
+    }
+}

@@ -27,6 +27,8 @@ final class ChaosTraffic: Sendable {
         /// Player scores only: the bearer token and the one-time action token (game servers have neither).
         var bearer: String?
         var actionToken: String?
+        /// When the generator made the item, just before its first send (its retries keep it).
+        var createdAt = ContinuousClock.now
         var key: String { "\(member.id)\n\(idempotencyKey)" }
     }
 
@@ -57,6 +59,15 @@ final class ChaosTraffic: Sendable {
         var itemProblemTypes: [String?] = []
         /// Items accepted for a key that had no 202 before (a repeated key answered again does not count).
         var newlyAccepted = 0
+        /// When each of those keys was first sent.
+        var newlyAcceptedFirstSent: [ContinuousClock.Instant] = []
+
+        /// Whether this answer accepted a key first sent at or after `instant`. A key sent earlier may get its first
+        /// 202 later without the broker: its publish was acknowledged, but the client never saw the answer (its 10 s
+        /// deadline passed on a loaded machine), and its retry gets the stored 202.
+        func acceptsKeysFirstSent(since instant: ContinuousClock.Instant) -> Bool {
+            newlyAcceptedFirstSent.contains { $0 >= instant }
+        }
 
         var accepted: Int { kind == .batch ? itemStatuses.filter { $0 == 202 }.count : (status == 202 ? 1 : 0) }
         var summary: String {
@@ -398,7 +409,10 @@ final class ChaosTraffic: Sendable {
         }
         var exchange = exchange
         state.withLock { state in
-            exchange.newlyAccepted = Set(answers.map(\.item.key)).filter { state.accepted[$0] == nil }.count
+            var firstSent: [String: ContinuousClock.Instant] = [:]
+            for answer in answers where state.accepted[answer.item.key] == nil { firstSent[answer.item.key] = answer.item.createdAt }
+            exchange.newlyAccepted = firstSent.count
+            exchange.newlyAcceptedFirstSent = Array(firstSent.values)
             state.exchanges.append(exchange)
             for item in retry { state.retries[item.key] = item }
             for answer in answers {

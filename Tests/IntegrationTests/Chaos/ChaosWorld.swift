@@ -11,9 +11,6 @@ import Testing
 /// two-minute PostgreSQL outage.
 enum ChaosMode {
     static let isFull = ProcessInfo.processInfo.environment["SCOREBOARD_CHAOS_MODE"] == "full"
-    /// Scenarios that still fail on main run only when asked for (`scripts/chaos.sh` asks): CI stays green while the
-    /// failure is open, and docs/reliability.md says what fails and why.
-    static let runsKnownFailures = ProcessInfo.processInfo.environment["SCOREBOARD_CHAOS_KNOWN_FAILURES"] == "1"
     static var name: String { isFull ? "full" : "quick" }
 
     /// Events per second the generator aims at (it reports what it held).
@@ -26,7 +23,7 @@ enum ChaosMode {
 
 /// A ``ScorePathWorld`` (its own topics, schema, Redis database and keys) whose roles may be pointed at a private
 /// Redis, PostgreSQL or broker instead of the shared local stack, with the readers the recount needs.
-final class ChaosWorld: @unchecked Sendable {
+final class ChaosWorld: TestFixture, @unchecked Sendable {
     let base: ScorePathWorld
     let redisURL: String?
     let postgres: PostgresConfiguration
@@ -36,12 +33,12 @@ final class ChaosWorld: @unchecked Sendable {
     ///   - redis: a private Redis the roles use instead of the shared one (the boards are read from it).
     ///   - postgres: a private PostgreSQL cluster the roles use instead of the shared one.
     ///   - kafkaBrokers: a private broker.
-    init(redisDatabase: Int, kafkaBrokers: String? = nil, redis: ChaosRedis? = nil, postgres: ChaosPostgres? = nil) async throws {
+    init(redisDatabase: Int, kafkaBrokers: String? = nil, redis: PrivateRedis? = nil, postgres: PrivatePostgres? = nil) async throws {
         base = try await ScorePathWorld(redisDatabase: redisDatabase, kafkaBrokers: kafkaBrokers)
         redisURL = redis?.url
         postgresURL = postgres?.url
         if let postgres {
-            self.postgres = try postgres.configuration(schema: base.schema)
+            self.postgres = postgres.configuration(schema: base.schema)
         } else {
             var configuration = TestEnvironment.settings.postgres
             configuration.schema = base.schema

@@ -13,154 +13,154 @@ extension ScorePath {
 @Suite(.serialized, .timeLimit(.minutes(4)))
 struct GatewayAndQueryTests {
     @Test func operatorsRejectionsQueriesArchivesRebuildsAndPersonalStreams() async throws {
-        let world = try await ScorePathWorld(redisDatabase: 10)
-        defer { Task { await world.tearDown() } }
-        let worker = try await world.start("worker")
-        let push = try await world.start("push", arguments: ["--heartbeat-seconds", "1"])
-        let gateway = try await world.gateway()
-        try await ScorePathTests().waitUntilReady(port: push.port)
-        let tag = world.namespace.dropLast()
-        let alice = "alice-\(tag)", bob = "bob-\(tag)", carol = "carol-\(tag)"
-        let admin = try await world.token("ops-\(tag)", role: .admin)
+        try await withScorePathWorld(redisDatabase: 10) { world in
+            let worker = try await world.start("worker")
+            let push = try await world.start("push", arguments: ["--heartbeat-seconds", "1"])
+            let gateway = try await world.gateway()
+            try await ScorePathTests().waitUntilReady(port: push.port)
+            let tag = world.namespace.dropLast()
+            let alice = "alice-\(tag)", bob = "bob-\(tag)", carol = "carol-\(tag)"
+            let admin = try await world.token("ops-\(tag)", role: .admin)
 
-        // `scoreboard token mint` makes a token the gateway accepts.
-        let minted = try run(["token", "mint", "--user", alice, "--role", "player", "--region", "r0", "--guild", "g0"], environment: world.environment)
-        let aliceToken = minted.trimmingCharacters(in: .whitespacesAndNewlines)
+            // `scoreboard token mint` makes a token the gateway accepts.
+            let minted = try run(["token", "mint", "--user", alice, "--role", "player", "--region", "r0", "--guild", "g0"], environment: world.environment)
+            let aliceToken = minted.trimmingCharacters(in: .whitespacesAndNewlines)
 
-        // The personal channel, opened before Alice scores.
-        let personal = EventLog()
-        let personalStream = Task {
-            try await readServerSentEvents(port: push.port, path: "/v1/streams/me", headers: ["Authorization": "Bearer \(aliceToken)"], comments: true) { event in
-                personal.append(event)
-                return true
-            }
-        }
-        try await within(.seconds(10)) { while personal.comments == 0 { try await Task.sleep(for: .milliseconds(50)) } }
-
-        try await HTTPConnection.with(port: gateway.port) { connection in
-            func score(_ token: String, action: String = "pvp-win") async throws -> HTTPAnswer {
-                let issued = try await connection.postJSON("/v1/actions/\(action)/token", token: token, json: [:] as [String: String])
-                guard let actionToken = issued.json["actionToken"] as? String else { return issued }
-                return try await connection.postJSON(
-                    "/v1/scores", token: token, json: ["action": action, "actionToken": actionToken, "idempotencyKey": UUID().uuidString])
-            }
-            #expect(try await score(aliceToken).status == 202)
-            #expect(try await score(aliceToken).status == 202)
-            let bobToken = try await world.token(bob, region: "r0", guild: "g1")
-            #expect(try await score(bobToken).status == 202)
-            let carolToken = try await world.token(carol, region: "r1", guild: "g0")
-            #expect(try await score(carolToken, action: "complete-quest").status == 202)
-
-            // A ban refuses the user's scores (403 banned); lifting it lets them score again.
-            #expect(try await connection.send(.PUT, "/v1/admin/bans/\(bob)", headers: ["Authorization": "Bearer \(admin)"]).status == 204)
-            #expect(try await score(bobToken).problemType == "banned")
-            #expect(try await connection.send(.DELETE, "/v1/admin/bans/\(bob)", headers: ["Authorization": "Bearer \(admin)"]).status == 204)
-            #expect(try await score(bobToken).status == 202)
-            // Only admins may ban.
-            #expect(try await connection.send(.PUT, "/v1/admin/bans/\(carol)", headers: ["Authorization": "Bearer \(bobToken)"]).status == 403)
-
-            // A revoked bearer token is refused (401 token-revoked), other tokens of the user are not.
-            let revocable = try await world.token(carol, region: "r1", guild: "g0")
-            let jti = try #require(Self.claim("jti", of: revocable))
-            let revoked = try await connection.postJSON(
-                "/v1/admin/revocations", token: admin, json: ["jti": jti, "expiresAt": Int(Date().timeIntervalSince1970) + 3600])
-            #expect(revoked.status == 204)
-            #expect(try await score(revocable).problemType == "token-revoked")
-            #expect(try await score(carolToken, action: "complete-quest").status == 202)
-
-            // A body over the 4 KiB limit.
-            let large = try await connection.postJSON(
-                "/v1/scores", token: aliceToken, json: ["action": "pvp-win", "actionToken": String(repeating: "x", count: 5000), "idempotencyKey": UUID().uuidString])
-            #expect(large.status == 413 && large.problemType == "body-too-large")
-
-            // Operators: liveness, readiness and Prometheus metrics that count what happened.
-            #expect(try await connection.send(.GET, "/health/live").status == 200)
-            #expect(try await connection.send(.GET, "/health/ready").status == 200)
-            let metrics = String(decoding: try await connection.send(.GET, "/metrics").body, as: UTF8.self)
-            #expect(metrics.contains("gateway_events_accepted_total"))
-            #expect(metrics.contains(#"gateway_rejections_total{reason="banned"}"#))
-
-            // An unknown action, and no token at all.
-            #expect(try await connection.postJSON("/v1/actions/no-such-action/token", token: aliceToken, json: [:] as [String: String]).problemType == "unknown-action")
-            #expect(try await connection.postJSON("/v1/scores", token: nil, json: [:] as [String: String]).problemType == "unauthenticated")
-        }
-
-        // Every refusal went to the rejections topic with its problem type as the reason.
-        let reasons = try await rejectionReasons(world: world, atLeast: 4)
-        #expect(reasons.contains("banned") && reasons.contains("token-revoked") && reasons.contains("unknown-action") && reasons.contains("unauthenticated"))
-
-        // Expected standings: alice 80 (2 pvp-win), bob 80, carol 20 on the all-time global board.
-        let allTime = BoardKey(window: .allTime, period: "all", dimension: .global, value: nil)
-        try await within(.seconds(30)) { while try await world.redisBoard(allTime) != [alice: 80, bob: 80, carol: 20] { try await Task.sleep(for: .milliseconds(100)) } }
-
-        try await HTTPConnection.with(port: push.port) { connection in
-            // Around-me with competition ranks: alice and bob tie at rank 1, carol is 3rd.
-            let around = try await connection.send(.GET, "/v1/leaderboards/all-time/global/around/\(carol)?radius=1")
-            let entries = around.json["entries"] as? [[String: Any]] ?? []
-            // Redis orders the tie by member, descending: bob, alice, carol; one place either side of carol.
-            #expect(entries.map { $0["userId"] as! String } == [alice, carol])
-            #expect(entries.map { ($0["rank"] as! NSNumber).intValue } == [1, 3])
-            let notOnBoard = try await connection.send(.GET, "/v1/leaderboards/all-time/global/around/nobody-\(tag)")
-            #expect(notOnBoard.problemType == "not-found")
-            let bad = try await connection.send(.GET, "/v1/leaderboards/hourly/global")
-            #expect(bad.problemType == "invalid-parameter")
-            // A date that does not exist names no period of the board (404); a value not shaped like a period is 400.
-            let noSuchPeriod = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=2026-02-30")
-            #expect(noSuchPeriod.status == 404 && noSuchPeriod.problemType == "not-found")
-            let badPeriod = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=yesterday")
-            #expect(badPeriod.problemType == "invalid-parameter")
-            // The user's standing on every board.
-            let standing = try await connection.send(.GET, "/v1/users/\(alice)/standing")
-            let standings = standing.json["standings"] as? [[String: Any]] ?? []
-            #expect(standings.count == 12)
-            #expect(standings.allSatisfy { ($0["rank"] as? NSNumber)?.intValue == 1 })
-        }
-
-        // The personal channel carried alice's own changes, and heartbeats.
-        try await within(.seconds(10)) { while personal.updates(for: alice) < 2 { try await Task.sleep(for: .milliseconds(50)) } }
-        #expect(personal.updates(for: bob) == 0)
-        #expect(personal.comments >= 2)
-        personalStream.cancel()
-
-        // A closed window: an event of a day long past (as a replayed old event would be). Its Redis key expires at
-        // once (the retention is over), and the day stays queryable from PostgreSQL's final standings.
-        let oldDay = "2026-01-05"
-        let old = ScoreEvent(
-            eventID: UUID().uuidString.lowercased(), userID: carol, action: "pvp-win", points: 40,
-            occurredAt: Timestamp(millisecondsSinceEpoch: 1_767_614_400_000), region: "r1", guild: "g0", idempotencyKey: UUID().uuidString.lowercased(),
-            source: .gameServer)
-        #expect(LeaderboardWindow.daily.period(containing: old.occurredAt).key == oldDay)
-        let producer = try KafkaProducer(configuration: .init(client: .init(bootstrapServers: [world.kafkaBrokers])), logger: TestEnvironment.logger)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await producer.run() }
-            _ = try await producer.send(KafkaProducerMessage(
-                topic: world.namespace + TopicNames.scoreEventsBase, key: Array(carol.utf8), value: Array(try JSONEncoder().encode(old))))
-            group.cancelAll()
-        }
-        let archived = try await within(.seconds(30)) {
-            try await HTTPConnection.with(port: push.port) { connection in
-                while true {
-                    let answer = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=\(oldDay)")
-                    if (answer.json["entries"] as? [[String: Any]])?.count == 1 { return answer.json["source"] as? String }
-                    try await Task.sleep(for: .milliseconds(100))
+            // The personal channel, opened before Alice scores.
+            let personal = EventLog()
+            let personalStream = Task {
+                try await readServerSentEvents(port: push.port, path: "/v1/streams/me", headers: ["Authorization": "Bearer \(aliceToken)"], comments: true) { event in
+                    personal.append(event)
+                    return true
                 }
             }
-        }
-        #expect(archived == "archive")
-        try await HTTPConnection.with(port: push.port) { connection in
-            let around = try await connection.send(.GET, "/v1/leaderboards/daily/region/r1/around/\(carol)?period=\(oldDay)&radius=3")
-            #expect(around.json["source"] as? String == "archive")
-            #expect((around.json["entries"] as? [[String: Any]])?.map { "\($0["userId"]!) #\($0["rank"]!) \($0["score"]!)" } == ["\(carol) #1 40"])
-            #expect((around.json["members"] as? NSNumber)?.intValue == 1)
-        }
-        let oldKey = BoardKey(window: .daily, period: oldDay, dimension: .global, value: nil)
-        #expect(try await world.redis.send(["EXISTS", oldKey.redisKey]).integer == 0)
+            try await within(.seconds(10)) { while personal.comments == 0 { try await Task.sleep(for: .milliseconds(50)) } }
 
-        // `scoreboard rebuild` restores lost Redis boards from PostgreSQL.
-        try await world.redis.send(["DEL", allTime.redisKey])
-        _ = try run(["rebuild"], environment: world.environment)
-        #expect(try await world.redisBoard(allTime) == [alice: 80, bob: 80, carol: 60])
-        _ = worker
+            try await HTTPConnection.with(port: gateway.port) { connection in
+                func score(_ token: String, action: String = "pvp-win") async throws -> HTTPAnswer {
+                    let issued = try await connection.postJSON("/v1/actions/\(action)/token", token: token, json: [:] as [String: String])
+                    guard let actionToken = issued.json["actionToken"] as? String else { return issued }
+                    return try await connection.postJSON(
+                        "/v1/scores", token: token, json: ["action": action, "actionToken": actionToken, "idempotencyKey": UUID().uuidString])
+                }
+                #expect(try await score(aliceToken).status == 202)
+                #expect(try await score(aliceToken).status == 202)
+                let bobToken = try await world.token(bob, region: "r0", guild: "g1")
+                #expect(try await score(bobToken).status == 202)
+                let carolToken = try await world.token(carol, region: "r1", guild: "g0")
+                #expect(try await score(carolToken, action: "complete-quest").status == 202)
+
+                // A ban refuses the user's scores (403 banned); lifting it lets them score again.
+                #expect(try await connection.send(.PUT, "/v1/admin/bans/\(bob)", headers: ["Authorization": "Bearer \(admin)"]).status == 204)
+                #expect(try await score(bobToken).problemType == "banned")
+                #expect(try await connection.send(.DELETE, "/v1/admin/bans/\(bob)", headers: ["Authorization": "Bearer \(admin)"]).status == 204)
+                #expect(try await score(bobToken).status == 202)
+                // Only admins may ban.
+                #expect(try await connection.send(.PUT, "/v1/admin/bans/\(carol)", headers: ["Authorization": "Bearer \(bobToken)"]).status == 403)
+
+                // A revoked bearer token is refused (401 token-revoked), other tokens of the user are not.
+                let revocable = try await world.token(carol, region: "r1", guild: "g0")
+                let jti = try #require(Self.claim("jti", of: revocable))
+                let revoked = try await connection.postJSON(
+                    "/v1/admin/revocations", token: admin, json: ["jti": jti, "expiresAt": Int(Date().timeIntervalSince1970) + 3600])
+                #expect(revoked.status == 204)
+                #expect(try await score(revocable).problemType == "token-revoked")
+                #expect(try await score(carolToken, action: "complete-quest").status == 202)
+
+                // A body over the 4 KiB limit.
+                let large = try await connection.postJSON(
+                    "/v1/scores", token: aliceToken, json: ["action": "pvp-win", "actionToken": String(repeating: "x", count: 5000), "idempotencyKey": UUID().uuidString])
+                #expect(large.status == 413 && large.problemType == "body-too-large")
+
+                // Operators: liveness, readiness and Prometheus metrics that count what happened.
+                #expect(try await connection.send(.GET, "/health/live").status == 200)
+                #expect(try await connection.send(.GET, "/health/ready").status == 200)
+                let metrics = String(decoding: try await connection.send(.GET, "/metrics").body, as: UTF8.self)
+                #expect(metrics.contains("gateway_events_accepted_total"))
+                #expect(metrics.contains(#"gateway_rejections_total{reason="banned"}"#))
+
+                // An unknown action, and no token at all.
+                #expect(try await connection.postJSON("/v1/actions/no-such-action/token", token: aliceToken, json: [:] as [String: String]).problemType == "unknown-action")
+                #expect(try await connection.postJSON("/v1/scores", token: nil, json: [:] as [String: String]).problemType == "unauthenticated")
+            }
+
+            // Every refusal went to the rejections topic with its problem type as the reason.
+            let reasons = try await rejectionReasons(world: world, atLeast: 4)
+            #expect(reasons.contains("banned") && reasons.contains("token-revoked") && reasons.contains("unknown-action") && reasons.contains("unauthenticated"))
+
+            // Expected standings: alice 80 (2 pvp-win), bob 80, carol 20 on the all-time global board.
+            let allTime = BoardKey(window: .allTime, period: "all", dimension: .global, value: nil)
+            try await within(.seconds(30)) { while try await world.redisBoard(allTime) != [alice: 80, bob: 80, carol: 20] { try await Task.sleep(for: .milliseconds(100)) } }
+
+            try await HTTPConnection.with(port: push.port) { connection in
+                // Around-me with competition ranks: alice and bob tie at rank 1, carol is 3rd.
+                let around = try await connection.send(.GET, "/v1/leaderboards/all-time/global/around/\(carol)?radius=1")
+                let entries = around.json["entries"] as? [[String: Any]] ?? []
+                // Redis orders the tie by member, descending: bob, alice, carol; one place either side of carol.
+                #expect(entries.map { $0["userId"] as! String } == [alice, carol])
+                #expect(entries.map { ($0["rank"] as! NSNumber).intValue } == [1, 3])
+                let notOnBoard = try await connection.send(.GET, "/v1/leaderboards/all-time/global/around/nobody-\(tag)")
+                #expect(notOnBoard.problemType == "not-found")
+                let bad = try await connection.send(.GET, "/v1/leaderboards/hourly/global")
+                #expect(bad.problemType == "invalid-parameter")
+                // A date that does not exist names no period of the board (404); a value not shaped like a period is 400.
+                let noSuchPeriod = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=2026-02-30")
+                #expect(noSuchPeriod.status == 404 && noSuchPeriod.problemType == "not-found")
+                let badPeriod = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=yesterday")
+                #expect(badPeriod.problemType == "invalid-parameter")
+                // The user's standing on every board.
+                let standing = try await connection.send(.GET, "/v1/users/\(alice)/standing")
+                let standings = standing.json["standings"] as? [[String: Any]] ?? []
+                #expect(standings.count == 12)
+                #expect(standings.allSatisfy { ($0["rank"] as? NSNumber)?.intValue == 1 })
+            }
+
+            // The personal channel carried alice's own changes, and heartbeats.
+            try await within(.seconds(10)) { while personal.updates(for: alice) < 2 { try await Task.sleep(for: .milliseconds(50)) } }
+            #expect(personal.updates(for: bob) == 0)
+            #expect(personal.comments >= 2)
+            personalStream.cancel()
+
+            // A closed window: an event of a day long past (as a replayed old event would be). Its Redis key expires at
+            // once (the retention is over), and the day stays queryable from PostgreSQL's final standings.
+            let oldDay = "2026-01-05"
+            let old = ScoreEvent(
+                eventID: UUID().uuidString.lowercased(), userID: carol, action: "pvp-win", points: 40,
+                occurredAt: Timestamp(millisecondsSinceEpoch: 1_767_614_400_000), region: "r1", guild: "g0", idempotencyKey: UUID().uuidString.lowercased(),
+                source: .gameServer)
+            #expect(LeaderboardWindow.daily.period(containing: old.occurredAt).key == oldDay)
+            let producer = try KafkaProducer(configuration: .init(client: .init(bootstrapServers: [world.kafkaBrokers])), logger: TestEnvironment.logger)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await producer.run() }
+                _ = try await producer.send(KafkaProducerMessage(
+                    topic: world.namespace + TopicNames.scoreEventsBase, key: Array(carol.utf8), value: Array(try JSONEncoder().encode(old))))
+                group.cancelAll()
+            }
+            let archived = try await within(.seconds(30)) {
+                try await HTTPConnection.with(port: push.port) { connection in
+                    while true {
+                        let answer = try await connection.send(.GET, "/v1/leaderboards/daily/global?period=\(oldDay)")
+                        if (answer.json["entries"] as? [[String: Any]])?.count == 1 { return answer.json["source"] as? String }
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+            }
+            #expect(archived == "archive")
+            try await HTTPConnection.with(port: push.port) { connection in
+                let around = try await connection.send(.GET, "/v1/leaderboards/daily/region/r1/around/\(carol)?period=\(oldDay)&radius=3")
+                #expect(around.json["source"] as? String == "archive")
+                #expect((around.json["entries"] as? [[String: Any]])?.map { "\($0["userId"]!) #\($0["rank"]!) \($0["score"]!)" } == ["\(carol) #1 40"])
+                #expect((around.json["members"] as? NSNumber)?.intValue == 1)
+            }
+            let oldKey = BoardKey(window: .daily, period: oldDay, dimension: .global, value: nil)
+            #expect(try await world.redis.send(["EXISTS", oldKey.redisKey]).integer == 0)
+
+            // `scoreboard rebuild` restores lost Redis boards from PostgreSQL.
+            try await world.redis.send(["DEL", allTime.redisKey])
+            _ = try run(["rebuild"], environment: world.environment)
+            #expect(try await world.redisBoard(allTime) == [alice: 80, bob: 80, carol: 60])
+            _ = worker
+        }
     }
 
     /// A real gateway process whose Redis is killed and started again: 503 problems with Retry-After while it is
@@ -168,12 +168,12 @@ struct GatewayAndQueryTests {
     /// restart of the gateway.
     @Test func aRedisOutageIsA503AndTheGatewayRecoversByItself() async throws {
         let redisServer = try await PrivateRedis()
-        try await Self.withWorld(redisDatabase: 10) { world in try await redisOutage(world: world, redisServer: redisServer) }
+        try await withScorePathWorld(redisDatabase: 10) { world in try await redisOutage(world: world, redisServer: redisServer) }
     }
 
     func redisOutage(world: ScorePathWorld, redisServer: PrivateRedis) async throws {
         var environment = world.environment
-        environment["SCOREBOARD_REDIS_URL"] = "redis://127.0.0.1:\(redisServer.port)/0"
+        environment["SCOREBOARD_REDIS_URL"] = redisServer.url
         let gateway = try await RoleProcess(
             "gateway", arguments: ["--per-ip-per-minute", "1000000", "--per-user-per-minute", "1000"], environment: environment)
         let user = "outage-\(world.namespace.dropLast())"
@@ -205,18 +205,6 @@ struct GatewayAndQueryTests {
             #expect(answer.status == 202, "the gateway did not recover once Redis was back")
         }
         #expect(gateway.isRunning)
-    }
-
-    /// Runs `body` in a fresh world and tears the world down afterwards, awaited, whether `body` threw or not.
-    static func withWorld(redisDatabase: Int, _ body: (ScorePathWorld) async throws -> Void) async throws {
-        let world = try await ScorePathWorld(redisDatabase: redisDatabase)
-        do {
-            try await body(world)
-        } catch {
-            await world.tearDown()
-            throw error
-        }
-        await world.tearDown()
     }
 
     static func claim(_ name: String, of token: String) -> String? {
@@ -263,38 +251,6 @@ struct GatewayAndQueryTests {
         return String(decoding: data, as: UTF8.self)
     }
 }
-}
-
-/// A redis-server of the test's own on a free port, without persistence, to kill and start again.
-final class PrivateRedis: @unchecked Sendable {
-    let port: Int
-    private let process = Mutex<Process?>(nil)
-
-    init() async throws {
-        port = try freeLoopbackPort()
-        try await start()
-    }
-
-    /// Starts the server (again) on the same port and waits until it accepts connections.
-    func start() async throws {
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = ["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        server.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        server.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try server.run()
-        process.withLock { $0 = server }
-        let port = self.port
-        try await within(.seconds(20)) {
-            while !TansuProcess.answers(port: port) { try await Task.sleep(for: .milliseconds(50)) }
-        }
-    }
-
-    func kill() {
-        if let server = process.withLock({ $0 }) { killAndWait(server) }
-    }
-
-    deinit { kill() }
 }
 
 /// What a personal stream received.

