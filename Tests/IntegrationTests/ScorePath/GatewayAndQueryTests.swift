@@ -185,7 +185,11 @@ struct GatewayAndQueryTests {
                 return try await connection.postJSON(
                     "/v1/scores", token: token, json: ["action": "pvp-win", "actionToken": actionToken, "idempotencyKey": UUID().uuidString])
             }
-            #expect(try await score().status == 202)
+            // Before the outage the gateway accepts. A 503 here is the shared broker acknowledging after the gateway's
+            // second on a loaded box, not what this test is about: a new score is tried (a few times at most).
+            var first = try await score()
+            for _ in 0..<10 where first.status == 503 { first = try await score() }
+            #expect(first.status == 202)
 
             redisServer.kill()
             let down = try await score()

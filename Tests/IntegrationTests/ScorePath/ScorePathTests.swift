@@ -253,6 +253,21 @@ final class TrafficLog: Sendable {
     let requests = Atomic<Int>(0)
 }
 
+/// A careful client's score: a 503 (the broker did not acknowledge within the gateway's second, which a loaded
+/// two-core box sees) or a 409 `idempotency-key-in-use` (the first attempt is still being settled) is sent again with
+/// the same key, so that an event that landed anyway is answered by its stored 202 and counted once, as the recount
+/// assumes.
+func postUntilSettled(_ connection: inout HTTPConnection, token: String, body: [String: Any]) async throws -> HTTPAnswer {
+    var backoff = RetryBackoff(initial: .milliseconds(100), maximum: .seconds(2))
+    let deadline = ContinuousClock.now + .seconds(60)
+    while true {
+        let answer = try await connection.postJSON("/v1/scores", token: token, json: body)
+        let unsettled = answer.status == 503 || (answer.status == 409 && answer.problemType == "idempotency-key-in-use")
+        guard unsettled, ContinuousClock.now < deadline else { return answer }
+        try await Task.sleep(for: backoff.nextDelay())
+    }
+}
+
 func sendUserRequests(user: ScorePath.ScorePathTests.User, seed: Int, connection: inout HTTPConnection, log: TrafficLog) async throws {
     // The catalog's limits make some of these 429s: complete-quest allows 10 a minute, the PvP actions 5 an hour,
     // the daily bonus once a day.
@@ -319,7 +334,7 @@ func sendUserRequests(user: ScorePath.ScorePathTests.User, seed: Int, connection
                 continue
             }
             let body: [String: Any] = ["action": action, "actionToken": token, "idempotencyKey": UUID().uuidString.lowercased()]
-            let answer = try await connection.postJSON("/v1/scores", token: user.token, json: body)
+            let answer = try await postUntilSettled(&connection, token: user.token, body: body)
             if answer.status == 202 {
                 let json = answer.json
                 guard (json["points"] as? NSNumber)?.int64Value == points[action], json["userId"] as? String == user.id,
