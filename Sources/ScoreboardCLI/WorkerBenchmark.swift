@@ -97,7 +97,6 @@ public struct WorkerBenchmark: Sendable {
         producerConfiguration.linger = .milliseconds(20)
         let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
         let now = Timestamp.now()
-        let encoder = JSONEncoder()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await producer.run() }
             for chunk in stride(from: 0, to: configuration.events, by: 10_000) {
@@ -106,7 +105,8 @@ public struct WorkerBenchmark: Sendable {
                     let event = ScoreEvent(
                         eventID: UUID().uuidString.lowercased(), userID: "user-\(user)", action: "complete-quest", points: 10, occurredAt: now,
                         region: "region-\(user % 3)", guild: "guild-\(user % 5)", idempotencyKey: UUID().uuidString.lowercased(), source: .gameServer)
-                    return KafkaProducerMessage(topic: settings.topics.scoreEvents, key: Array(event.userID.utf8), value: Array(try encoder.encode(event)))
+                    // Encoded as the gateway publishes it: the score-event JSON lives in one place.
+                    return try KafkaScoreEvents.message(for: event, topic: settings.topics.scoreEvents)
                 }
                 for report in try await producer.send(batch: messages) { _ = try report.get() }
             }

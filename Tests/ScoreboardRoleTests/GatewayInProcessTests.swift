@@ -189,8 +189,10 @@ struct GatewayInProcessTests {
     }
 
     @Test func aBrokerThatDoesNotAcknowledgeIsA503AndTheKeyWaitsForTheRealOutcome() async throws {
+        // Short, so that the held publish times out quickly; long enough that an acknowledging one answers within it
+        // on a loaded box (20 ms was not, in a full parallel run).
         let harness = try GatewayHarness {
-            $0.options.publishDeadline = .milliseconds(20)
+            $0.options.publishDeadline = .milliseconds(300)
             $0.options.maxUnacknowledgedEvents = 0
         }
         let user = harness.user("kate")
@@ -219,7 +221,8 @@ struct GatewayInProcessTests {
     }
 
     @Test func anEventTheBrokerRefusedAfterTheDeadlineFreesItsKeyAndToken() async throws {
-        let harness = try GatewayHarness { $0.options.publishDeadline = .milliseconds(20) }
+        // See aBrokerThatDoesNotAcknowledgeIsA503AndTheKeyWaitsForTheRealOutcome for the deadline.
+        let harness = try GatewayHarness { $0.options.publishDeadline = .milliseconds(300) }
         let user = harness.user("liam")
         let player = try await harness.token(user)
         let key = Self.key()
