@@ -51,11 +51,9 @@ struct OpenAPITests {
             rejections: RejectionLog(producer: producer, topic: "t", logger: logger))
         let operations = OperationsRoutes(registry: .init()) { [:] }
         let gatewayRoutes = GatewayRoutes.router(ingest: ingest, operations: operations).routes.map(\.description)
-        let store = PostgresStore(configuration: try PostgresConfiguration(url: "postgres://u:p@127.0.0.1:1/db"), logger: logger)
         let push = PushGateway(
-            configuration: .init(),
-            feed: UpdateFeed(configuration: .init(consumer: .init(client: .init(bootstrapServers: ["127.0.0.1:1"]), groupID: "g"), topic: "t"), logger: logger),
-            reader: BoardReader(redis: redis, ledger: ScoreLedger(client: store.client, consumerGroup: "", logger: logger), catalog: catalog.leaderboards),
+            configuration: .init(), feed: UpdateFeed(source: MemoryUpdateSource(), logger: logger),
+            reader: BoardReader(live: MemoryLiveBoards(), archive: MemoryStandingsArchive(), catalog: catalog.leaderboards),
             authenticator: authenticator, logger: logger)
         let pushRoutes = push.router(operations: operations).routes.map(\.description)
         return Set((gatewayRoutes + pushRoutes).map { route in
