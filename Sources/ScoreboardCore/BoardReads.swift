@@ -1,8 +1,8 @@
 // What reading a board answers, in the domain's words: the push role's ports return these, and the Redis and
 // PostgreSQL adapters that implement them build them.
 
-/// One member's place on a board.
-public struct RankedMember: Sendable, Hashable {
+/// One member's place on a board (in JSON: `{"rank", "userId", "score"}`, an entry of a board page).
+public struct RankedMember: Sendable, Hashable, Codable {
     /// Competition rank: one more than the number of members with a strictly higher score.
     public var rank: Int
     public var userID: String
@@ -13,6 +13,8 @@ public struct RankedMember: Sendable, Hashable {
         self.userID = userID
         self.score = score
     }
+
+    enum CodingKeys: String, CodingKey { case rank, userID = "userId", score }
 }
 
 /// Consecutive members of one board, highest score first, with competition ranks, and how many members the board has.

@@ -2,19 +2,8 @@ import ScoreboardCore
 
 /// A page of a board's standings.
 public struct BoardPage: Codable, Sendable, Hashable {
-    public struct Entry: Codable, Sendable, Hashable {
-        public var rank: Int
-        public var userID: String
-        public var score: Int64
-
-        public init(rank: Int, userID: String, score: Int64) {
-            self.rank = rank
-            self.userID = userID
-            self.score = score
-        }
-
-        enum CodingKeys: String, CodingKey { case rank, userID = "userId", score }
-    }
+    /// An entry: rank, member and score.
+    public typealias Entry = RankedMember
 
     public var board: String
     public var window: LeaderboardWindow

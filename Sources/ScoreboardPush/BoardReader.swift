@@ -89,6 +89,6 @@ public struct BoardReader: Sendable {
     private func page(_ board: BoardKey, _ slice: BoardSlice, source: String) -> BoardPage {
         BoardPage(
             board: board.id, window: board.window, period: board.period, dimension: board.dimension, value: board.value, members: slice.members,
-            entries: slice.entries.map { BoardPage.Entry(rank: $0.rank, userID: $0.userID, score: $0.score) }, source: source)
+            entries: slice.entries, source: source)
     }
 }

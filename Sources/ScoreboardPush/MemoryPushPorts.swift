@@ -117,7 +117,8 @@ public final class MemoryUpdateSource: UpdateSource, Sendable {
         (deliveries, input) = AsyncStream.makeStream(of: Delivery.self)
     }
 
-    /// Hands `event` to the running feed and returns once it is handled (at once when the source has stopped).
+    /// Hands `event` to the feed and returns once it is handled: the feed must be running (or have stopped, then it
+    /// returns at once).
     public func send(_ event: UpdateSourceEvent) async {
         await withCheckedContinuation { continuation in
             if case .terminated = input.yield((event, continuation)) { continuation.resume() }
@@ -134,6 +135,8 @@ public final class MemoryUpdateSource: UpdateSource, Sendable {
             handle(delivery.event)
             delivery.handled.resume()
         }
+        // Later sends return at once instead of waiting for a feed that is gone.
+        input.finish()
     }
 }
 

@@ -23,8 +23,13 @@ struct PushWorld {
         configuration.streams.heartbeatInterval = .seconds(60)
         let ports = PushPorts(
             live: live, archive: archive, updates: updates,
-            authenticator: JWTAuthenticator(keys: .init(), algorithmsByKeyID: [:], configuration: .init(), redis: nil))
+            authenticator: Self.authenticator())
         parts = PushParts(configuration: configuration, ports: ports, logger: Logger(label: "test"), now: { now ?? Timestamp.now() })
+    }
+
+    /// An authenticator that knows no key (the query and board-stream tests need none).
+    static func authenticator() -> JWTAuthenticator {
+        JWTAuthenticator(keys: .init(), algorithmsByKeyID: [:], configuration: .init(), redis: nil)
     }
 
     var feed: UpdateFeed { parts.feed }

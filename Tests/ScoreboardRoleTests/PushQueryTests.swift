@@ -93,6 +93,25 @@ struct PushQueryTests {
         }
     }
 
+    /// What the executable runs: `buildPush` on the same ports serves the same answers, with the feed as its service.
+    @Test func theBuiltApplicationServesQueriesAndReadiness() async throws {
+        let world = worldWithGlobalBoard()
+        let app = try await buildPush(
+            configuration: PushConfiguration(server: HTTPServerSettings(port: 0), boards: PushWorld.allBoards),
+            ports: PushPorts(live: world.live, archive: world.archive, updates: world.updates, authenticator: PushWorld.authenticator()),
+            logger: .init(label: "test"))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/v1/leaderboards/all-time/global?limit=1", method: .get) { response in
+                let page = try Self.decode(Page.self, response)
+                #expect(page.entries == [.init(rank: 1, userId: "a", score: 30)])
+            }
+            await world.updates.send(.assigned([0]))
+            try await client.execute(uri: "/health/ready", method: .get) { response in
+                #expect(response.status == .ok)
+            }
+        }
+    }
+
     /// Bad input: boards and periods that do not exist, or are not written like one.
     @Test func unknownBoardsAndBadPeriodsAre404Or400() async throws {
         let onlyGlobal = LeaderboardCatalog(topN: 10, closedPeriodRetention: [:], boards: [BoardDefinition(window: .allTime, dimension: .global)])
