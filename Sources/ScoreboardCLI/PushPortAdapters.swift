@@ -19,7 +19,9 @@ extension ScoreLedger: StandingsArchive {}
 /// message that is not an update is skipped. Every `incarnationCheckInterval` the topic's id is compared with the one
 /// seen at assignment: a new id (the topic was recreated, or a broker that keeps its log in memory restarted) is a new
 /// log whose offsets start again from 0, where a consumer positioned past its end would wait for ever; the feed is told
-/// first, then the consumer is moved to the start of the new log.
+/// first, then the consumer is moved to the start of the new log. (Updates of the new log read before the check sees
+/// the new id, possible only when the new log has already grown past the old position, reach the feed as the old
+/// epoch's; the client that resumes from one of them gets a snapshot, since it lies at or below the old log's end.)
 struct KafkaUpdateSource: UpdateSource {
     let consumer: KafkaConsumerConfiguration
     let topic: String
