@@ -135,15 +135,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The push gateway reaches Redis, PostgreSQL and Kafka only through its ports (PushPorts.swift), which the
+        // executable wires to the adapters.
         .target(
             name: "ScoreboardPush",
             dependencies: [
                 "ScoreboardCore",
                 "ScoreboardHTTP",
-                "ScoreboardKafka",
-                "ScoreboardRedis",
-                "ScoreboardPostgres",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),

@@ -170,38 +170,16 @@ enum Roles {
         context: RoleContext, server: HTTPServerSettings, auth: AuthSettings, configuration: PushGateway.Configuration
     ) async throws -> (services: [any Service], cleanup: @Sendable () -> Void) {
         let logger = RoleLogging.logger("scoreboard.push")
-        let registry = ScoreboardMetrics.bootstrap()
         let redis = context.redis(logger: logger)
         let store = PostgresStore(configuration: context.settings.postgres, logger: RoleLogging.libraryLogger(logger))
-        let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: logger)
+        let admin = try KafkaAdminClient(configuration: context.settings.kafkaClient, logger: logger)
         // A group of its own per process: every push gateway reads every update.
         let groupID = "scoreboard-push-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
-        let reader = BoardReader(redis: redis, ledger: ledger, catalog: context.pipelines.leaderboards)
-        // An update of an archived board (a late event in a closed period) drops its cached answers.
-        let feed = UpdateFeed(
-            configuration: .init(consumer: context.settings.consumer(groupID: groupID), topic: context.settings.topics.leaderboardUpdates), logger: logger,
-            onBoardsChanged: { [archive = reader.archive] boards in archive.invalidate(boards: boards) })
-        let gateway = PushGateway(
-            configuration: configuration, feed: feed, reader: reader, authenticator: try await auth.authenticator(redis: redis), logger: logger)
-        let operations = OperationsRoutes(registry: registry) {
-            var problems = await OperationsRoutes.redisReadiness(redis, logger: logger)
-            if !feed.isReady { problems["kafka"] = "not yet assigned the leaderboard-updates partitions" }
-            return problems
-        }
-        let router = gateway.router(operations: operations)
-        // WebSocket frames are capped at the largest command a client may send; the close handshake at shutdown
-        // waits at most two seconds for a client's answer.
-        let webSocket = WebSocketServerConfiguration(
-            maxFrameSize: configuration.maxInboundMessageSize, autoPing: .enabled(timePeriod: configuration.heartbeatInterval * 2),
-            closeTimeout: .seconds(2))
-        let limits = server.limits
-        let app = server.application(
-            router: router, name: "push",
-            server: gateway.httpServer(
-                http1: limits.http1, webSocket: webSocket,
-                headLimits: RequestHeadLimits(timeout: limits.idleTimeout, maxSize: limits.maxHeaderSize)),
-            logger: logger)
-        // Last, so that a graceful shutdown ends the open streams before the server waits for its connections.
-        return ([store, feed, app, gateway.streamsShutdown], { redis.close() })
+        let ports = PushPorts.live(
+            redis: redis, ledger: ScoreLedger(client: store.client, consumerGroup: "", logger: logger), consumer: context.settings.consumer(groupID: groupID),
+            admin: admin, topics: context.settings.topics, authenticator: try await auth.authenticator(redis: redis), logger: logger)
+        let push = try await buildPush(
+            configuration: PushConfiguration(server: server, streams: configuration, boards: context.pipelines.leaderboards), ports: ports, logger: logger)
+        return ([store, push], { redis.close() })
     }
 }

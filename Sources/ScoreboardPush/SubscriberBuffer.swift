@@ -228,6 +228,17 @@ public final class SubscriberBuffer: Sendable {
         return drained
     }
 
+    /// Drops the client as if it had overflowed (what is pending is discarded; it reconnects with its last sequence):
+    /// for a feed whose sequences stopped meaning what the client has.
+    public func drop() {
+        state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.isClosed else { return nil }
+            state.isOverflowed = true
+            state.reset()
+            return Self.takeWaiter(&state)
+        }?.resume()
+    }
+
     /// Wakes the reader with `.closed` once nothing is pending.
     public func close() { close(nil) }
 

@@ -1,8 +1,6 @@
-import Foundation
 import Logging
 import Metrics
 import ScoreboardCore
-import ScoreboardKafka
 import ServiceLifecycle
 import Synchronization
 
@@ -18,16 +16,18 @@ public struct SequencedUpdate: Sendable, Hashable, Codable {
     }
 }
 
-/// Reads the leaderboard-updates topic and fans each update out to the subscribers of its board stream and of its
-/// member, keeping the recent updates of every stream so that reconnecting clients can resume.
+/// Reads the leaderboard updates (its ``UpdateSource``) and fans each one out to the subscribers of its board stream
+/// and of its member, keeping the recent updates of every stream so that reconnecting clients can resume.
 ///
-/// Every push gateway reads every partition: it joins a consumer group of its own (`groupID` is unique per process)
-/// and starts at the end of the log. Fan-out never waits on a client: it appends to each subscriber's bounded
-/// ``SubscriberBuffer``, which coalesces or, past its bound, drops the client.
+/// Every push gateway reads every partition from the end of the log. Fan-out never waits on a client: it appends to
+/// each subscriber's bounded ``SubscriberBuffer``, which coalesces or, past its bound, drops the client.
+///
+/// A new incarnation of the log (its offsets start again from 0) begins a new *epoch*: the histories are dropped,
+/// every open stream is dropped (the client reconnects with its last sequence and gets a fresh snapshot), and no
+/// sequence at or below the last one read from an earlier incarnation is resumed from again, since it may name an
+/// update of either log.
 public final class UpdateFeed: Service, Sendable {
     public struct Configuration: Sendable {
-        public var consumer: KafkaConsumerConfiguration
-        public var topic: String
         /// Updates kept per board stream for resuming clients (at least this many; trimming happens in steps of
         /// half of it, so that it costs O(1) per update).
         public var historyPerStream = 2_000
@@ -35,10 +35,7 @@ public final class UpdateFeed: Service, Sendable {
         /// resuming on one gets a snapshot instead), so a flood of distinct boards cannot grow memory without bound.
         public var maximumStreamsWithHistory = 10_000
 
-        public init(consumer: KafkaConsumerConfiguration, topic: String) {
-            self.consumer = consumer
-            self.topic = topic
-        }
+        public init() {}
     }
 
     struct History {
@@ -79,6 +76,11 @@ public final class UpdateFeed: Service, Sendable {
         var startOffsets: [Int32: Int64] = [:]
         /// Per partition, the last offset read.
         var lastOffsets: [Int32: Int64] = [:]
+        /// Per partition, the highest offset read in an earlier incarnation of the log: a sequence at or below it may
+        /// belong to either log, so it is never resumed from.
+        var earlierIncarnationsThrough: [Int32: Int64] = [:]
+        /// New incarnations of the log seen so far.
+        var epoch = 0
         var streamSubscribers: [String: [ObjectIdentifier: SubscriberBuffer]] = [:]
         var userSubscribers: [String: [ObjectIdentifier: SubscriberBuffer]] = [:]
         var subscriptions: [ObjectIdentifier: Subscriptions] = [:]
@@ -120,41 +122,61 @@ public final class UpdateFeed: Service, Sendable {
     }
 
     let configuration: Configuration
+    let source: any UpdateSource
     let logger: Logger
     let state = Mutex(State())
     /// Told the boards (`board` ids, period included) each delivered batch changed, after the fan-out.
     let onBoardsChanged: (@Sendable (Set<String>) -> Void)?
 
-    public init(configuration: Configuration, logger: Logger, onBoardsChanged: (@Sendable (Set<String>) -> Void)? = nil) {
+    public init(
+        configuration: Configuration = .init(), source: any UpdateSource, logger: Logger, onBoardsChanged: (@Sendable (Set<String>) -> Void)? = nil
+    ) {
         self.configuration = configuration
+        self.source = source
         self.logger = logger
         self.onBoardsChanged = onBoardsChanged
     }
 
+    /// The source holds its partitions: updates flow.
     public var isReady: Bool { state.withLock { $0.isAssigned } }
 
+    /// New incarnations of the log seen so far.
+    public var epoch: Int { state.withLock { $0.epoch } }
+
     public func run() async throws {
-        let handler = KafkaRebalanceHandler(onAssign: { [self] partitions in
+        try await source.run { [self] event in handle(event) }
+    }
+
+    /// Applies one event of the source.
+    func handle(_ event: UpdateSourceEvent) {
+        switch event {
+        case .assigned(let partitions):
             state.withLock { $0.isAssigned = true }
             logger.info("update feed assigned", metadata: ["partitions": "\(partitions.count)"])
-            return Dictionary(uniqueKeysWithValues: partitions.map { ($0, KafkaStartOffset.end) })
-        })
-        let consumer = try KafkaConsumer(configuration: configuration.consumer, topics: [configuration.topic], rebalanceHandler: handler, logger: logger)
-        let decoder = JSONDecoder()
-        do {
-            for try await batch in consumer.batches.cancelOnGracefulShutdown() {
-                var updates: [(Int32, SequencedUpdate)] = []
-                for message in batch.messages {
-                    guard let update = try? decoder.decode(LeaderboardUpdate.self, from: Data(message.value)) else { continue }
-                    updates.append((message.partition, SequencedUpdate(sequence: message.offset, update: update)))
-                }
-                deliver(updates)
-            }
-        } catch {
-            await consumer.close()
-            throw error
+        case .updates(let updates):
+            deliver(updates.map { (partition: $0.partition, update: $0.update) })
+        case .newIncarnation:
+            beginEpoch()
         }
-        await consumer.close()
+    }
+
+    /// A new incarnation of the log: forgets what the old one said and drops every subscriber, woken outside the lock.
+    func beginEpoch() {
+        let (epoch, dropped) = state.withLock { state -> (Int, [SubscriberBuffer]) in
+            state.epoch += 1
+            for (partition, last) in state.lastOffsets {
+                state.earlierIncarnationsThrough[partition] = max(state.earlierIncarnationsThrough[partition] ?? -1, last)
+            }
+            state.histories = [:]
+            state.startOffsets = [:]
+            state.lastOffsets = [:]
+            return (state.epoch, state.subscriptions.values.map(\.buffer))
+        }
+        for buffer in dropped { buffer.drop() }
+        logger.warning("the updates log is a new incarnation: streams start again from snapshots", metadata: [
+            "push.epoch": "\(epoch)", "push.streams.dropped": "\(dropped.count)",
+        ])
+        Counter(label: "push_log_incarnations_total").increment()
     }
 
     /// Records `updates` in the histories and queues each for its subscribers, under the lock (so that a
@@ -210,10 +232,10 @@ public final class UpdateFeed: Service, Sendable {
         }
     }
 
-    /// The feed has read everything after `since` on the stream's partition.
+    /// The feed has read everything after `since` on the stream's partition, in the current incarnation of the log.
     static func feedCovers(since: Int64, partition: Int32?, state: State) -> Bool {
         guard let partition, let start = state.startOffsets[partition] else { return false }
-        return since >= start - 1
+        return since >= start - 1 && since > state.earlierIncarnationsThrough[partition, default: -1]
     }
 
     public func subscribe(_ subscriber: SubscriberBuffer, toUser userID: String) {

@@ -35,8 +35,6 @@ struct OpenAPITests {
     /// The routes the two HTTP routers serve, with Hummingbird's `:param` written as `{param}`.
     func served() async throws -> Set<String> {
         let logger = Logger(label: "test")
-        let redis = RedisConnectionPool(configuration: RedisConfiguration(), logger: logger)
-        defer { redis.close() }
         let catalog = try PipelineCatalog.load(directory: Self.root.appendingPathComponent("pipelines"))
         let requests = try RequestSchemas.load(directory: Self.root.appendingPathComponent("topics/requests"))
         let authenticator = JWTAuthenticator(keys: .init(), algorithmsByKeyID: [:], configuration: .init(), redis: nil)
@@ -51,11 +49,9 @@ struct OpenAPITests {
                 jwks: try JWKSFile.parse(Data(JWKSFile.makeLocal().utf8), origin: "test")),
             ports: .memory(), logger: logger)
         let gatewayRoutes = gateway.router.routes.map(\.description)
-        let store = PostgresStore(configuration: try PostgresConfiguration(url: "postgres://u:p@127.0.0.1:1/db"), logger: logger)
         let push = PushGateway(
-            configuration: .init(),
-            feed: UpdateFeed(configuration: .init(consumer: .init(client: .init(bootstrapServers: ["127.0.0.1:1"]), groupID: "g"), topic: "t"), logger: logger),
-            reader: BoardReader(redis: redis, ledger: ScoreLedger(client: store.client, consumerGroup: "", logger: logger), catalog: catalog.leaderboards),
+            configuration: .init(), feed: UpdateFeed(source: MemoryUpdateSource(), logger: logger),
+            reader: BoardReader(live: MemoryLiveBoards(), archive: MemoryStandingsArchive(), catalog: catalog.leaderboards),
             authenticator: authenticator, logger: logger)
         let pushRoutes = push.router(operations: operations).routes.map(\.description)
         return Set((gatewayRoutes + pushRoutes).map { route in

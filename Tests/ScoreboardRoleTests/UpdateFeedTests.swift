@@ -1,6 +1,5 @@
 import Dispatch
 import ScoreboardCore
-import ScoreboardKafka
 @testable import ScoreboardPush
 import Synchronization
 import Testing
@@ -8,11 +7,10 @@ import Testing
 /// The feed's fan-out, in process (no broker: `deliver` is what the consumer loop calls for each batch).
 struct UpdateFeedTests {
     func makeFeed(historyPerStream: Int = 2_000, maximumStreamsWithHistory: Int = 10_000) -> UpdateFeed {
-        var configuration = UpdateFeed.Configuration(
-            consumer: KafkaConsumerConfiguration(client: .init(bootstrapServers: ["127.0.0.1:1"]), groupID: "test"), topic: "updates")
+        var configuration = UpdateFeed.Configuration()
         configuration.historyPerStream = historyPerStream
         configuration.maximumStreamsWithHistory = maximumStreamsWithHistory
-        return UpdateFeed(configuration: configuration, logger: .init(label: "test"))
+        return UpdateFeed(configuration: configuration, source: MemoryUpdateSource(), logger: .init(label: "test"))
     }
 
     func update(_ sequence: Int64, board: String = "b", user: String = "u") -> SequencedUpdate {

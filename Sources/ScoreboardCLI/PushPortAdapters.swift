@@ -1,0 +1,107 @@
+import Foundation
+import Logging
+import ScoreboardCore
+import ScoreboardHTTP
+import ScoreboardKafka
+import ScoreboardPostgres
+import ScoreboardPush
+import ScoreboardRedis
+import ServiceLifecycle
+import Synchronization
+
+// The adapters implement the push gateway's ports. The conformances live here, where the roles are composed: the push
+// library knows only its ports, and the adapters know nothing of the push gateway.
+extension RedisBoardReads: LiveBoards {}
+extension ScoreLedger: StandingsArchive {}
+
+/// The leaderboard-updates topic as the push gateway's ``UpdateSource``: a consumer group of its own per process
+/// (every push gateway reads every partition), from the end of the log. The JSON of an update is decoded here; a
+/// message that is not an update is skipped. Every `incarnationCheckInterval` the topic's id is compared with the one
+/// seen at assignment: a new id (the topic was recreated, or a broker that keeps its log in memory restarted) is a new
+/// log whose offsets start again from 0, where a consumer positioned past its end would wait for ever; the feed is told
+/// first, then the consumer is moved to the start of the new log. (Updates of the new log read before the check sees
+/// the new id, possible only when the new log has already grown past the old position, reach the feed as the old
+/// epoch's; the client that resumes from one of them gets a snapshot, since it lies at or below the old log's end.)
+struct KafkaUpdateSource: UpdateSource {
+    let consumer: KafkaConsumerConfiguration
+    let topic: String
+    let admin: KafkaAdminClient
+    let logger: Logger
+    var incarnationCheckInterval: Duration = .seconds(2)
+
+    func run(_ handle: @escaping @Sendable (UpdateSourceEvent) -> Void) async throws {
+        let topicID = SeenTopicID()
+        let handler = KafkaRebalanceHandler(onAssign: { [admin, topic] partitions in
+            // Best effort: without an id now, the first check records it.
+            let id = try? await withTimeout(.seconds(5)) { try await admin.topicID(of: topic) }
+            topicID.id.withLock { $0 = $0 ?? id }
+            handle(.assigned(partitions.map(\.partition)))
+            return Dictionary(uniqueKeysWithValues: partitions.map { ($0, KafkaStartOffset.end) })
+        })
+        let kafka = try KafkaConsumer(configuration: consumer, topics: [topic], rebalanceHandler: handler, logger: logger)
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await self.watchIncarnations(kafka, topicID: topicID, handle: handle) }
+                let decoder = JSONDecoder()
+                for try await batch in kafka.batches.cancelOnGracefulShutdown() {
+                    let updates = batch.messages.compactMap { message -> PartitionedUpdate? in
+                        guard let update = try? decoder.decode(LeaderboardUpdate.self, from: Data(message.value)) else { return nil }
+                        return PartitionedUpdate(partition: message.partition, update: SequencedUpdate(sequence: message.offset, update: update))
+                    }
+                    if !updates.isEmpty { handle(.updates(updates)) }
+                }
+                group.cancelAll()
+            }
+        } catch {
+            await kafka.close()
+            throw error
+        }
+        await kafka.close()
+    }
+
+    /// Until cancelled: compares the topic's id with the last one seen, and on a new incarnation tells the feed, then
+    /// seeks every assigned partition to the start of the new log.
+    private func watchIncarnations(_ kafka: KafkaConsumer, topicID: SeenTopicID, handle: @Sendable (UpdateSourceEvent) -> Void) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: incarnationCheckInterval)
+            // `nil` when the broker does not answer or the topic is missing (between a restart and `topics apply`).
+            guard let current = try? await withTimeout(.seconds(5), { [admin, topic] in try await admin.topicID(of: topic) }) else { continue }
+            let previous = topicID.id.withLock { id -> String? in
+                if id == nil { id = current }
+                return id
+            }
+            guard let previous, previous != current else { continue }
+            logger.warning("the leaderboard-updates topic was recreated: reading the new log from its start", metadata: [
+                "kafka.topic.id.old": "\(previous)", "kafka.topic.id.new": "\(current)",
+            ])
+            handle(.newIncarnation)
+            let starts = Dictionary(uniqueKeysWithValues: kafka.assignment.map { ($0, Int64(0)) })
+            do {
+                if !starts.isEmpty { try await kafka.seek(starts) }
+                // Only now: a seek that failed is tried again at the next check (a second new epoch costs a snapshot).
+                topicID.id.withLock { $0 = current }
+            } catch {
+                logger.error("seeking the new updates log failed: trying again at the next check", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// The topic id last seen, shared by the rebalance callback and the incarnation check.
+private final class SeenTopicID: Sendable {
+    let id = Mutex<String?>(nil)
+}
+
+extension PushPorts {
+    /// The production ports: Redis's boards, PostgreSQL's stored totals, Kafka's leaderboard-updates topic.
+    /// - Parameter consumer: a consumer group of this process's own.
+    static func live(
+        redis: RedisConnectionPool, ledger: ScoreLedger, consumer: KafkaConsumerConfiguration, admin: KafkaAdminClient, topics: TopicNames,
+        authenticator: JWTAuthenticator, logger: Logger
+    ) -> PushPorts {
+        PushPorts(
+            live: RedisBoardReads(redis: redis), archive: ledger,
+            updates: KafkaUpdateSource(consumer: consumer, topic: topics.leaderboardUpdates, admin: admin, logger: logger),
+            authenticator: authenticator)
+    }
+}

@@ -1,0 +1,37 @@
+import Hummingbird
+import ScoreboardCore
+import ScoreboardHTTP
+
+// The query API: top N, around a member, a member's standing on every board.
+extension PushGateway {
+    func top(_ request: Request, _ context: PushRequestContext) async throws -> Response {
+        let limit = try Self.integer(request, "limit", default: 10, range: 1...configuration.maxPageSize)
+        let offset = try Self.integer(request, "offset", default: 0, range: 0...configuration.maxOffset)
+        let board = try board(request, context)
+        return try jsonResponse(try await Self.readingDependencies { try await reader.top(board, limit: limit, offset: offset) })
+    }
+
+    func around(_ request: Request, _ context: PushRequestContext) async throws -> Response {
+        let userID = try Self.pathIdentifier(context, "userId")
+        let radius = try Self.integer(request, "radius", default: 5, range: 0...configuration.maxRadius)
+        let board = try board(request, context)
+        guard let page = try await Self.readingDependencies({ try await reader.around(board, userID: userID, radius: radius) }) else {
+            throw Problem(.notFound, detail: "\(userID) is not on \(board.id)")
+        }
+        return try jsonResponse(page)
+    }
+
+    func standing(_ request: Request, _ context: PushRequestContext) async throws -> Response {
+        let userID = try Self.pathIdentifier(context, "userId")
+        struct Body: Encodable { var userId: String; var standings: [Standing] }
+        let standings = try await Self.readingDependencies { try await reader.standings(userID: userID, now: now()) }
+        return try jsonResponse(Body(userId: userID, standings: standings))
+    }
+
+    /// Runs a read of Redis or PostgreSQL: a failure of either is 503 with Retry-After (the client retries), never 500.
+    static func readingDependencies<T>(_ read: () async throws -> T) async throws -> T {
+        do { return try await read() } catch let problem as Problem { throw problem } catch {
+            throw Problem(.dependencyUnavailable, detail: "the board store does not answer", retryAfter: 1)
+        }
+    }
+}
