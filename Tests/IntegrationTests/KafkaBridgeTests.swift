@@ -46,8 +46,10 @@ struct KafkaBridgeTests {
             return try await producer.send(batch: (0..<3).map { KafkaProducerMessage(topic: "nowhere", key: [UInt8($0)], value: [1]) })
         }
         for await _ in started.stream {}
-        // Let the first message take the only place, so the second waits for room.
-        while producer.outstandingMessageCount == 0 { await Task.yield() }
+        // Let the first message take the only place, so the second waits for room. Polled with a sleep, not
+        // `Task.yield()`: a yielding loop keeps a thread of the two-thread pool busy and, in a full parallel run,
+        // starved the rest of the process.
+        try await within(.seconds(20)) { while producer.outstandingMessageCount == 0 { try await Task.sleep(for: .milliseconds(2)) } }
         await producer.shutdown()
         let results = try await within(.seconds(20)) { try await sender.value }
         #expect(results.count == 3)
