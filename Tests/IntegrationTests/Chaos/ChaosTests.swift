@@ -520,10 +520,13 @@ extension ChaosTraffic.Exchange {
         switch (status, problemType) {
         case (503, _): return hasRetryAfter
         case (409, "idempotency-key-in-use"): return true
+        // Limits are decided before anything is published, with no broker: a player over the catalog's limit is
+        // refused as ever (and nothing is accepted).
+        case (429, "rate-limited"): return hasRetryAfter
         case (202, _) where kind == .score: return !acceptsKeysFirstSent(since: down)
         case (200, _) where kind == .batch:
             return !acceptsKeysFirstSent(since: down) && zip(itemStatuses, itemProblemTypes).allSatisfy { status, type in
-                status == 503 || status == 202 || (status == 409 && type == "idempotency-key-in-use")
+                status == 503 || status == 202 || (status == 409 && type == "idempotency-key-in-use") || (status == 429 && type == "rate-limited")
             }
         default: return false
         }
