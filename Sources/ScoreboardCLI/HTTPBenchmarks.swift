@@ -285,6 +285,8 @@ extension ScoreboardCommand.Bench {
         @Option(help: "Seconds per measurement.") var seconds: Double = 8
         @Option(help: "Connections.") var connections = 16
         @Option(help: "Players on the boards.") var users = 10_000
+        @Option(help: "Events per second while filling the boards.") var fillRate: Double = 20_000
+        @Option(help: "Seconds of filling.") var fillSeconds: Double = 5
         @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
         @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
@@ -297,7 +299,9 @@ extension ScoreboardCommand.Bench {
                 let worker = try await processes.start("worker", ["worker"])
                 let push = try await processes.start("push", ["push"])
                 print("filling the boards: \(users) players")
-                _ = try await bench.load(.batch, gateway: gateway.port, runID: runID, rate: 20_000, seconds: 5, connections: 16, batchSize: 500, users: users)
+                _ = try await bench.load(
+                    .batch, gateway: gateway.port, runID: runID, rate: fillRate, seconds: fillSeconds, connections: 16, batchSize: min(500, max(1, Int(fillRate / 10))),
+                    users: users)
                 try await bench.waitForWorkers(port: worker.port)
                 for repetition in 1...repetitions {
                     print("repetition \(repetition) of \(repetitions)")
