@@ -6,6 +6,7 @@ import NIOCore
 import ScoreboardCore
 import ScoreboardGateway
 import ScoreboardHTTP
+import Synchronization
 import Testing
 
 /// The gateway's logic against its memory ports: no servers, no sleeps; time moves only when a test moves it.
@@ -258,6 +259,20 @@ struct GatewayInProcessTests {
         #expect(Set(harness.rejections.rejections.map(\.reason)).isSuperset(of: ["invalid-body", "unknown-action"]))
     }
 
+    @Test func aThousandItemBatchAsksTheStateStoreOnceForEachStepNotOncePerItem() async throws {
+        let calls = IngestStateCalls()
+        let harness = try GatewayHarness(wrapState: { CountingIngestState(base: $0, calls: calls) })
+        let server = try await harness.token(harness.user("gs"), role: .gameServer)
+        let items = (0..<1_000).map { GatewayIngestTests.item(user: harness.user("u\($0)")) }
+        let answer = try await harness.withClient { client in
+            try await client.post("/v1/events:batch", token: server, json: GatewayIngestTests.batch(items))
+        }
+        #expect(answer.batchResults.count == 1_000 && answer.batchResults.allSatisfy { $0.status == 202 })
+        // Before the batch port, each item made its own calls: 1,000 prechecks, admissions and completions.
+        #expect(calls.counts == ["precheck": 1, "admit": 1, "complete": 1])
+        #expect(calls.items == ["precheck": 1_000, "admit": 1_000, "complete": 1_000])
+    }
+
     @Test func aBatchWhoseEveryItemMetABrokerOutageIsA503() async throws {
         let harness = try GatewayHarness()
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
@@ -286,4 +301,54 @@ func eventually(_ condition: @escaping @Sendable () -> Bool) async throws {
         try Task.checkCancellation()
         await Task.yield()
     }
+}
+
+/// What a request asked of the ingest state: calls, and items over all calls, per operation.
+final class IngestStateCalls: Sendable {
+    private let tally = Mutex<(calls: [String: Int], items: [String: Int])>(([:], [:]))
+
+    func record(_ operation: String, items: Int) {
+        tally.withLock { tally in
+            tally.calls[operation, default: 0] += 1
+            tally.items[operation, default: 0] += items
+        }
+    }
+
+    var counts: [String: Int] { tally.withLock { $0.calls } }
+    var items: [String: Int] { tally.withLock { $0.items } }
+}
+
+/// An ingest state that records each call in ``IngestStateCalls`` and passes it on.
+struct CountingIngestState: IngestState {
+    let base: any IngestState
+    let calls: IngestStateCalls
+
+    func precheck(_ keys: [IngestKey]) async throws -> [IngestPrecheck] {
+        calls.record("precheck", items: keys.count)
+        return try await base.precheck(keys)
+    }
+
+    func admit(_ claims: [IngestClaim]) async throws -> [Result<IngestAdmission, any Error>] {
+        calls.record("admit", items: claims.count)
+        return try await base.admit(claims)
+    }
+
+    func checkMint(userID: String, limit: RateLimit, requestID: String, now: Timestamp) async throws -> MintAdmission {
+        calls.record("checkMint", items: 1)
+        return try await base.checkMint(userID: userID, limit: limit, requestID: requestID, now: now)
+    }
+
+    func complete(_ completions: [IngestCompletion]) async throws {
+        calls.record("complete", items: completions.count)
+        try await base.complete(completions)
+    }
+
+    func release(_ releases: [IngestRelease]) async throws {
+        calls.record("release", items: releases.count)
+        try await base.release(releases)
+    }
+
+    func setBan(userID: String, banned: Bool) async throws { try await base.setBan(userID: userID, banned: banned) }
+
+    func probe() async throws { try await base.probe() }
 }
