@@ -259,18 +259,20 @@ struct GatewayInProcessTests {
         #expect(Set(harness.rejections.rejections.map(\.reason)).isSuperset(of: ["invalid-body", "unknown-action"]))
     }
 
-    @Test func aThousandItemBatchAsksTheStateStoreOnceForEachStepNotOncePerItem() async throws {
+    @Test func aHundredItemBatchAsksTheStateStoreOnceForEachStepNotOncePerItem() async throws {
         let calls = IngestStateCalls()
         let harness = try GatewayHarness(wrapState: { CountingIngestState(base: $0, calls: calls) })
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
-        let items = (0..<1_000).map { GatewayIngestTests.item(user: harness.user("u\($0)")) }
+        // 100 items, not 1,000: the calls do not grow with the batch either way, and a debug build validating 1,000
+        // items hogs the cooperative pool long enough for tests running beside it to miss their publish deadline.
+        let items = (0..<100).map { GatewayIngestTests.item(user: harness.user("u\($0)")) }
         let answer = try await harness.withClient { client in
             try await client.post("/v1/events:batch", token: server, json: GatewayIngestTests.batch(items))
         }
-        #expect(answer.batchResults.count == 1_000 && answer.batchResults.allSatisfy { $0.status == 202 })
-        // Before the batch port, each item made its own calls: 1,000 prechecks, admissions and completions.
+        #expect(answer.batchResults.count == 100 && answer.batchResults.allSatisfy { $0.status == 202 })
+        // Before the batch port, each item made its own calls: 100 prechecks, admissions and completions.
         #expect(calls.counts == ["precheck": 1, "admit": 1, "complete": 1])
-        #expect(calls.items == ["precheck": 1_000, "admit": 1_000, "complete": 1_000])
+        #expect(calls.items == ["precheck": 100, "admit": 100, "complete": 100])
     }
 
     @Test func aBatchWhoseEveryItemMetABrokerOutageIsA503() async throws {
