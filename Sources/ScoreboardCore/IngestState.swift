@@ -123,3 +123,49 @@ public enum MintAdmission: Sendable, Hashable {
     case banned
     case rateLimited(retryAfterMilliseconds: Int64)
 }
+
+/// One idempotency key of one user, as a request names it: what ``IngestPrecheck`` looks up.
+public struct IngestKey: Sendable, Hashable {
+    public var userID: String
+    /// The canonical idempotency key.
+    public var idempotencyKey: String
+
+    public init(userID: String, idempotencyKey: String) {
+        self.userID = userID
+        self.idempotencyKey = idempotencyKey
+    }
+}
+
+/// What the state store holds for an ``IngestKey`` before anything is spent: is the user banned, and what does the
+/// key hold (if anything)?
+public struct IngestPrecheck: Sendable, Hashable {
+    public var banned: Bool
+    public var record: IdempotencyRecord?
+
+    public init(banned: Bool, record: IdempotencyRecord?) {
+        self.banned = banned
+        self.record = record
+    }
+}
+
+/// A published event's 202 answer, to keep under its idempotency key (replacing the pending claim).
+public struct IngestCompletion: Sendable, Hashable {
+    public var key: IngestKey
+    public var record: IdempotencyRecord
+
+    public init(key: IngestKey, record: IdempotencyRecord) {
+        self.key = key
+        self.record = record
+    }
+}
+
+/// An event that was not published: its idempotency key and its action token (if any) are freed for a retry.
+public struct IngestRelease: Sendable, Hashable {
+    public var key: IngestKey
+    public var tokenNonce: String?
+
+    public init(key: IngestKey, tokenNonce: String?) {
+        self.key = key
+        self.tokenNonce = tokenNonce
+    }
+}

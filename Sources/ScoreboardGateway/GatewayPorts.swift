@@ -35,26 +35,54 @@ public protocol RejectionPublishing: Sendable {
 /// What the gateway remembers between requests (Redis in production): bans, idempotency keys and their answers,
 /// spent action tokens, rate-limit windows. Errors mean the store is unreachable or misbehaving; they are never
 /// taken as a pass.
+///
+/// The ingest operations take a whole batch, so that a request of N items costs a few round trips to the store, not
+/// N: one for the prechecks, one (per bounded chunk) for the admissions. A single score is a batch of one.
 public protocol IngestState: Sendable {
-    /// Before anything is spent: is the user banned, and what does the idempotency key hold (if anything)?
-    func precheck(userID: String, idempotencyKey: String) async throws -> (banned: Bool, record: IdempotencyRecord?)
+    /// Before anything is spent, for each key (answers in order): is the user banned, and what does the key hold?
+    func precheck(_ keys: [IngestKey]) async throws -> [IngestPrecheck]
 
-    /// Decides `claim` atomically (limits, token, key) and records it only when admitted.
-    func admit(_ claim: IngestClaim) async throws -> IngestAdmission
+    /// Decides each claim atomically (limits, token, key) and records it only when admitted. Claims are decided one
+    /// after another in order, so a later claim sees what an earlier one recorded (two claims of one key: the second
+    /// finds it in use), as separate requests would. Answers are in order; a claim the store failed on gets its own
+    /// error and spoils no other. Throws when the store could not be asked at all.
+    func admit(_ claims: [IngestClaim]) async throws -> [Result<IngestAdmission, any Error>]
 
     /// Refuses banned users; records the mint in `limit` (a sliding window) when allowed.
     func checkMint(userID: String, limit: RateLimit, requestID: String, now: Timestamp) async throws -> MintAdmission
 
-    /// Stores the 202 answer under the idempotency key (replacing the pending claim): a repeat gets it back.
-    func complete(userID: String, idempotencyKey: String, record: IdempotencyRecord) async throws
+    /// Stores each 202 answer under its idempotency key (replacing the pending claim): a repeat gets it back.
+    func complete(_ completions: [IngestCompletion]) async throws
 
-    /// The event was not published: frees the key and the token, so the client can retry with both.
-    func release(userID: String, idempotencyKey: String, tokenNonce: String?) async throws
+    /// The events were not published: frees their keys and tokens, so the clients can retry with both.
+    func release(_ releases: [IngestRelease]) async throws
 
     func setBan(userID: String, banned: Bool) async throws
 
     /// Answers when the store is reachable, throws when it is not: for readiness.
     func probe() async throws
+}
+
+extension IngestState {
+    /// ``precheck(_:)`` for one key.
+    public func precheck(userID: String, idempotencyKey: String) async throws -> IngestPrecheck {
+        try await precheck([IngestKey(userID: userID, idempotencyKey: idempotencyKey)])[0]
+    }
+
+    /// ``admit(_:)`` for one claim: its error is thrown.
+    public func admit(_ claim: IngestClaim) async throws -> IngestAdmission {
+        try await admit([claim])[0].get()
+    }
+
+    /// ``complete(_:)`` for one answer.
+    public func complete(userID: String, idempotencyKey: String, record: IdempotencyRecord) async throws {
+        try await complete([IngestCompletion(key: IngestKey(userID: userID, idempotencyKey: idempotencyKey), record: record)])
+    }
+
+    /// ``release(_:)`` for one event.
+    public func release(userID: String, idempotencyKey: String, tokenNonce: String?) async throws {
+        try await release([IngestRelease(key: IngestKey(userID: userID, idempotencyKey: idempotencyKey), tokenNonce: tokenNonce)])
+    }
 }
 
 /// Everything the gateway talks to, gathered for ``buildGateway(configuration:ports:logger:)``. The clients behind

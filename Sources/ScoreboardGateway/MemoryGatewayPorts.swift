@@ -55,53 +55,62 @@ public final class MemoryIngestState: IngestState, Sendable {
         return state.withLock { ($0.spentTokens[nonce].map { $0 > now }) ?? false }
     }
 
-    public func precheck(userID: String, idempotencyKey: String) async throws -> (banned: Bool, record: IdempotencyRecord?) {
+    public func precheck(_ keys: [IngestKey]) async throws -> [IngestPrecheck] {
         try outage.throwIfDown()
-        return (state.withLock { $0.bans.contains(userID) }, record(userID: userID, idempotencyKey: idempotencyKey))
+        let now = clock()
+        return state.withLock { state in
+            keys.map { key in
+                let stored = state.records[Self.key(key.userID, key.idempotencyKey)]
+                return IngestPrecheck(banned: state.bans.contains(key.userID), record: stored.flatMap { $0.expiresAt > now ? $0.record : nil })
+            }
+        }
     }
 
-    public func admit(_ claim: IngestClaim) async throws -> IngestAdmission {
+    public func admit(_ claims: [IngestClaim]) async throws -> [Result<IngestAdmission, any Error>] {
         try outage.throwIfDown()
         let clockNow = clock()
+        // One after another under one lock, as the Redis script decides a chunk: a claim sees the ones before it.
+        return state.withLock { state in claims.map { .success(Self.decide($0, clockNow: clockNow, &state)) } }
+    }
+
+    private static func decide(_ claim: IngestClaim, clockNow: Timestamp, _ state: inout State) -> IngestAdmission {
         let now = claim.now.millisecondsSinceEpoch
-        return state.withLock { state in
-            // The order of RedisIngestState's script: a replayed token first, then the limits, then the key.
-            if let nonce = claim.tokenNonce, let until = state.spentTokens[nonce], until > clockNow { return .tokenReplayed }
-            var worst: Int64 = 0
-            var which: String?
-            for limit in claim.limits {
-                switch limit.window {
-                case .sliding(let length):
-                    var entries = state.windows[limit.scope, default: []]
-                    entries.removeAll { $0.time <= now - length }
-                    state.windows[limit.scope] = entries
-                    if entries.count >= limit.count, let oldest = entries.map(\.time).min() {
-                        let wait = oldest + length - now
-                        if wait > worst { (worst, which) = (wait, limit.name) }
-                    }
-                case .calendar(let resetAt):
-                    let used = state.counters[limit.scope].flatMap { $0.resetAt > clockNow ? $0.count : nil } ?? 0
-                    if used >= limit.count {
-                        let wait = resetAt.millisecondsSinceEpoch - now
-                        if wait > worst { (worst, which) = (wait, limit.name) }
-                    }
+        // The order of RedisIngestState's script: a replayed token first, then the limits, then the key.
+        if let nonce = claim.tokenNonce, let until = state.spentTokens[nonce], until > clockNow { return .tokenReplayed }
+        var worst: Int64 = 0
+        var which: String?
+        for limit in claim.limits {
+            switch limit.window {
+            case .sliding(let length):
+                var entries = state.windows[limit.scope, default: []]
+                entries.removeAll { $0.time <= now - length }
+                state.windows[limit.scope] = entries
+                if entries.count >= limit.count, let oldest = entries.map(\.time).min() {
+                    let wait = oldest + length - now
+                    if wait > worst { (worst, which) = (wait, limit.name) }
+                }
+            case .calendar(let resetAt):
+                let used = state.counters[limit.scope].flatMap { $0.resetAt > clockNow ? $0.count : nil } ?? 0
+                if used >= limit.count {
+                    let wait = resetAt.millisecondsSinceEpoch - now
+                    if wait > worst { (worst, which) = (wait, limit.name) }
                 }
             }
-            if let which { return .rateLimited(limit: which, retryAfterMilliseconds: max(worst, 1)) }
-            let key = Self.key(claim.userID, claim.idempotencyKey)
-            if let existing = state.records[key], existing.expiresAt > clockNow { return .idempotencyKeyInUse }
-            if let nonce = claim.tokenNonce { state.spentTokens[nonce] = clockNow.adding(claim.tokenMemory) }
-            state.records[key] = (IdempotencyRecord(fingerprint: claim.fingerprint, answer: nil), clockNow.adding(claim.pendingLifetime))
-            for limit in claim.limits {
-                switch limit.window {
-                case .sliding: state.windows[limit.scope, default: []].append((now, claim.requestID))
-                case .calendar(let resetAt):
-                    let used = state.counters[limit.scope].flatMap { $0.resetAt > clockNow ? $0.count : nil } ?? 0
-                    state.counters[limit.scope] = (used + 1, resetAt)
-                }
-            }
-            return .admitted
         }
+        if let which { return .rateLimited(limit: which, retryAfterMilliseconds: max(worst, 1)) }
+        let key = Self.key(claim.userID, claim.idempotencyKey)
+        if let existing = state.records[key], existing.expiresAt > clockNow { return .idempotencyKeyInUse }
+        if let nonce = claim.tokenNonce { state.spentTokens[nonce] = clockNow.adding(claim.tokenMemory) }
+        state.records[key] = (IdempotencyRecord(fingerprint: claim.fingerprint, answer: nil), clockNow.adding(claim.pendingLifetime))
+        for limit in claim.limits {
+            switch limit.window {
+            case .sliding: state.windows[limit.scope, default: []].append((now, claim.requestID))
+            case .calendar(let resetAt):
+                let used = state.counters[limit.scope].flatMap { $0.resetAt > clockNow ? $0.count : nil } ?? 0
+                state.counters[limit.scope] = (used + 1, resetAt)
+            }
+        }
+        return .admitted
     }
 
     public func checkMint(userID: String, limit: RateLimit, requestID: String, now: Timestamp) async throws -> MintAdmission {
@@ -123,17 +132,23 @@ public final class MemoryIngestState: IngestState, Sendable {
         }
     }
 
-    public func complete(userID: String, idempotencyKey: String, record: IdempotencyRecord) async throws {
+    public func complete(_ completions: [IngestCompletion]) async throws {
         try outage.throwIfDown()
         let expiresAt = clock().adding(answerLifetime)
-        state.withLock { $0.records[Self.key(userID, idempotencyKey)] = (record, expiresAt) }
+        state.withLock { state in
+            for completion in completions {
+                state.records[Self.key(completion.key.userID, completion.key.idempotencyKey)] = (completion.record, expiresAt)
+            }
+        }
     }
 
-    public func release(userID: String, idempotencyKey: String, tokenNonce: String?) async throws {
+    public func release(_ releases: [IngestRelease]) async throws {
         try outage.throwIfDown()
         state.withLock { state in
-            state.records[Self.key(userID, idempotencyKey)] = nil
-            if let tokenNonce { state.spentTokens[tokenNonce] = nil }
+            for release in releases {
+                state.records[Self.key(release.key.userID, release.key.idempotencyKey)] = nil
+                if let nonce = release.tokenNonce { state.spentTokens[nonce] = nil }
+            }
         }
     }
 

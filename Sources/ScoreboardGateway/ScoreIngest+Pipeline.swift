@@ -2,8 +2,8 @@ import Metrics
 import ScoreboardCore
 import ScoreboardHTTP
 
-// The pipeline shared by single and batch scores: each item checked on its own, the admitted ones published together,
-// one answer per item.
+// The pipeline shared by single and batch scores: each item checked on its own (the state store asked for all of them
+// at once), the admitted ones published together, one answer per item.
 extension ScoreIngest {
     struct Item: Sendable {
         var userID: String
@@ -24,69 +24,78 @@ extension ScoreIngest {
         var nonce: String?
     }
 
-    /// A child task's answer. A struct, not an `(Int, Admission)` tuple: Swift 6.3.1 at `-O` corrupts task-group
-    /// results that are tuples built in a `do { return (i, try await …) } catch { return (i, …) }` child (indices
-    /// and payloads come back as garbage; the release gateway crashed on the first 1,000-item batches under load).
-    /// `scripts/repro/taskgroup-tuple-results.swift` reproduces it outside this code base.
-    struct IndexedAdmission: Sendable {
+    /// An item that passed the checks made in the gateway, and the claim the state store decides next.
+    struct Candidate: Sendable {
         var index: Int
-        var admission: Admission
+        var event: ScoreEvent
+        var nonce: String?
+        var claim: IngestClaim
     }
 
-    enum Admission: Sendable {
-        /// The idempotency key was answered before: the same answer again.
-        case repeated(AcceptedScore)
-        case admitted(Admitted)
-        case refused(Problem)
-    }
-
-    /// Guards each item, publishes the admitted ones together, and answers per item. Nothing here throws: an item
-    /// whose checks fail (Redis down for it, say) gets its own problem, and the others go on. So no item's claim is
-    /// left behind by another's failure; a claimed item is either published or released by `settle`.
+    /// Guards the items, publishes the admitted ones together, and answers per item. Nothing here throws: an item
+    /// whose checks fail gets its own problem, and the others go on (a store that cannot be asked at all fails every
+    /// item still waiting for it). So no item's claim is left behind by another's failure; a claimed item is either
+    /// published or released by `settle`.
+    ///
+    /// The state store is asked for the whole batch at once (one precheck, then the admissions in item order), so a
+    /// batch costs a few round trips whatever its size; two items with one key behave as two requests would.
     func ingest(_ items: [Item], clientIP: String?) async -> [Result<AcceptedScore, Problem>] {
         var results = [Result<AcceptedScore, Problem>?](repeating: nil, count: items.count)
-        var admitted: [(index: Int, admitted: Admitted)] = []
         let now = now()
-        await withTaskGroup(of: IndexedAdmission.self) { group in
-            for (index, item) in items.enumerated() {
-                group.addTask {
-                    do {
-                        return IndexedAdmission(index: index, admission: try await self.admit(item, clientIP: clientIP, now: now))
-                    } catch {
-                        return IndexedAdmission(index: index, admission: .refused(self.problem(for: error)))
-                    }
-                }
-            }
-            for await result in group {
-                let index = result.index
-                switch result.admission {
+        var admitted: [(index: Int, admitted: Admitted)] = []
+        do {
+            let prechecks = try await state.precheck(items.map { IngestKey(userID: $0.userID, idempotencyKey: $0.idempotencyKey) })
+            guard prechecks.count == items.count else { throw IngestStateMisanswer(asked: items.count, answered: prechecks.count) }
+            var candidates: [Candidate] = []
+            for (index, (item, precheck)) in zip(items, prechecks).enumerated() {
+                switch check(item, precheck: precheck, index: index, clientIP: clientIP, now: now) {
+                case .claim(let candidate): candidates.append(candidate)
                 case .repeated(let answer): results[index] = .success(answer)
-                case .admitted(let entry): admitted.append((index, entry))
                 case .refused(let problem): results[index] = .failure(problem)
                 }
             }
+            if !candidates.isEmpty {
+                let verdicts = try await state.admit(candidates.map(\.claim))
+                guard verdicts.count == candidates.count else { throw IngestStateMisanswer(asked: candidates.count, answered: verdicts.count) }
+                for (candidate, verdict) in zip(candidates, verdicts) {
+                    switch verdict {
+                    case .success(.admitted): admitted.append((candidate.index, Admitted(event: candidate.event, nonce: candidate.nonce)))
+                    case .success(.rateLimited(let limit, let wait)):
+                        results[candidate.index] = .failure(Problem(.rateLimited, detail: "limit \(limit)", retryAfter: Int((wait + 999) / 1000)))
+                    case .success(.tokenReplayed): results[candidate.index] = .failure(Problem(.actionTokenReplayed))
+                    case .success(.idempotencyKeyInUse): results[candidate.index] = .failure(Problem(.idempotencyKeyInUse))
+                    case .failure(let error): results[candidate.index] = .failure(problem(for: error))
+                    }
+                }
+            }
+        } catch {
+            // The store could not be asked: every item not yet answered gets the outage (none was admitted).
+            let problem = problem(for: error)
+            for index in results.indices where results[index] == nil { results[index] = .failure(problem) }
         }
         guard !admitted.isEmpty else { return results.map { $0! } }
 
         let settledEvents = admitted
         let state = self.state
         let reports = await publisher.publish(admitted.map(\.admitted.event), deadline: options.publishDeadline) { reports in
-            // Runs once every report is in, even after the request gave up waiting: record the real outcome.
+            // Runs once every report is in, even after the request gave up waiting: record the real outcome, all
+            // answers in one call and all releases in another.
+            var completions: [IngestCompletion] = []
+            var releases: [IngestRelease] = []
             for (entry, report) in zip(settledEvents, reports) {
                 let item = items[entry.index]
-                do {
-                    switch report {
-                    case .success(let position):
-                        try await state.complete(
-                            userID: item.userID, idempotencyKey: item.idempotencyKey,
-                            record: IdempotencyRecord(fingerprint: item.fingerprint, answer: Self.answer(entry.admitted.event, position)))
-                    case .failure:
-                        try await state.release(userID: item.userID, idempotencyKey: item.idempotencyKey, tokenNonce: entry.admitted.nonce)
-                    }
-                } catch {
-                    // The pending claim expires on its own; until then a retry is told the key is in use.
+                let key = IngestKey(userID: item.userID, idempotencyKey: item.idempotencyKey)
+                switch report {
+                case .success(let position):
+                    completions.append(IngestCompletion(
+                        key: key, record: IdempotencyRecord(fingerprint: item.fingerprint, answer: Self.answer(entry.admitted.event, position))))
+                case .failure:
+                    releases.append(IngestRelease(key: key, tokenNonce: entry.admitted.nonce))
                 }
             }
+            // On failure the pending claims expire on their own; until then a retry is told the key is in use.
+            if !completions.isEmpty { try? await state.complete(completions) }
+            if !releases.isEmpty { try? await state.release(releases) }
         }
         for (position, entry) in admitted.enumerated() {
             if let report = reports?[position], case .success(let landed) = report {
@@ -107,12 +116,20 @@ extension ScoreIngest {
             points: event.points, occurredAt: event.occurredAt.millisecondsSinceEpoch)
     }
 
-    /// One item's checks, cheapest first.
-    private func admit(_ item: Item, clientIP: String?, now: Timestamp) async throws -> Admission {
-        func fail(_ problem: Problem) -> Admission { .refused(problem) }
-        let (banned, record) = try await state.precheck(userID: item.userID, idempotencyKey: item.idempotencyKey)
-        if banned { return fail(Problem(.banned, detail: "user \(item.userID) is banned")) }
-        if let record {
+    /// What the gateway's own checks make of an item: a claim for the store to decide, or the item's answer.
+    enum Check: Sendable {
+        case claim(Candidate)
+        /// The idempotency key was answered before: the same answer again.
+        case repeated(AcceptedScore)
+        case refused(Problem)
+    }
+
+    /// One item's checks made in the gateway, cheapest first, given what the store held before anything was spent:
+    /// the claim to ask the store for, or the item's answer.
+    private func check(_ item: Item, precheck: IngestPrecheck, index: Int, clientIP: String?, now: Timestamp) -> Check {
+        func fail(_ problem: Problem) -> Check { .refused(problem) }
+        if precheck.banned { return fail(Problem(.banned, detail: "user \(item.userID) is banned")) }
+        if let record = precheck.record {
             guard record.fingerprint == item.fingerprint else {
                 return fail(Problem(.idempotencyKeyReused, detail: "the key was first used for another request"))
             }
@@ -142,12 +159,12 @@ extension ScoreIngest {
             tokenMemory: .milliseconds(ActionToken.lifetimeMilliseconds * 2), pendingLifetime: options.pendingClaimLifetime,
             limits: RateLimit.ingest(clientIP: clientIP, userID: item.userID, action: item.action, definition: item.definition, options: options, now: now),
             requestID: event.eventID, now: now)
-        switch try await state.admit(claim) {
-        case .admitted: return .admitted(Admitted(event: event, nonce: nonce))
-        case .rateLimited(let limit, let wait):
-            return fail(Problem(.rateLimited, detail: "limit \(limit)", retryAfter: Int((wait + 999) / 1000)))
-        case .tokenReplayed: return fail(Problem(.actionTokenReplayed))
-        case .idempotencyKeyInUse: return fail(Problem(.idempotencyKeyInUse))
-        }
+        return .claim(Candidate(index: index, event: event, nonce: nonce, claim: claim))
     }
+}
+
+/// The state store answered a batch with the wrong number of answers: its bug, never taken as a pass.
+struct IngestStateMisanswer: Error {
+    var asked: Int
+    var answered: Int
 }

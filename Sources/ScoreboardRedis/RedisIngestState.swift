@@ -31,38 +31,80 @@ public struct RedisIngestState: Sendable {
 
     // MARK: - Operations
 
-    /// Before anything is spent: is the user banned, and has this idempotency key been seen (and with what)? One
-    /// pipelined round trip.
-    public func precheck(userID: String, idempotencyKey: String) async throws -> (banned: Bool, record: IdempotencyRecord?) {
-        let replies = try await redis.pipeline([
-            ["EXISTS", Self.banKey(userID: userID)],
-            ["GET", Self.idempotencyKey(userID: userID, key: idempotencyKey)],
-        ]).map { try $0.throwingServerError() }
-        let record = replies[1].string.flatMap { try? JSONDecoder().decode(IdempotencyRecord.self, from: Data($0.utf8)) }
-        return (replies[0].integer == 1, record)
-    }
+    /// How many items one round trip carries at most. A script blocks the server while it runs, so a chunk of
+    /// admissions is bounded: a few milliseconds of Redis time, whatever the batch.
+    public var chunkSize = 500
 
-    /// Checks every limit; when all pass, records the request in each, spends the token (when there is one) and
-    /// claims the idempotency key as pending.
-    public func admit(_ claim: IngestClaim) async throws -> IngestAdmission {
-        var keys = claim.limits.map { Self.key($0.scope) }
-        keys.append(claim.tokenNonce.map(Self.spentTokenKey) ?? "")
-        keys.append(Self.idempotencyKey(userID: claim.userID, key: claim.idempotencyKey))
-        var arguments = [String(claim.now.millisecondsSinceEpoch), claim.requestID, String(claim.limits.count)]
-        for limit in claim.limits {
-            switch limit.window {
-            case .sliding(let milliseconds): arguments += [String(limit.count), String(milliseconds), "0"]
-            case .calendar(let resetAt): arguments += [String(limit.count), "0", String(resetAt.millisecondsSinceEpoch)]
+    /// Before anything is spent, for each key: is the user banned, and has the idempotency key been seen (and with
+    /// what)? Two `MGET`s pipelined in one round trip per chunk.
+    public func precheck(_ keys: [IngestKey]) async throws -> [IngestPrecheck] {
+        var answers: [IngestPrecheck] = []
+        answers.reserveCapacity(keys.count)
+        for chunk in keys.chunks(of: chunkSize) {
+            let replies = try await redis.pipeline([
+                ["MGET"] + chunk.map { Self.banKey(userID: $0.userID) },
+                ["MGET"] + chunk.map { Self.idempotencyKey(userID: $0.userID, key: $0.idempotencyKey) },
+            ]).map { try $0.throwingServerError() }
+            guard let bans = replies[0].array, let records = replies[1].array, bans.count == chunk.count, records.count == chunk.count else {
+                throw RedisError(code: .unexpectedReply, reason: "MGET answered \(replies)")
+            }
+            for (ban, record) in zip(bans, records) {
+                // An unreadable record is taken as none: the admission script still finds the key in use.
+                let decoded = record.string.flatMap { try? JSONDecoder().decode(IdempotencyRecord.self, from: Data($0.utf8)) }
+                answers.append(IngestPrecheck(banned: !ban.isNull, record: decoded))
             }
         }
-        let pending = try JSONEncoder().encode(IdempotencyRecord(fingerprint: claim.fingerprint, answer: nil))
-        arguments += [
-            claim.tokenNonce == nil ? "0" : "1", String(claim.tokenMemory.wholeMilliseconds), String(decoding: pending, as: UTF8.self),
-            String(claim.pendingLifetime.wholeMilliseconds),
-        ]
-        let reply = try await redis.run(Self.admitScript, keys: keys, arguments: arguments)
-        // Anything but the script's own verdicts is an error, never an admission.
-        switch (reply.array?.first?.string, reply.array ?? []) {
+        return answers
+    }
+
+    /// Decides each claim in order, one script call per chunk: checks every limit; when all pass, records the
+    /// request in each, spends the token (when there is one) and claims the idempotency key as pending. Chunks run
+    /// one after another, so a claim sees every claim before it. A chunk Redis failed on answers its error for each
+    /// of its claims.
+    public func admit(_ claims: [IngestClaim]) async throws -> [Result<IngestAdmission, any Error>] {
+        var verdicts: [Result<IngestAdmission, any Error>] = []
+        verdicts.reserveCapacity(claims.count)
+        let encoder = JSONEncoder()
+        for chunk in claims.chunks(of: chunkSize) {
+            var keys: [String] = []
+            var arguments = [String(chunk.count)]
+            for claim in chunk {
+                keys += claim.limits.map { Self.key($0.scope) }
+                keys.append(claim.tokenNonce.map(Self.spentTokenKey) ?? "")
+                keys.append(Self.idempotencyKey(userID: claim.userID, key: claim.idempotencyKey))
+                arguments += [String(claim.now.millisecondsSinceEpoch), claim.requestID, String(claim.limits.count)]
+                for limit in claim.limits {
+                    switch limit.window {
+                    case .sliding(let milliseconds): arguments += [String(limit.count), String(milliseconds), "0"]
+                    case .calendar(let resetAt): arguments += [String(limit.count), "0", String(resetAt.millisecondsSinceEpoch)]
+                    }
+                }
+                let pending = try encoder.encode(IdempotencyRecord(fingerprint: claim.fingerprint, answer: nil))
+                arguments += [
+                    claim.tokenNonce == nil ? "0" : "1", String(claim.tokenMemory.wholeMilliseconds), String(decoding: pending, as: UTF8.self),
+                    String(claim.pendingLifetime.wholeMilliseconds),
+                ]
+            }
+            do {
+                let reply = try await redis.run(Self.admitScript, keys: keys, arguments: arguments)
+                guard let answers = reply.array, answers.count == chunk.count else {
+                    throw RedisError(code: .unexpectedReply, reason: "the ingest script answered \(reply)")
+                }
+                for (claim, answer) in zip(chunk, answers) {
+                    verdicts.append(Result { try Self.admission(answer, claim: claim) })
+                }
+            } catch {
+                // This chunk's claims fail, not the earlier chunks' (already admitted, they must be published or
+                // released by the caller): the error is each claim's own.
+                verdicts += chunk.map { _ in .failure(error) }
+            }
+        }
+        return verdicts
+    }
+
+    /// One claim's verdict from the script. Anything but the script's own verdicts is an error, never an admission.
+    static func admission(_ answer: RedisReply, claim: IngestClaim) throws -> IngestAdmission {
+        switch (answer.array?.first?.string, answer.array ?? []) {
         case ("ok", _): return .admitted
         case ("limited", let parts) where parts.count == 3:
             let index = Int(parts[1].integer ?? 1) - 1
@@ -70,7 +112,8 @@ public struct RedisIngestState: Sendable {
             return .rateLimited(limit: name, retryAfterMilliseconds: parts[2].integer ?? 1000)
         case ("replayed", _): return .tokenReplayed
         case ("in-use", _): return .idempotencyKeyInUse
-        default: throw RedisError(code: .unexpectedReply, reason: "the ingest script answered \(reply)")
+        case ("error", let parts): throw RedisError(code: .server, reason: parts.dropFirst().first?.string ?? "the ingest script failed on this claim")
+        default: throw RedisError(code: .unexpectedReply, reason: "the ingest script answered \(answer)")
         }
     }
 
@@ -89,20 +132,31 @@ public struct RedisIngestState: Sendable {
         }
     }
 
-    /// Stores the 202 answer under the idempotency key: a repeat gets it back.
-    public func complete(userID: String, idempotencyKey: String, record: IdempotencyRecord) async throws {
-        let encoded = try JSONEncoder().encode(record)
-        try await redis.send([
-            "SET", Self.idempotencyKey(userID: userID, key: idempotencyKey), String(decoding: encoded, as: UTF8.self),
-            "PX", String(answerLifetime.wholeMilliseconds),
-        ])
+    /// Stores each 202 answer under its idempotency key: a repeat gets it back. One pipelined round trip per chunk.
+    public func complete(_ completions: [IngestCompletion]) async throws {
+        let encoder = JSONEncoder()
+        for chunk in completions.chunks(of: chunkSize) {
+            let commands = try chunk.map { completion in
+                [
+                    "SET", Self.idempotencyKey(userID: completion.key.userID, key: completion.key.idempotencyKey),
+                    String(decoding: try encoder.encode(completion.record), as: UTF8.self), "PX", String(answerLifetime.wholeMilliseconds),
+                ]
+            }
+            for reply in try await redis.pipeline(commands) { _ = try reply.throwingServerError() }
+        }
     }
 
-    /// The event was not published: frees the key and the token so the client can retry with both.
-    public func release(userID: String, idempotencyKey: String, tokenNonce: String?) async throws {
-        var keys = [Self.idempotencyKey(userID: userID, key: idempotencyKey)]
-        if let tokenNonce { keys.append(Self.spentTokenKey(nonce: tokenNonce)) }
-        try await redis.send(["DEL"] + keys)
+    /// The events were not published: frees their keys and tokens so the clients can retry with both. One `DEL`
+    /// per chunk.
+    public func release(_ releases: [IngestRelease]) async throws {
+        for chunk in releases.chunks(of: chunkSize) {
+            var keys: [String] = []
+            for release in chunk {
+                keys.append(Self.idempotencyKey(userID: release.key.userID, key: release.key.idempotencyKey))
+                if let nonce = release.tokenNonce { keys.append(Self.spentTokenKey(nonce: nonce)) }
+            }
+            try await redis.send(["DEL"] + keys)
+        }
     }
 
     public func setBan(userID: String, banned: Bool) async throws {
@@ -136,58 +190,87 @@ public struct RedisIngestState: Sendable {
         """#)
 
     static let admitScript = RedisScript(#"""
-        -- KEYS: limit keys…, used-token key ("" when none), idempotency key
-        -- ARGV: now, request id, limit count, (count, sliding ms or 0, reset-at ms)…, has token, token ttl ms,
-        --       pending record, pending ttl ms
-        local now = tonumber(ARGV[1])
-        local member = ARGV[2]
-        local n = tonumber(ARGV[3])
-        local base = 3 + n * 3
-        local hasToken = ARGV[base + 1] == '1'
-        -- A replayed token is refused first: it is the stronger fraud signal, whatever the limits say.
-        if hasToken and redis.call('EXISTS', KEYS[n + 1]) == 1 then return {'replayed'} end
-        local worst, which = 0, 0
-        for i = 1, n do
-          local key = KEYS[i]
-          local count = tonumber(ARGV[3 + (i - 1) * 3 + 1])
-          local window = tonumber(ARGV[3 + (i - 1) * 3 + 2])
-          local resetAt = tonumber(ARGV[3 + (i - 1) * 3 + 3])
-          if window > 0 then
-            redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-            if redis.call('ZCARD', key) >= count then
-              local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-              local wait = tonumber(oldest[2]) + window - now
-              if wait > worst then worst, which = wait, i end
-            end
-          else
-            local used = tonumber(redis.call('GET', key) or '0')
-            if used >= count then
-              local wait = resetAt - now
-              if wait > worst then worst, which = wait, i end
+        -- Decides a chunk of claims in order; a claim sees what the claims before it recorded.
+        -- KEYS, per claim: limit keys…, used-token key ("" when none), idempotency key
+        -- ARGV: claim count, then per claim: now, request id, limit count n, (count, sliding ms or 0, reset-at ms)×n,
+        --       has token, token ttl ms, pending record, pending ttl ms
+        -- Answers one verdict per claim: {'ok'}, {'limited', limit index, wait ms}, {'replayed'}, {'in-use'}, or
+        -- {'error', message} when Redis refused a command for that claim (the others are decided all the same).
+        local function decide(k, a)
+          -- k: the claim's keys start after KEYS[k]; a: its arguments after ARGV[a]
+          local now = tonumber(ARGV[a + 1])
+          local member = ARGV[a + 2]
+          local n = tonumber(ARGV[a + 3])
+          local base = a + 3 + n * 3
+          local hasToken = ARGV[base + 1] == '1'
+          local tokenKey = KEYS[k + n + 1]
+          local idemKey = KEYS[k + n + 2]
+          -- A replayed token is refused first: it is the stronger fraud signal, whatever the limits say.
+          if hasToken and redis.call('EXISTS', tokenKey) == 1 then return {'replayed'} end
+          local worst, which = 0, 0
+          for i = 1, n do
+            local key = KEYS[k + i]
+            local count = tonumber(ARGV[a + 3 + (i - 1) * 3 + 1])
+            local window = tonumber(ARGV[a + 3 + (i - 1) * 3 + 2])
+            local resetAt = tonumber(ARGV[a + 3 + (i - 1) * 3 + 3])
+            if window > 0 then
+              redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+              if redis.call('ZCARD', key) >= count then
+                local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+                local wait = tonumber(oldest[2]) + window - now
+                if wait > worst then worst, which = wait, i end
+              end
+            else
+              local used = tonumber(redis.call('GET', key) or '0')
+              if used >= count then
+                local wait = resetAt - now
+                if wait > worst then worst, which = wait, i end
+              end
             end
           end
-        end
-        if which > 0 then return {'limited', which, math.max(worst, 1)} end
-        local tokenKey = KEYS[n + 1]
-        local idemKey = KEYS[n + 2]
-        if redis.call('EXISTS', idemKey) == 1 then return {'in-use'} end
-        if hasToken then
-          if not redis.call('SET', tokenKey, '1', 'NX', 'PX', ARGV[base + 2]) then return {'replayed'} end
-        end
-        redis.call('SET', idemKey, ARGV[base + 3], 'PX', ARGV[base + 4])
-        for i = 1, n do
-          local key = KEYS[i]
-          local window = tonumber(ARGV[3 + (i - 1) * 3 + 2])
-          if window > 0 then
-            redis.call('ZADD', key, now, member)
-            redis.call('PEXPIRE', key, window)
-          else
-            redis.call('INCR', key)
-            redis.call('PEXPIREAT', key, tonumber(ARGV[3 + (i - 1) * 3 + 3]))
+          if which > 0 then return {'limited', which, math.max(worst, 1)} end
+          if redis.call('EXISTS', idemKey) == 1 then return {'in-use'} end
+          if hasToken then
+            if not redis.call('SET', tokenKey, '1', 'NX', 'PX', ARGV[base + 2]) then return {'replayed'} end
           end
+          redis.call('SET', idemKey, ARGV[base + 3], 'PX', ARGV[base + 4])
+          for i = 1, n do
+            local key = KEYS[k + i]
+            local window = tonumber(ARGV[a + 3 + (i - 1) * 3 + 2])
+            if window > 0 then
+              redis.call('ZADD', key, now, member)
+              redis.call('PEXPIRE', key, window)
+            else
+              redis.call('INCR', key)
+              redis.call('PEXPIREAT', key, tonumber(ARGV[a + 3 + (i - 1) * 3 + 3]))
+            end
+          end
+          return {'ok'}
         end
-        return {'ok'}
+        local verdicts = {}
+        local k, a = 0, 1
+        for c = 1, tonumber(ARGV[1]) do
+          local n = tonumber(ARGV[a + 3])
+          local ok, verdict = pcall(decide, k, a)
+          if ok then
+            verdicts[c] = verdict
+          else
+            -- One claim's failure (a key of the wrong type, say) is its own: it answers an error, the rest go on.
+            verdicts[c] = {'error', tostring(verdict and verdict.err or verdict)}
+          end
+          k = k + n + 2
+          a = a + 3 + n * 3 + 4
+        end
+        return verdicts
         """#)
+}
+
+extension Array {
+    /// The elements in consecutive slices of at most `size` (the last one shorter); none for an empty array.
+    func chunks(of size: Int) -> [ArraySlice<Element>] {
+        let size = Swift.max(size, 1)
+        return stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
+    }
 }
 
 /// Revoked bearer-token ids in Redis, each kept until the token's own expiry.

@@ -61,8 +61,10 @@ struct GatewayHarness {
 
     /// - Parameter checksRevocations: `false` keeps the revocation list in memory (and up), so a test reaches the
     ///   routes' own use of the ingest state.
+    /// - Parameter wrapState: what the gateway is given instead of the ingest state (a wrapper that watches it).
     init(
-        _ backing: Backing = .memory, checksRevocations: Bool = true, configure: (inout GatewayConfiguration) -> Void = { _ in }
+        _ backing: Backing = .memory, checksRevocations: Bool = true, configure: (inout GatewayConfiguration) -> Void = { _ in },
+        wrapState: (any IngestState) -> any IngestState = { $0 }
     ) throws {
         let clock = TestClock()
         self.clock = clock
@@ -94,7 +96,7 @@ struct GatewayHarness {
             state = RedisIngestState(redis: redis)
             revocations = memoryRevocations ?? RedisTokenRevocations(redis: redis)
         }
-        ports = GatewayPorts(scoreEvents: publisher, rejections: rejections, state: state, revocations: revocations)
+        ports = GatewayPorts(scoreEvents: publisher, rejections: rejections, state: wrapState(state), revocations: revocations)
     }
 
     func close() { redisPool?.close() }

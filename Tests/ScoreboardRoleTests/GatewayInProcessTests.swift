@@ -6,6 +6,7 @@ import NIOCore
 import ScoreboardCore
 import ScoreboardGateway
 import ScoreboardHTTP
+import Synchronization
 import Testing
 
 /// The gateway's logic against its memory ports: no servers, no sleeps; time moves only when a test moves it.
@@ -261,6 +262,22 @@ struct GatewayInProcessTests {
         #expect(Set(harness.rejections.rejections.map(\.reason)).isSuperset(of: ["invalid-body", "unknown-action"]))
     }
 
+    @Test func aHundredItemBatchAsksTheStateStoreOnceForEachStepNotOncePerItem() async throws {
+        let calls = IngestStateCalls()
+        let harness = try GatewayHarness(wrapState: { CountingIngestState(base: $0, calls: calls) })
+        let server = try await harness.token(harness.user("gs"), role: .gameServer)
+        // 100 items, not 1,000: the calls do not grow with the batch either way, and a debug build validating 1,000
+        // items hogs the cooperative pool long enough for tests running beside it to miss their publish deadline.
+        let items = (0..<100).map { GatewayIngestTests.item(user: harness.user("u\($0)")) }
+        let answer = try await harness.withClient { client in
+            try await client.post("/v1/events:batch", token: server, json: GatewayIngestTests.batch(items))
+        }
+        #expect(answer.batchResults.count == 100 && answer.batchResults.allSatisfy { $0.status == 202 })
+        // Before the batch port, each item made its own calls: 100 prechecks, admissions and completions.
+        #expect(calls.counts == ["precheck": 1, "admit": 1, "complete": 1])
+        #expect(calls.items == ["precheck": 100, "admit": 100, "complete": 100])
+    }
+
     @Test func aBatchWhoseEveryItemMetABrokerOutageIsA503() async throws {
         let harness = try GatewayHarness()
         let server = try await harness.token(harness.user("gs"), role: .gameServer)
@@ -289,4 +306,54 @@ func eventually(_ condition: @escaping @Sendable () -> Bool) async throws {
         try Task.checkCancellation()
         await Task.yield()
     }
+}
+
+/// What a request asked of the ingest state: calls, and items over all calls, per operation.
+final class IngestStateCalls: Sendable {
+    private let tally = Mutex<(calls: [String: Int], items: [String: Int])>(([:], [:]))
+
+    func record(_ operation: String, items: Int) {
+        tally.withLock { tally in
+            tally.calls[operation, default: 0] += 1
+            tally.items[operation, default: 0] += items
+        }
+    }
+
+    var counts: [String: Int] { tally.withLock { $0.calls } }
+    var items: [String: Int] { tally.withLock { $0.items } }
+}
+
+/// An ingest state that records each call in ``IngestStateCalls`` and passes it on.
+struct CountingIngestState: IngestState {
+    let base: any IngestState
+    let calls: IngestStateCalls
+
+    func precheck(_ keys: [IngestKey]) async throws -> [IngestPrecheck] {
+        calls.record("precheck", items: keys.count)
+        return try await base.precheck(keys)
+    }
+
+    func admit(_ claims: [IngestClaim]) async throws -> [Result<IngestAdmission, any Error>] {
+        calls.record("admit", items: claims.count)
+        return try await base.admit(claims)
+    }
+
+    func checkMint(userID: String, limit: RateLimit, requestID: String, now: Timestamp) async throws -> MintAdmission {
+        calls.record("checkMint", items: 1)
+        return try await base.checkMint(userID: userID, limit: limit, requestID: requestID, now: now)
+    }
+
+    func complete(_ completions: [IngestCompletion]) async throws {
+        calls.record("complete", items: completions.count)
+        try await base.complete(completions)
+    }
+
+    func release(_ releases: [IngestRelease]) async throws {
+        calls.record("release", items: releases.count)
+        try await base.release(releases)
+    }
+
+    func setBan(userID: String, banned: Bool) async throws { try await base.setBan(userID: userID, banned: banned) }
+
+    func probe() async throws { try await base.probe() }
 }

@@ -168,6 +168,29 @@ struct GatewayIngestTests {
         #expect(harness.publisher.published.count == 1)
     }
 
+    @Test(arguments: [false, true])
+    func twoItemsOfOneBatchWithOneKeyBehaveAsTwoRequests(onRedis: Bool) async throws {
+        let harness = try onRedis ? GatewayHarness(.redis(try GatewayHarness.localRedis())) : GatewayHarness()
+        defer { harness.close() }
+        let server = try await harness.token(harness.user("gs"), role: .gameServer)
+        let user = harness.user("twice"), key = Self.key()
+        try await harness.withClient { client in
+            // Bad input: the same user and key twice in one batch, between two other users' items.
+            let answer = try await client.post("/v1/events:batch", token: server, json: Self.batch([
+                Self.item(user: harness.user("before")), Self.item(user: user, key: key), Self.item(user: user, key: key),
+                Self.item(user: harness.user("after")),
+            ]))
+            #expect(answer.status == .ok)
+            // The second sees the first's claim, as a second request would while the first is being published.
+            #expect(answer.batchResults.map(\.status) == [202, 202, 409, 202])
+            #expect(answer.batchResults.map(\.problem) == [nil, nil, "idempotency-key-in-use", nil])
+            // Once published, the key answers a repeat with the first answer.
+            let again = try await client.post("/v1/events:batch", token: server, json: Self.batch([Self.item(user: user, key: key)]))
+            #expect(again.batchResults.map(\.eventID) == [answer.batchResults[1].eventID])
+        }
+        #expect(harness.publisher.published.count == 3)
+    }
+
     @Test func anUnpublishedItemReleasesItsKeyForAnImmediateRetry() async throws {
         let harness = try GatewayHarness()
         defer { harness.close() }

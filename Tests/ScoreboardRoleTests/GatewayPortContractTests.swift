@@ -91,6 +91,77 @@ struct GatewayIngestStateContractTests {
                     == .rateLimited(limit: "user", retryAfterMilliseconds: 60_000))
         }
     }
+
+    @Test(arguments: Store.allCases)
+    func aBatchIsDecidedInOrderAsSeparateRequestsWouldBe(store: Store) async throws {
+        try await withStore(store) { state, clock async throws in
+            let user = "u-\(UUID().uuidString.prefix(8))", other = "v-\(UUID().uuidString.prefix(8))"
+            let key = UUID().uuidString.lowercased(), nonce = UUID().uuidString
+            let now = clock()
+            let onceAMinute = RateLimit(name: "user", scope: .user(other), count: 1, window: .sliding(milliseconds: 60_000))
+            #expect(try await state.admit([]).isEmpty)
+            #expect(try await state.precheck([]).isEmpty)
+            // Bad input: one batch that reuses its own key, its own token and its own last slot of a limit.
+            let verdicts = try await state.admit([
+                claim(user: user, key: key, nonce: nonce, now: now),
+                claim(user: user, key: key, now: now),
+                claim(user: user, key: UUID().uuidString, nonce: nonce, now: now),
+                claim(user: other, key: UUID().uuidString, limits: [onceAMinute], now: now),
+                claim(user: other, key: UUID().uuidString, limits: [onceAMinute], now: now),
+            ]).map { try $0.get() }
+            #expect(verdicts == [
+                .admitted, .idempotencyKeyInUse, .tokenReplayed, .admitted, .rateLimited(limit: "user", retryAfterMilliseconds: 60_000),
+            ])
+            // Prechecks answer per key, in order.
+            try await state.setBan(userID: other, banned: true)
+            let fresh = UUID().uuidString.lowercased()
+            #expect(try await state.precheck([
+                IngestKey(userID: user, idempotencyKey: key), IngestKey(userID: user, idempotencyKey: fresh), IngestKey(userID: other, idempotencyKey: fresh),
+            ]) == [
+                IngestPrecheck(banned: false, record: IdempotencyRecord(fingerprint: "f1", answer: nil)),
+                IngestPrecheck(banned: false, record: nil), IngestPrecheck(banned: true, record: nil),
+            ])
+            // One call completes or releases many: the answer is kept, the released key and token are free again.
+            let second = UUID().uuidString.lowercased(), secondNonce = UUID().uuidString
+            #expect(try await state.admit(claim(user: user, key: second, nonce: secondNonce, now: clock())) == .admitted)
+            let answer = AcceptedScore(eventID: "e", partition: 1, offset: 2, userID: user, action: "a", points: 5, occurredAt: 1)
+            try await state.complete([IngestCompletion(key: IngestKey(userID: user, idempotencyKey: key), record: IdempotencyRecord(fingerprint: "f1", answer: answer))])
+            try await state.release([
+                IngestRelease(key: IngestKey(userID: user, idempotencyKey: second), tokenNonce: secondNonce),
+                IngestRelease(key: IngestKey(userID: user, idempotencyKey: fresh), tokenNonce: nil),
+            ])
+            #expect(try await state.precheck([IngestKey(userID: user, idempotencyKey: key), IngestKey(userID: user, idempotencyKey: second)]).map(\.record)
+                == [IdempotencyRecord(fingerprint: "f1", answer: answer), nil])
+            #expect(try await state.admit(claim(user: user, key: second, nonce: secondNonce, now: clock())) == .admitted)
+        }
+    }
+
+    /// Redis decides a long batch in bounded chunks, one script call each; a later chunk sees the earlier ones, and a
+    /// claim Redis fails on fails alone.
+    @Test func redisChunksSeeTheChunksBeforeThemAndAFailedClaimSpoilsNoOther() async throws {
+        let redis = RedisConnectionPool(configuration: try GatewayHarness.localRedis(), logger: Logger(label: "test"))
+        defer { redis.close() }
+        var state = RedisIngestState(redis: redis)
+        state.chunkSize = 2
+        let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+        let user = "u-\(UUID().uuidString.prefix(8))", key = UUID().uuidString.lowercased()
+        // Bad input: five claims of one key, across three chunks.
+        let verdicts = try await state.admit((0..<5).map { _ in claim(user: user, key: key, now: now) }).map { try $0.get() }
+        #expect(verdicts == [.admitted] + Array(repeating: .idempotencyKeyInUse, count: 4))
+        #expect(try await state.precheck(Array(repeating: IngestKey(userID: user, idempotencyKey: key), count: 5)).map(\.record)
+            == Array(repeating: IdempotencyRecord(fingerprint: "f1", answer: nil), count: 5))
+
+        // Bad state: the middle user's limit key holds a string, so Redis refuses its commands (WRONGTYPE).
+        let broken = "b-\(UUID().uuidString.prefix(8))"
+        try await redis.send(["SET", RedisIngestState.key(.user(broken)), "x", "EX", "60"])
+        let limit = RateLimit(name: "user", scope: .user(broken), count: 5, window: .sliding(milliseconds: 60_000))
+        let mixed = try await state.admit([
+            claim(user: user, key: UUID().uuidString, now: now), claim(user: broken, key: UUID().uuidString, limits: [limit], now: now),
+            claim(user: user, key: UUID().uuidString, now: now),
+        ])
+        #expect((try? mixed[0].get()) == .admitted && (try? mixed[2].get()) == .admitted)
+        #expect(throws: RedisError.self) { try mixed[1].get() }
+    }
 }
 
 /// The Kafka adapter encodes score events once, in a form the topic's schema accepts.
