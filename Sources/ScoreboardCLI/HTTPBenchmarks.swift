@@ -71,7 +71,7 @@ struct HTTPBenchmark: Sendable {
         configuration.drain = .milliseconds(Int64(drain * 1000))
         let report = try await LoadGenerator(configuration: configuration, tokens: try await LoadTokens.minting(auth: auth, runID: runID)).run()
         let errors = report.statuses.filter { $0.key != "200" && $0.key != "202" }
-        if !errors.isEmpty { log("    (answers other than 200/202: \(errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))") }
+        if !errors.isEmpty { log("    (\(path.rawValue)\(path == .batch ? " ×\(batchSize)" : "") on port \(path.isQuery ? push ?? 0 : gateway): answers other than 200/202: \(errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))") }
         return report
     }
 

@@ -58,7 +58,11 @@ public struct LoadGenerator: Sendable {
             }
             let connectDeadline = ContinuousClock.now + .seconds(10)
             while !subscribers.allSatisfy(\.isConnected) {
-                guard ContinuousClock.now < connectDeadline else { throw LoadError("subscribers did not connect within 10 s") }
+                guard ContinuousClock.now < connectDeadline else {
+                    let connected = subscribers.filter(\.isConnected).count
+                    let why = subscribers.compactMap(\.failure).first.map { ": \($0)" } ?? ""
+                    throw LoadError("\(connected) of \(subscribers.count) subscribers connected within 10 s\(why)")
+                }
                 try await Task.sleep(for: .milliseconds(20))
             }
 

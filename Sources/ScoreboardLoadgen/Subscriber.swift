@@ -10,6 +10,7 @@ final class SubscriberProgress: Sendable {
         var highest: [String: Int64] = [:]
         var updates = 0
         var connected = false
+        var failure: String?
     }
 
     private let state = Mutex(State())
@@ -25,6 +26,9 @@ final class SubscriberProgress: Sendable {
     var updates: Int { state.withLock { $0.updates } }
     var isConnected: Bool { state.withLock { $0.connected } }
     func markConnected() { state.withLock { $0.connected = true } }
+    /// Why the subscriber's stream ended, if it did.
+    var failure: String? { state.withLock { $0.failure } }
+    func failed(_ error: any Error) { state.withLock { $0.failure = "\(error)" } }
 
     /// An update arrived at `instant` showing `total` for `userID`.
     func saw(userID: String, total: Int64, at instant: ContinuousClock.Instant) {
@@ -71,6 +75,15 @@ enum SubscriberStream {
     /// Follows `/v1/streams/sse/{board}` until cancelled, reporting every member total an update carries (one
     /// member per update today; a list of `members` is read the same way).
     static func follow(target: LoadTarget, board: String, progress: SubscriberProgress) async throws {
+        do {
+            try await stream(target: target, board: board, progress: progress)
+        } catch {
+            progress.failed(error)
+            throw error
+        }
+    }
+
+    private static func stream(target: LoadTarget, board: String, progress: SubscriberProgress) async throws {
         try await LoadHTTPConnection.with(host: target.host, port: target.port) { connection in
             var parser = ServerSentEventParser()
             let status = try await connection.stream("/v1/streams/sse/\(board)", headers: [("Accept", "text/event-stream")]) { chunk in

@@ -27,8 +27,17 @@ public final class ArchiveReads: Sendable {
         var count = 0
         var uses = 0
         var queriesInFlight = 0
+        /// Readers waiting for a query that is already running ("board|query"): they share its answer instead of
+        /// running it again or being refused (ten SSE clients opening one board that Redis does not hold).
+        var waiting: [String: [CheckedContinuation<Result<BoardPage?, any Error>, Never>]] = [:]
         /// Queries run so far (what the tests count).
         var queriesRun = 0
+    }
+
+    private enum Lookup {
+        case hit(BoardPage?)
+        case run
+        case join
     }
 
     public let limits: Limits
@@ -43,26 +52,52 @@ public final class ArchiveReads: Sendable {
     ///   when `read` fails.
     func read(board: String, query: String, _ read: @Sendable () async throws -> BoardPage?) async throws -> BoardPage? {
         let now = ContinuousClock.now
-        let cached = try state.withLock { state throws -> BoardPage?? in
+        let key = board + "|" + query
+        let lookup = try state.withLock { state throws -> Lookup in
             state.uses += 1
             if let hit = state.pages[board]?[query], now - hit.storedAt < limits.freshFor {
                 state.pages[board]?[query]?.lastUse = state.uses
-                return .some(hit.page)
+                return .hit(hit.page)
             }
+            if state.waiting[key] != nil { return .join }
             guard state.queriesInFlight < limits.concurrentQueries else {
                 throw Problem(.serverBusy, detail: "too many archive reads at once", retryAfter: 1)
             }
             state.queriesInFlight += 1
             state.queriesRun += 1
-            return nil
+            state.waiting[key] = []
+            return .run
         }
-        if let cached { return cached }
-        defer { state.withLock { $0.queriesInFlight -= 1 } }
-        let page: BoardPage?
-        do { page = try await read() } catch let problem as Problem { throw problem } catch {
+        switch lookup {
+        case .hit(let page): return page
+        case .join:
+            let shared = await withCheckedContinuation { continuation in
+                let ran = state.withLock { state -> Bool in
+                    guard state.waiting[key] != nil else { return true }
+                    state.waiting[key]!.append(continuation)
+                    return false
+                }
+                // The query ended between the lookup and now: read again (from the cache, most likely).
+                if ran { continuation.resume(returning: .failure(CancellationError())) }
+            }
+            switch shared {
+            case .success(let page): return page
+            case .failure(let error as Problem): throw error
+            case .failure: return try await self.read(board: board, query: query, read)
+            }
+        case .run: break
+        }
+        let result: Result<BoardPage?, any Error>
+        do { result = .success(try await read()) } catch let problem as Problem { result = .failure(problem) } catch {
             // PostgreSQL unreachable or failing: the reader retries later, it is not a server bug.
-            throw Problem(.dependencyUnavailable, detail: "the standings archive does not answer", retryAfter: 1)
+            result = .failure(Problem(.dependencyUnavailable, detail: "the standings archive does not answer", retryAfter: 1))
         }
+        let waiters = state.withLock { state -> [CheckedContinuation<Result<BoardPage?, any Error>, Never>] in
+            state.queriesInFlight -= 1
+            return state.waiting.removeValue(forKey: key) ?? []
+        }
+        for waiter in waiters { waiter.resume(returning: result) }
+        let page = try result.get()
         state.withLock { state in
             state.uses += 1
             if state.pages[board]?[query] == nil { state.count += 1 }

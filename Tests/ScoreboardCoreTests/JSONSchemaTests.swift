@@ -1,5 +1,5 @@
 import Foundation
-import ScoreboardCore
+@testable import ScoreboardCore
 import Testing
 
 @Suite struct JSONSchemaTests {
@@ -50,5 +50,32 @@ import Testing
         #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"oneOf":[{"type":"string"}]}"#) }
         #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"properties":{"a":{"minimun":1}}}"#) }
         #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"pattern":"(unclosed"}"#) }
+    }
+}
+
+@Suite struct AnchoredCharacterClassTests {
+    /// The scan agrees with Swift's Regex on the schemas' patterns, for strings of every kind of character.
+    @Test func theScanAgreesWithRegex() throws {
+        let alphabet = Array("aZ09_.-:/ é\n$^[]+\u{0}") + ["\u{1F600}"]
+        var random = SystemRandomNumberGenerator()
+        for pattern in ["^[A-Za-z0-9_.-]+$", "^[A-Za-z0-9_.:-]+$", "^[a-c]*$", "^[-x]+$"] {
+            let characterClass = try #require(AnchoredCharacterClass(pattern), "\(pattern) should take the fast path")
+            let regex = try Regex(pattern)
+            for length in 0..<6 {
+                for _ in 0..<300 {
+                    let text = String((0..<length).map { _ in alphabet.randomElement(using: &random)! })
+                    let expected = (try regex.firstMatch(in: text)) != nil
+                    #expect(characterClass.matches(text) == expected, "\(pattern) on \(text.debugDescription)")
+                }
+            }
+        }
+    }
+
+    /// Patterns it cannot scan go to Regex, and still match as JSON Schema says.
+    @Test func otherPatternsCompile() {
+        for pattern in ["^[^a]+$", "^[\\d]+$", "^a[b-c]+$", "[a-z]+", "^[z-a]+$", "^[]+$"] { #expect(AnchoredCharacterClass(pattern) == nil, "\(pattern)") }
+        #expect(JSONSchema.matches("123", pattern: "^[\\d]+$"))
+        #expect(!JSONSchema.matches("12a", pattern: "^[\\d]+$"))
+        #expect(JSONSchema.matches("xabcx", pattern: "[a-c]+"))
     }
 }

@@ -54,6 +54,33 @@ struct ArchiveReadsTests {
         #expect(try await archive.read(board: "b", query: "top|3") { page } == page)
     }
 
+    /// Bad input: ten readers of one page that is not cached, with room for one query. Before, the first ran and
+    /// the other nine were refused with 503 (ten SSE clients opening one empty board got 503s); now they share it.
+    @Test func readersOfAQueryInFlightShareItsAnswer() async throws {
+        var limits = ArchiveReads.Limits()
+        limits.concurrentQueries = 1
+        let archive = ArchiveReads(limits: limits)
+        let gate = AsyncStream<Void>.makeStream()
+        let started = AsyncStream<Void>.makeStream()
+        let answers = try await withThrowingTaskGroup(of: BoardPage?.self) { group in
+            group.addTask {
+                try await archive.read(board: "b", query: "top|x") {
+                    started.continuation.yield()
+                    for await _ in gate.stream { break }
+                    return page
+                }
+            }
+            var iterator = started.stream.makeAsyncIterator()
+            _ = await iterator.next()
+            for _ in 0..<9 { group.addTask { try await archive.read(board: "b", query: "top|x") { Issue.record("ran twice"); return nil } } }
+            // The joiners are waiting (or will find the answer cached): let the one query finish.
+            gate.continuation.finish()
+            return try await group.reduce(into: [BoardPage?]()) { $0.append($1) }
+        }
+        #expect(answers.count == 10 && answers.allSatisfy { $0 == page })
+        #expect(archive.queriesRun == 1)
+    }
+
     /// A failing database is a 503 to retry, not a 500.
     @Test func aFailingQueryIsDependencyUnavailable() async throws {
         struct Down: Error {}
