@@ -22,6 +22,9 @@ struct HTTPBenchmark: Sendable {
 
     /// A fresh stack: topics in a new namespace, the `bench` schema and the Redis database emptied.
     func withStack<T: Sendable>(_ body: (BenchProcesses, String) async throws -> T) async throws -> T {
+        // The roles and the token minting read the local keys, as `scoreboard dev` does: a fresh clone has none yet
+        // (only missing files are written; existing keys are kept).
+        _ = try LocalKeys.ensure(in: DefinitionsLocation.root().appendingPathComponent(".local/dev"))
         let runID = String(UUID().uuidString.prefix(6)).lowercased()
         let namespace = "bench-\(runID)-"
         let logger = makeLogger("scoreboard.bench")

@@ -53,6 +53,11 @@ extension ScoreboardCommand {
 
         public func run() async throws {
             let root = DefinitionsLocation.root()
+            // Tokens are minted with the local keys unless --jwks says otherwise; a fresh clone has none yet (only
+            // missing files are written, so a running `scoreboard dev` keeps its keys).
+            if auth.jwks == nil, ProcessInfo.processInfo.environment["SCOREBOARD_JWKS_FILE"] == nil {
+                _ = try LocalKeys.ensure(in: root.appendingPathComponent(".local/dev"))
+            }
             let catalog = try PipelineCatalog.load(directory: root.appendingPathComponent("pipelines"))
             var configuration = LoadConfiguration(
                 gateway: LoadTarget(gateway)!, actions: catalog.actions.actions.keys.sorted(),
