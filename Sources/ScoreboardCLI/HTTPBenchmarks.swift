@@ -91,11 +91,8 @@ struct HTTPBenchmark: Sendable {
         throw BenchError("the worker did not catch up within \(limit)")
     }
 
-    static func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return 0 }
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
+    /// The benchmarks' one median (the Kafka benchmark's).
+    static func median(_ values: [Double]) -> Double { KafkaBenchmark.Measurement.median(values) }
 }
 
 /// A result line: the figure, the baseline and their ratio, with each repetition's values.
@@ -146,6 +143,21 @@ struct BenchLine: Encodable {
     }
 }
 
+/// What every HTTP benchmark takes: where the servers are, the keys tokens are minted with, the Redis database it
+/// flushes, and where its results are recorded.
+public struct HTTPBenchmarkOptions: ParsableArguments {
+    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var auth: AuthOptions
+    @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
+    @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
+
+    public init() {}
+
+    func benchmark() throws -> HTTPBenchmark {
+        HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+    }
+}
+
 extension ScoreboardCommand.Bench {
     /// A bare Hummingbird server: the baseline the HTTP benchmarks compare with.
     public struct BaselineServer: AsyncParsableCommand {
@@ -175,17 +187,15 @@ extension ScoreboardCommand.Bench {
         public static let configuration = CommandConfiguration(
             abstract: "Gateway throughput (batches, player flow) and the player path's latency at a fixed rate, beside a bare Hummingbird POST.")
 
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var auth: AuthOptions
+        @OptionGroup var options: HTTPBenchmarkOptions
         @Option(help: "Repetitions; medians are reported.") var repetitions = 3
         @Option(help: "Seconds per measurement.") var seconds: Double = 8
         @Option(help: "Connections.") var connections = 16
         @Option(help: "Open-loop rate of the player-path latency measurement (scores/s).") var playerRate: Double = 5_000
-        @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
-        @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
         public func run() async throws {
-            let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+            let bench = try options.benchmark()
+            let record = options.record
             var baseline: [Double] = [], batch1000: [Double] = [], batch100: [Double] = [], batch100p50: [Double] = []
             var player: [Double] = [], playerP99: [Double] = [], playerAchieved: [Double] = []
             try await bench.withStack { processes, runID in
@@ -238,18 +248,16 @@ extension ScoreboardCommand.Bench {
         public static let configuration = CommandConfiguration(
             abstract: "202 → SSE update latency through gateway, worker and push gateway at a fixed event rate.")
 
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var auth: AuthOptions
+        @OptionGroup var options: HTTPBenchmarkOptions
         @Option(help: "Repetitions; medians are reported.") var repetitions = 3
         @Option(help: "Seconds per measurement.") var seconds: Double = 15
         @Option(help: "Events per second, open loop.") var rate: Double = 5_000
         @Option(help: "Events per batch.") var batchSize = 100
         @Option(help: "SSE subscribers measuring.") var subscribers = 4
-        @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
-        @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
         public func run() async throws {
-            let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+            let bench = try options.benchmark()
+            let record = options.record
             var p50: [Double] = [], p99: [Double] = [], accepted: [Double] = [], unseen: [Double] = []
             try await bench.withStack { processes, runID in
                 let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
@@ -282,19 +290,17 @@ extension ScoreboardCommand.Bench {
         public static let configuration = CommandConfiguration(
             abstract: "Top 10, around-me and standing over HTTP, beside a bare Hummingbird GET, on boards filled by the real pipeline.")
 
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var auth: AuthOptions
+        @OptionGroup var options: HTTPBenchmarkOptions
         @Option(help: "Repetitions; medians are reported.") var repetitions = 3
         @Option(help: "Seconds per measurement.") var seconds: Double = 8
         @Option(help: "Connections.") var connections = 16
         @Option(help: "Players on the boards.") var users = 10_000
         @Option(help: "Events per second while filling the boards.") var fillRate: Double = 20_000
         @Option(help: "Seconds of filling.") var fillSeconds: Double = 5
-        @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
-        @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
         public func run() async throws {
-            let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+            let bench = try options.benchmark()
+            let record = options.record
             var baseline: [Double] = [], rates: [LoadConfiguration.Path: [Double]] = [:], p99: [LoadConfiguration.Path: [Double]] = [:]
             try await bench.withStack { processes, runID in
                 let base = try await processes.start("baseline", ["bench", "baseline-server"])
@@ -333,18 +339,16 @@ extension ScoreboardCommand.Bench {
         public static let configuration = CommandConfiguration(
             abstract: "Idle SSE subscribers: the push gateway's memory per subscriber, and how long an update takes to reach all of them.")
 
-        @OptionGroup var connection: ConnectionOptions
-        @OptionGroup var auth: AuthOptions
+        @OptionGroup var options: HTTPBenchmarkOptions
         @Option(parsing: .upToNextOption, help: "Subscriber counts to measure.") var subscribers: [Int] = [2_000, 10_000]
         @Option(help: "Events per second while measuring the latency.") var rate: Double = 20
         @Option(help: "Seconds of traffic per count.") var seconds: Double = 10
-        @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 9
-        @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
         public func run() async throws {
-            let bench = HTTPBenchmark(connection: try connection.settings(), auth: auth.settings, redisDatabase: redisDatabase, log: { print($0) })
+            let bench = try options.benchmark()
+            let record = options.record
             var lines: [String] = []
-            let rate = self.rate, seconds = self.seconds, record = self.record
+            let rate = self.rate, seconds = self.seconds
             for count in subscribers {
                 try await bench.withStack { processes, runID in
                     let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
