@@ -2,11 +2,12 @@
 # The fault suite of issue 9 (docs/reliability.md): real role processes under steady traffic, one fault per
 # scenario, then a recount of every board from the accepted requests.
 #
-#   scripts/chaos.sh [--full] [scenario...]
+#   scripts/chaos.sh [--full] [--release] [scenario...]
 #
 # Scenarios: worker-sigkill rebuild sigterm redis postgres broker schemathesis (all by default).
 # QUICK mode by default (the whole suite in about six minutes on two cores); --full runs a million events through
-# the worker-kill scenario and keeps PostgreSQL down for two minutes.
+# the worker-kill scenario and keeps PostgreSQL down for two minutes. --release runs the role processes from a release
+# build (`swift build -c release --product scoreboard`, about 18 minutes cold): the full runs need their speed.
 #
 # It sets up the local stack as scripts/test.sh does (stopping afterwards only what it started), installs
 # schemathesis, builds, and runs the ChaosTests suite. Each scenario prints one line
@@ -17,10 +18,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 mode=quick
+release=no
 tests=()
 for argument in "$@"; do
     case "$argument" in
         --full) mode=full ;;
+        --release) release=yes ;;
         worker-sigkill) tests+=(workerKilledEveryFewSeconds) ;;
         rebuild) tests+=(rebuildWhileTrafficFlows) ;;
         sigterm) tests+=(sigtermToEachRoleUnderLoad) ;;
@@ -28,7 +31,7 @@ for argument in "$@"; do
         postgres) tests+=(postgresRestartedInImmediateMode) ;;
         broker) tests+=(brokerKilledAndRestartedEmpty) ;;
         schemathesis) tests+=(schemathesisFindsNothing) ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown scenario $argument (see $0 --help)" >&2; exit 2 ;;
     esac
 done
@@ -48,6 +51,11 @@ scripts/chaos/schemathesis.sh install
 
 echo "[chaos] building" >&2
 swift build --build-tests
+if [ "$release" = yes ]; then
+    echo "[chaos] building the release scoreboard for the role processes" >&2
+    swift build -c release --product scoreboard
+    export SCOREBOARD_ROLE_EXECUTABLE="$ROOT/.build/release/scoreboard"
+fi
 mkdir -p .local/chaos
 log=".local/chaos/roles-$(date -u +%Y%m%dT%H%M%SZ).log"
 echo "[chaos] running $filter in $mode mode; role logs in $log" >&2

@@ -54,6 +54,60 @@ public struct LeaderboardUpdate: Hashable, Sendable, Codable {
     public var streamID: String { boardKey.streamID }
 }
 
+/// The changes of one board period in one worker batch, coalesced into one leaderboard-updates message (schema
+/// version 2): one message per board per batch instead of one per member, so a batch that moves a thousand members
+/// of a board costs one message, one partition offset (its sequence) and one frame per subscriber. Members are
+/// applied exactly as the same number of ``LeaderboardUpdate``s would be (``memberUpdates``), in the order listed.
+public struct BoardChanges: Hashable, Sendable, Codable {
+    public struct Member: Hashable, Sendable, Codable {
+        public var userID: String
+        public var total: Int64
+        /// Competition rank, when the member is inside the catalog's top N.
+        public var rank: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case userID = "userId", total, rank
+        }
+
+        public init(userID: String, total: Int64, rank: Int?) {
+            self.userID = userID
+            self.total = total
+            self.rank = rank
+        }
+    }
+
+    public var schemaVersion: Int = 2
+    public var board: String
+    public var window: LeaderboardWindow
+    public var period: String
+    public var dimension: BoardDimension
+    public var dimensionValue: String?
+    public var members: [Member]
+
+    public init(board: BoardKey, members: [Member]) {
+        self.board = board.id
+        self.window = board.window
+        self.period = board.period
+        self.dimension = board.dimension
+        self.dimensionValue = board.value
+        self.members = members
+    }
+
+    /// One version 1 update: the same board and one member.
+    public init(_ update: LeaderboardUpdate) {
+        self.init(board: update.boardKey, members: [Member(userID: update.userID, total: update.total, rank: update.rank)])
+    }
+
+    public var boardKey: BoardKey { BoardKey(window: window, period: period, dimension: dimension, value: dimensionValue) }
+    public var streamID: String { boardKey.streamID }
+
+    /// The same changes as one version 1 update per member, in order.
+    public var memberUpdates: [LeaderboardUpdate] {
+        let key = boardKey
+        return members.map { LeaderboardUpdate(board: key, userID: $0.userID, total: $0.total, rank: $0.rank) }
+    }
+}
+
 extension BoardKey {
     /// The board across its periods: `daily:region:eu`, `all-time:global`. Updates are keyed by it.
     public var streamID: String { BoardStream(window: window, dimension: dimension, value: value).id }

@@ -21,8 +21,13 @@ enum Repository {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    /// `scoreboard` next to the test bundle (`swift build --build-tests` builds it too).
+    /// `scoreboard` next to the test bundle (`swift build --build-tests` builds it too), or the one
+    /// `SCOREBOARD_ROLE_EXECUTABLE` names: `scripts/chaos.sh --release` runs the roles from a release build, because
+    /// the full-mode runs need their speed (debug roles managed about 350 events/s of the 900 asked).
     static var executable: URL {
+        if let path = ProcessInfo.processInfo.environment["SCOREBOARD_ROLE_EXECUTABLE"], !path.isEmpty {
+            return URL(fileURLWithPath: path)
+        }
         var directory = Bundle.main.bundleURL
         for _ in 0..<4 {
             let candidate = directory.appendingPathComponent("scoreboard")
