@@ -83,7 +83,9 @@ public struct PushGateway: Sendable {
             try self.checkCanOpenStream(request, context)
             return .upgrade([:])
         }, onUpgrade: { inbound, outbound, context in
-            try await self.webSocket(inbound: inbound, outbound: outbound, request: context.request, address: Self.address(of: context.requestContext))
+            try await self.webSocket(
+                inbound: inbound, outbound: outbound, request: context.request, address: Self.address(of: context.requestContext),
+                channel: context.requestContext.channel)
         })
         methods.learn(router)
         return router

@@ -38,7 +38,7 @@ extension PushGateway {
                 let address = channel.remoteAddress?.ipAddress ?? "unknown"
                 let request = Request(head: head, body: .init(buffer: ByteBuffer()))
                 return .upgrade([:]) { inbound, outbound, _ in
-                    try await self.webSocket(inbound: inbound, outbound: outbound, request: request, address: address)
+                    try await self.webSocket(inbound: inbound, outbound: outbound, request: request, address: address, channel: channel)
                 }
             }
             return RequestHeadGuardedChannel(inner: upgrading, limits: headLimits)

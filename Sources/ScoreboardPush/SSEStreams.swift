@@ -40,69 +40,60 @@ extension PushGateway {
     }
 
     func sseResponse(buffer: SubscriberBuffer, ticket: StreamAdmission.Ticket, identity: Identity?, channel: any Channel) -> Response {
-        let watchdog = WriteWatchdog()
-        return Response(
+        Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
             body: ResponseBody { [self] writer in
+                // The stream runs in the connection's own task: no task of its own, its timer on the event loop.
+                let watchdog = WriteWatchdog()
                 try await withOpenStream(transport: "sse", buffer: buffer, ticket: ticket) {
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask { await watchdog.closeWhenStalled(channel, after: self.configuration.writeTimeout) }
-                        defer { group.cancelAll() }
-                        try await watchdog.watching { try await writer.write(ByteBuffer(string: ": connected\n\n")) }
-                        try await pump(buffer, identity: identity) { output in
-                            let text: String
-                            switch output {
-                            case .heartbeat: text = ": heartbeat \(now().millisecondsSinceEpoch)\n\n"
-                            case .items(let items): text = items.map(Self.sseEvent).joined()
-                            case .overflowed: text = "event: overflow\ndata: {\"type\":\"overflow\"}\n\n"
-                            case .end(let end?): text = "event: end\ndata: {\"reason\":\"\(end.rawValue)\",\"type\":\"end\"}\n\n"
-                            case .end(nil): return
-                            }
-                            try await watchdog.watching { try await writer.write(ByteBuffer(string: text)) }
+                    try await watchdog.watching { try await writer.write(ByteBuffer(staticString: ": connected\n\n")) }
+                    try await pump(buffer, identity: identity, channel: channel, watchdog: watchdog) { output in
+                        let event: ByteBuffer
+                        switch output {
+                        case .heartbeat: event = ByteBuffer(string: ": heartbeat \(now().millisecondsSinceEpoch)\n\n")
+                        case .items(let items):
+                            // The updates' events are shared bytes (encoded once for every subscriber); one flush.
+                            try await watchdog.watching { try await writer.write(contentsOf: items.map(Self.sseEvent)) }
+                            return
+                        case .overflowed: event = ByteBuffer(staticString: "event: overflow\ndata: {\"type\":\"overflow\"}\n\n")
+                        case .end(let end?): event = ByteBuffer(string: "event: end\ndata: {\"reason\":\"\(end.rawValue)\",\"type\":\"end\"}\n\n")
+                        case .end(nil): return
                         }
+                        try await watchdog.watching { try await writer.write(event) }
                     }
                 }
                 try await writer.finish(nil)
             })
     }
 
-    static func sseEvent(_ item: OutboundItem) -> String {
-        let (type, sequence) = item.order.1 == 0 ? ("snapshot", item.order.0) : ("update", item.order.0)
-        return "id: \(sequence)\nevent: \(type)\ndata: \(json(item))\n\n"
+    /// An item as one SSE event: an update's shared bytes, or a snapshot encoded for its one subscriber.
+    static func sseEvent(_ item: OutboundItem) -> ByteBuffer {
+        switch item {
+        case .update(let update): update.frame.sse
+        case .snapshot(_, let sequence, _): ByteBuffer(string: "id: \(sequence)\nevent: snapshot\ndata: \(json(item))\n\n")
+        }
+    }
+
+    /// An item's JSON as a WebSocket text message carries it: an update's shared bytes, or a snapshot's own.
+    static func jsonBytes(_ item: OutboundItem) -> ByteBuffer {
+        switch item {
+        case .update(let update): update.frame.json
+        case .snapshot: ByteBuffer(string: json(item))
+        }
     }
 
     /// The JSON a client receives for an item, on either transport.
     static func json(_ item: OutboundItem) -> String {
-        struct Update: Encodable { var type = "update"; var stream: String; var sequence: Int64; var update: UpdateBody }
         struct Snapshot: Encodable { var type = "snapshot"; var stream: String; var sequence: Int64; var page: BoardPage }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data: Data?
         switch item {
-        case .update(let update): data = try? encoder.encode(Update(stream: update.streamID, sequence: update.sequence, update: UpdateBody(update.changes)))
-        case .snapshot(let stream, let sequence, let page): data = try? encoder.encode(Snapshot(stream: stream, sequence: sequence, page: page))
+        case .update(let update):
+            return String(buffer: update.frame.json)
+        case .snapshot(let stream, let sequence, let page):
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let data = try? encoder.encode(Snapshot(stream: stream, sequence: sequence, page: page))
+            return String(decoding: data ?? Data("{}".utf8), as: UTF8.self)
         }
-        return String(decoding: data ?? Data("{}".utf8), as: UTF8.self)
-    }
-}
-
-/// The `update` of an update frame: the board period and its changed members (one for a version 1 message, and on
-/// a personal channel the subscriber's own entry). Clients apply each member as they applied a single update before.
-struct UpdateBody: Encodable {
-    var board: String
-    var window: LeaderboardWindow
-    var period: String
-    var dimension: BoardDimension
-    var dimensionValue: String?
-    var members: [BoardChanges.Member]
-
-    init(_ changes: BoardChanges) {
-        board = changes.board
-        window = changes.window
-        period = changes.period
-        dimension = changes.dimension
-        dimensionValue = changes.dimensionValue
-        members = changes.members
     }
 }

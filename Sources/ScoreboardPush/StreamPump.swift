@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Metrics
+import NIOCore
 import ScoreboardCore
 import ScoreboardHTTP
 import ServiceLifecycle
@@ -48,18 +49,26 @@ extension PushGateway {
 
     /// Sends what `buffer` yields until the stream ends: heartbeats when idle; for a personal stream, its token
     /// re-checked once per heartbeat interval and at `exp`, the stream ended when it expired or was revoked; on
-    /// graceful shutdown, a last `shutting-down` end. Returns after sending the end.
-    func pump(_ buffer: SubscriberBuffer, identity: Identity?, send: (StreamOutput) async throws -> Void) async throws {
+    /// graceful shutdown, a last `shutting-down` end. Returns after sending the end. The stream's ``StreamTimer`` runs
+    /// meanwhile on `channel`'s event loop: it wakes the idle reader and closes the connection when a write watched by
+    /// `watchdog` stalls.
+    func pump(
+        _ buffer: SubscriberBuffer, identity: Identity?, channel: any Channel, watchdog: WriteWatchdog, send: (StreamOutput) async throws -> Void
+    ) async throws {
         let heartbeat = configuration.heartbeatInterval
+        let timer = StreamTimer.start(
+            channel: channel, buffer: buffer, watchdog: watchdog, writeTimeout: configuration.writeTimeout,
+            interval: StreamTimer.interval(heartbeat: heartbeat, writeTimeout: configuration.writeTimeout))
+        defer { timer.cancel() }
         try await withGracefulShutdownHandler {
             var nextTokenCheck = ContinuousClock.now + heartbeat
             while true {
-                var idle = heartbeat
+                var wakeAt = ContinuousClock.now + heartbeat
                 if let identity {
                     let untilExpiry = Duration.milliseconds(Int64(max(0, identity.expiresAt.timeIntervalSinceNow) * 1000) + 1)
-                    idle = min(idle, untilExpiry, max(.zero, nextTokenCheck - .now))
+                    wakeAt = min(wakeAt, .now + untilExpiry, nextTokenCheck)
                 }
-                let drained = await buffer.next(idle: idle)
+                let drained = await buffer.next(idleDeadline: wakeAt)
                 if let identity, ContinuousClock.now >= nextTokenCheck || identity.expiresAt <= Date() {
                     nextTokenCheck = .now + heartbeat
                     if let end = await tokenEnd(identity) { buffer.close(end) }

@@ -1,11 +1,12 @@
 import ScoreboardCore
 import Synchronization
 
-/// What a stream connection sends, in order.
+/// What a stream connection sends, in order. One pointer wide (the update is a shared instance, the rare snapshot
+/// boxed), so that queueing an item for each of many subscribers copies little.
 public enum OutboundItem: Sendable, Equatable {
     case update(SequencedUpdate)
     /// A board's top N, labelled with the stream sequence it reflects at least.
-    case snapshot(stream: String, sequence: Int64, page: BoardPage)
+    indirect case snapshot(stream: String, sequence: Int64, page: BoardPage)
 
     public var order: (Int64, Int) {
         switch self {
@@ -38,6 +39,8 @@ public final class SubscriberBuffer: Sendable {
         /// Pending items in arrival order.
         var entries: [OutboundItem] = []
         var waiter: CheckedContinuation<Void, Never>?
+        /// When the parked reader wants to be woken with nothing to send (a heartbeat or a token check is due).
+        var idleDeadline: ContinuousClock.Instant?
         var holds = 0
         var isOverflowed = false
         var isClosed = false
@@ -94,14 +97,26 @@ public final class SubscriberBuffer: Sendable {
     /// only merged between them, so no update moves across a snapshot. `items` are in order (``OutboundItem/order``).
     /// - Returns: the merged items, in order, and how many updates were merged away.
     static func coalesce(_ items: [OutboundItem]) -> (items: [OutboundItem], mergedAway: Int) {
+        /// One board's updates merged so far: the first, the newest sequence, and every member entry in order.
+        struct Merged {
+            let first: SequencedUpdate
+            var sequence: Int64
+            var members: [BoardChanges.Member]
+            var count = 1
+        }
         var result: [OutboundItem] = []
-        var boards: [String: SequencedUpdate] = [:]
+        var boards: [String: Merged] = [:]
         var mergedAway = 0
         func flush() {
             for merged in boards.values {
-                var update = merged
-                update.changes.members = newestPerMember(update.changes.members)
-                result.append(.update(update))
+                // Alone: the very update, whose frame is shared with the other subscribers.
+                guard merged.count > 1 else {
+                    result.append(.update(merged.first))
+                    continue
+                }
+                var changes = merged.first.changes
+                changes.members = newestPerMember(merged.members)
+                result.append(.update(SequencedUpdate(sequence: merged.sequence, changes: changes)))
             }
             boards = [:]
         }
@@ -111,14 +126,15 @@ public final class SubscriberBuffer: Sendable {
                 result.append(item)
                 continue
             }
-            // Taken out of the dictionary, so the members array is not shared and appending does not copy it.
-            guard var merged = boards.removeValue(forKey: update.changes.board) else {
-                boards[update.changes.board] = update
+            let board = update.changes.board
+            guard boards[board] != nil else {
+                boards[board] = Merged(first: update, sequence: update.sequence, members: update.changes.members)
                 continue
             }
-            merged.sequence = max(merged.sequence, update.sequence)
-            merged.changes.members.append(contentsOf: update.changes.members)
-            boards[update.changes.board] = merged
+            // Mutated in place in the dictionary, so the members array is not shared and appending does not copy it.
+            boards[board]!.sequence = max(boards[board]!.sequence, update.sequence)
+            boards[board]!.members.append(contentsOf: update.changes.members)
+            boards[board]!.count += 1
             mergedAway += 1
         }
         flush()
@@ -137,6 +153,7 @@ public final class SubscriberBuffer: Sendable {
     private static func takeWaiter(_ state: inout State) -> CheckedContinuation<Void, Never>? {
         let waiter = state.waiter
         state.waiter = nil
+        state.idleDeadline = nil
         return waiter
     }
 
@@ -160,31 +177,36 @@ public final class SubscriberBuffer: Sendable {
     }
 
     /// Waits until something can be sent, then takes all of it, ordered by sequence (a snapshot before the updates
-    /// after it). Returns `nil` when `idle` passed with nothing to send (time for a heartbeat). Cancelling the waiting
-    /// task closes the buffer.
-    public func next(idle: Duration) async -> Drain? {
+    /// after it). Returns `nil` when woken by ``wakeIfIdle(at:)`` past `idleDeadline` with nothing to send (time for
+    /// a heartbeat). Waiting costs no task and no timer of its own: the stream's timer (``StreamTimer``) does the
+    /// waking. Cancelling the waiting task closes the buffer.
+    public func next(idleDeadline: ContinuousClock.Instant) async -> Drain? {
         if let drained = takeNow() { return drained }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withTaskCancellationHandler {
-                    await withCheckedContinuation { continuation in
-                        let resumeNow = self.state.withLock { state -> Bool in
-                            if state.isOverflowed || state.isClosed || (!state.entries.isEmpty && state.holds == 0) { return true }
-                            state.waiter = continuation
-                            return false
-                        }
-                        if resumeNow { continuation.resume() }
-                    }
-                } onCancel: {
-                    self.state.withLock { Self.takeWaiter(&$0) }?.resume()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let resumeNow = state.withLock { state -> Bool in
+                    // Cancellation is checked under the lock: a cancellation handler that ran before the waiter was
+                    // stored found nothing to resume, so the waiter must not be stored.
+                    if state.isOverflowed || state.isClosed || (!state.entries.isEmpty && state.holds == 0) || Task.isCancelled { return true }
+                    state.waiter = continuation
+                    state.idleDeadline = idleDeadline
+                    return false
                 }
+                if resumeNow { continuation.resume() }
             }
-            group.addTask { try? await Task.sleep(for: idle) }
-            await group.next()
-            group.cancelAll()
+        } onCancel: {
+            state.withLock { Self.takeWaiter(&$0) }?.resume()
         }
         if Task.isCancelled { close() }
         return takeNow()
+    }
+
+    /// Wakes the parked reader, with nothing to send, when its idle deadline is at or before `now`.
+    func wakeIfIdle(at now: ContinuousClock.Instant) {
+        state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let deadline = state.idleDeadline, deadline <= now else { return nil }
+            return Self.takeWaiter(&state)
+        }?.resume()
     }
 
     /// Whatever can be sent now, without waiting (`nil`: nothing).

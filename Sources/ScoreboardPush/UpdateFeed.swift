@@ -8,9 +8,14 @@ import Synchronization
 /// for a schema version 1 message, every member a worker batch changed for version 2), whose offset is its sequence.
 /// One board stream is keyed to one partition, so a stream's sequences only grow; one message is one sequence, so a
 /// client resuming after a sequence gets every member change after it and none twice.
-public struct SequencedUpdate: Sendable, Hashable {
-    public var sequence: Int64
-    public var changes: BoardChanges
+///
+/// A class, immutable: the feed hands the same instance to the history and to every subscriber's buffer, so queueing
+/// it costs a pointer and a retain per subscriber, and its frame is encoded once, by the first sender, for all.
+public final class SequencedUpdate: Sendable, Hashable, CustomStringConvertible {
+    public let sequence: Int64
+    public let changes: BoardChanges
+    /// The frame's bytes, encoded on first use. Not part of equality.
+    private let encoded = Mutex<EncodedFrame?>(nil)
 
     public init(sequence: Int64, changes: BoardChanges) {
         self.sequence = sequence
@@ -18,11 +23,23 @@ public struct SequencedUpdate: Sendable, Hashable {
     }
 
     /// A schema version 1 message: one member's change.
-    public init(sequence: Int64, update: LeaderboardUpdate) {
+    public convenience init(sequence: Int64, update: LeaderboardUpdate) {
         self.init(sequence: sequence, changes: BoardChanges(update))
     }
 
     public var streamID: String { changes.streamID }
+
+    /// The update's frame on both transports, encoded on first use and then shared by every subscriber.
+    public var frame: EncodedFrame {
+        if let frame = encoded.withLock({ $0 }) { return frame }
+        // Encoded outside the lock: two senders racing both encode, and the first stored wins (the same bytes).
+        let frame = FrameEncoding.encode(self)
+        return encoded.withLock { stored in
+            if let stored { return stored }
+            stored = frame
+            return frame
+        }
+    }
 
     /// The same update as a member's personal channel gets it: that member's entry only.
     func only(_ member: BoardChanges.Member) -> SequencedUpdate {
@@ -30,6 +47,17 @@ public struct SequencedUpdate: Sendable, Hashable {
         changes.members = [member]
         return SequencedUpdate(sequence: sequence, changes: changes)
     }
+
+    public static func == (lhs: SequencedUpdate, rhs: SequencedUpdate) -> Bool {
+        lhs.sequence == rhs.sequence && lhs.changes == rhs.changes
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(sequence)
+        hasher.combine(changes)
+    }
+
+    public var description: String { "#\(sequence) \(changes.board) \(changes.members.map { "\($0.userID)=\($0.total)" })" }
 }
 
 /// Reads the leaderboard updates (its ``UpdateSource``) and fans each one out to the subscribers of its board stream

@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
+import NIOCore
+import NIOWebSocket
 import ScoreboardCore
 import ScoreboardHTTP
 import Synchronization
@@ -15,7 +17,9 @@ extension PushGateway {
     /// `snapshot`, `update`, `heartbeat` and `error` messages. Limits: ``Configuration/maxSubscriptionsPerConnection``
     /// board streams, commands at ``Configuration/commandsPerSecond`` (close 1008 beyond), messages of at most
     /// ``Configuration/maxInboundMessageSize`` bytes (close 1009 beyond).
-    func webSocket(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, address: String) async throws {
+    func webSocket(
+        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, address: String, channel: any Channel
+    ) async throws {
         let ticket: StreamAdmission.Ticket
         do { ticket = try admission.admit(address: address, user: nil) } catch let problem as Problem {
             try await outbound.close(.unknown(1013), reason: problem.kind.rawValue)  // 1013: try again later
@@ -23,8 +27,10 @@ extension PushGateway {
         }
         let buffer = SubscriberBuffer(limit: configuration.clientBufferLimit)
         let connection = WebSocketSession()
+        let watchdog = WriteWatchdog()
         try await withOpenStream(transport: "websocket", buffer: buffer, ticket: ticket) {
             try await withThrowingTaskGroup(of: Void.self) { group in
+                // The client's commands are read by the one child task; the sending runs in the connection's task.
                 group.addTask {
                     defer { buffer.close() }
                     var commands = CommandBudget(burst: self.configuration.commandBurst, perSecond: self.configuration.commandsPerSecond)
@@ -35,36 +41,38 @@ extension PushGateway {
                             return
                         }
                         if let error = await self.handleCommand(text, buffer: buffer, request: request, session: connection) {
-                            try await outbound.write(.text(error))
+                            try await watchdog.watching { try await outbound.write(.text(error)) }
                         }
                     }
                 }
-                group.addTask {
-                    try await self.pump(buffer, identity: nil) { output in
-                        switch output {
-                        case .heartbeat:
-                            // A personal subscription's token is checked as often as heartbeats would go out.
-                            if let identity = connection.identity, let end = await self.tokenEnd(identity) { buffer.close(end) }
+                defer { group.cancelAll() }
+                try await self.pump(buffer, identity: nil, channel: channel, watchdog: watchdog) { output in
+                    switch output {
+                    case .heartbeat:
+                        // A personal subscription's token is checked as often as heartbeats would go out.
+                        if let identity = connection.identity, let end = await self.tokenEnd(identity) { buffer.close(end) }
+                        try await watchdog.watching {
                             try await outbound.write(.text("{\"at\":\(self.now().millisecondsSinceEpoch),\"type\":\"heartbeat\"}"))
-                        case .items(let items):
-                            if let identity = connection.identity, connection.isTokenCheckDue(every: self.configuration.heartbeatInterval),
-                               let end = await self.tokenEnd(identity) {
-                                buffer.close(end)
-                            }
-                            for item in items { try await outbound.write(.text(Self.json(item))) }
-                        case .overflowed:
-                            try await outbound.close(.policyViolation, reason: "too far behind; reconnect with your last sequence")
-                        case .end(.shuttingDown?):
-                            try await outbound.close(.goingAway, reason: StreamEnd.shuttingDown.rawValue)
-                        case .end(let end?):
-                            try await outbound.close(.policyViolation, reason: end.rawValue)
-                        case .end(nil):
-                            break
                         }
+                    case .items(let items):
+                        if let identity = connection.identity, connection.isTokenCheckDue(every: self.configuration.heartbeatInterval),
+                           let end = await self.tokenEnd(identity) {
+                            buffer.close(end)
+                        }
+                        // An update's text frame carries its shared bytes (encoded once for every subscriber).
+                        try await watchdog.watching {
+                            for item in items { try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: Self.jsonBytes(item)))) }
+                        }
+                    case .overflowed:
+                        try await outbound.close(.policyViolation, reason: "too far behind; reconnect with your last sequence")
+                    case .end(.shuttingDown?):
+                        try await outbound.close(.goingAway, reason: StreamEnd.shuttingDown.rawValue)
+                    case .end(let end?):
+                        try await outbound.close(.policyViolation, reason: end.rawValue)
+                    case .end(nil):
+                        break
                     }
                 }
-                try await group.next()
-                group.cancelAll()
             }
         }
     }

@@ -28,7 +28,7 @@ struct UpdateFeedTests {
         let buffer = SubscriberBuffer(limit: 100)
         #expect(feed.subscribe(buffer, to: stream("b"), since: nil) == .snapshot(sequence: -1))
         let executor = LockProbeExecutor { feed.state.withLockIfAvailable { _ in true } == nil }
-        let reader = Task(executorPreference: executor) { await buffer.next(idle: .seconds(60)) }
+        let reader = Task(executorPreference: executor) { await buffer.next(idleDeadline: .now + .seconds(60)) }
         while !buffer.hasWaitingReader { await Task.yield() }
         feed.deliver([(partition: 0, update: update(1))])
         let drained = await reader.value
