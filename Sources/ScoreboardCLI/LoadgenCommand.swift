@@ -31,7 +31,9 @@ extension ScoreboardCommand {
         @Option(help: "Distinct players.") var users = 10_000
         @Option(help: "Zipf exponent of the players' activity.") var zipf: Double = 1.1
         @Option(help: "HTTP connections to the gateway.") var connections = 32
-        @Option(help: "SSE subscribers measuring 202 → update.") var subscribers = 0
+        @Option(help: "Subscribers measuring 202 → update.") var subscribers = 0
+        @Option(help: "How the subscribers follow the board: sse (server-sent events) or ws (WebSocket).")
+        var subscriberTransport: String = "sse"
         @Option(help: "The board stream they follow (window/dimension[/value]).") var board = "all-time/global"
         @Option(help: "Seconds to wait after the traffic for the subscribers' last updates.") var drain: Double = 15
         @Option(help: "Random seed (the same seed, the same traffic).") var seed: UInt64 = 1
@@ -47,6 +49,7 @@ extension ScoreboardCommand {
             if parsed.isQuery, subscribers > 0 { throw ValidationError("--subscribers: only with player or batch traffic") }
             guard (1...1_000).contains(batchSize) else { throw ValidationError("--batch-size: 1 to 1000") }
             guard users > 0, connections > 0, subscribers >= 0, zipf >= 0 else { throw ValidationError("--users and --connections must be positive") }
+            guard SubscriberTransport(rawValue: subscriberTransport) != nil else { throw ValidationError("--subscriber-transport: sse or ws") }
             guard LoadTarget(gateway) != nil, LoadTarget(push) != nil else { throw ValidationError("--gateway and --push: http://host:port") }
             if let runID, ScoreEvent.identifierProblem("lg-\(runID)-0") != nil { throw ValidationError("--run-id: letters, digits, _ . - only") }
         }
@@ -71,6 +74,7 @@ extension ScoreboardCommand {
             configuration.zipfExponent = zipf
             configuration.connections = connections
             configuration.subscribers = subscribers
+            configuration.subscriberTransport = SubscriberTransport(rawValue: subscriberTransport)!
             configuration.board = board
             configuration.drain = .milliseconds(Int64(drain * 1000))
             configuration.seed = seed

@@ -63,8 +63,10 @@ public struct LoadConfiguration: Sendable {
     public var actions: [String]
     /// HTTP connections to the gateway (requests in flight at most).
     public var connections = 32
-    /// SSE subscribers to `board`, each measuring 202 → update.
+    /// Subscribers to `board`, each measuring 202 → update.
     public var subscribers = 0
+    /// How the subscribers follow the board: server-sent events or a WebSocket.
+    public var subscriberTransport = SubscriberTransport.sse
     /// The board stream the subscribers follow, as in `/v1/streams/sse/{board}` (it must change with every event),
     /// and the board the queries read.
     public var board = "all-time/global"

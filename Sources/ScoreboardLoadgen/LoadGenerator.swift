@@ -51,7 +51,10 @@ public struct LoadGenerator: Sendable {
             // Subscribers first, and traffic only once each is connected: an update before the stream opens is lost.
             if let push = configuration.push {
                 for subscriber in subscribers {
-                    group.addTask { try await SubscriberStream.follow(target: push, board: configuration.board, progress: subscriber) }
+                    group.addTask {
+                        try await SubscriberStream.follow(
+                            target: push, board: configuration.board, transport: configuration.subscriberTransport, progress: subscriber)
+                    }
                 }
             } else if !subscribers.isEmpty {
                 throw LoadError("subscribers need the push gateway's address")

@@ -35,6 +35,8 @@ public struct LoadReport: Sendable, Codable {
         public var zipfExponent: Double
         public var connections: Int
         public var subscribers: Int
+        /// `sse` or `ws`, with subscribers.
+        public var subscriberTransport: String?
         public var board: String?
         public var seed: UInt64
 
@@ -48,6 +50,7 @@ public struct LoadReport: Sendable, Codable {
             connections = configuration.connections
             subscribers = configuration.subscribers
             board = configuration.subscribers > 0 ? configuration.board : nil
+            subscriberTransport = configuration.subscribers > 0 ? configuration.subscriberTransport.rawValue : nil
             seed = configuration.seed
         }
     }
@@ -127,7 +130,8 @@ public struct LoadReport: Sendable, Codable {
         let pace = settings.rate > 0 ? "\(Int(settings.rate))/s target (open loop)" : "closed loop"
         lines.append("loadgen: \(settings.path) path, \(pace) for \(Int(settings.durationSeconds)) s"
             + (settings.batchSize.map { ", \($0) events per batch" } ?? "") + ", \(settings.users) users (Zipf \(settings.zipfExponent)), "
-            + "\(settings.connections) connections, \(settings.subscribers) subscribers")
+            + "\(settings.connections) connections, \(settings.subscribers) subscribers"
+            + (settings.subscriberTransport.map { " (\($0))" } ?? ""))
         lines.append(String(format: "accepted   %d events in %.1f s = %.0f events/s   requests %d of %d scheduled = %.0f/s", acceptedEvents,
                             sendSeconds, acceptedPerSecond, requests, scheduledRequests, requestsPerSecond))
         lines.append("statuses   " + statuses.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "  "))

@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 import Synchronization
 
-/// One SSE subscriber's view of the run: for each player, how many of its promises it has seen and the highest
+/// One subscriber's view of the run: for each player, how many of its promises it has seen and the highest
 /// total an update showed.
 final class SubscriberProgress: Sendable {
     private struct State {
@@ -72,11 +72,15 @@ final class SubscriberProgress: Sendable {
 }
 
 enum SubscriberStream {
-    /// Follows `/v1/streams/sse/{board}` until cancelled, reporting every member total an update carries (an
-    /// update frame's `update.members`, one board's changes of a worker batch).
-    static func follow(target: LoadTarget, board: String, progress: SubscriberProgress) async throws {
+    /// Follows `board` until cancelled, over server-sent events (`/v1/streams/sse/{board}`) or a WebSocket,
+    /// reporting every member total an update carries (an update frame's `update.members`, one board's changes of a
+    /// worker batch).
+    static func follow(target: LoadTarget, board: String, transport: SubscriberTransport = .sse, progress: SubscriberProgress) async throws {
         do {
-            try await stream(target: target, board: board, progress: progress)
+            switch transport {
+            case .sse: try await stream(target: target, board: board, progress: progress)
+            case .ws: try await WebSocketSubscriber.follow(target: target, board: board, progress: progress)
+            }
         } catch {
             progress.failed(error)
             throw error

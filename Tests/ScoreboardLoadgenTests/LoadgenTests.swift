@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Testing
 
@@ -50,6 +51,29 @@ import Testing
         ]
         #expect(SubscriberStream.memberTotals(in: one).map { "\($0.0)=\($0.1)" } == ["u1=30"])
         #expect(Set(SubscriberStream.memberTotals(in: many).map { "\($0.0)=\($0.1)" }) == ["u1=5", "u2=7"])
+    }
+}
+
+/// The WebSocket subscriber's side of the protocol: the subscribe command it sends for a board, and what it reads
+/// in each server message (bad input: an error message, a heartbeat, text that is not JSON).
+@Suite struct WebSocketSubscriberTests {
+    @Test func subscribesToTheBoardByItsStreamID() throws {
+        let command = WebSocketSubscriber.subscribeCommand(board: "daily/region/eu")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(command.utf8)) as? [String: String])
+        #expect(object == ["type": "subscribe", "board": "daily:region:eu"])
+        #expect(WebSocketSubscriber.subscribeCommand(board: "all-time/global").contains(#""board":"all-time:global""#))
+    }
+
+    @Test func readsSnapshotsUpdatesAndErrors() {
+        typealias Message = WebSocketSubscriber.Message
+        let update = #"{"sequence":7,"stream":"all-time:global","type":"update","update":{"board":"all-time:all:global","dimension":"global","members":[{"rank":1,"total":30,"userId":"a"},{"total":4,"userId":"b"}],"period":"all","window":"all-time"}}"#
+        #expect(WebSocketSubscriber.message(ByteBuffer(string: update)) == .update([.init(userID: "a", total: 30), .init(userID: "b", total: 4)]))
+        let snapshot = #"{"page":{"entries":[{"rank":1,"score":9,"userId":"a"}]},"sequence":3,"stream":"all-time:global","type":"snapshot"}"#
+        #expect(WebSocketSubscriber.message(ByteBuffer(string: snapshot)) == .snapshot)
+        let error = #"{"detail":"no such board","problem":"https://scoreboard.dev/problems/not-found","type":"error"}"#
+        #expect(WebSocketSubscriber.message(ByteBuffer(string: error)) == .error("https://scoreboard.dev/problems/not-found no such board"))
+        #expect(WebSocketSubscriber.message(ByteBuffer(string: #"{"at":1,"type":"heartbeat"}"#)) == .other)
+        #expect(WebSocketSubscriber.message(ByteBuffer(string: "not json")) == .other)
     }
 }
 
