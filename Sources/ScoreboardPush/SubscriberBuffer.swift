@@ -32,7 +32,7 @@ public enum StreamEnd: String, Sendable, Equatable {
 /// reader never holds memory or the feed hostage.
 ///
 /// The feed appends under its own lock, once per subscriber and update, so appending is O(1): it only adds the item
-/// (a value whose members array is shared with every other subscriber's copy). The work of coalescing is the reader's,
+/// (a pointer to the update instance every subscriber shares). The work of coalescing is the reader's,
 /// in its own task after it took the pending items, so a slow client never costs the feed O(its queue).
 public final class SubscriberBuffer: Sendable {
     struct State {
