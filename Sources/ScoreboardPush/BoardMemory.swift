@@ -176,6 +176,33 @@ public final class BoardMemory: Sendable {
         return answer
     }
 
+    /// `member`'s placement on each of `boards` that memory holds (`nil`: held, and the member is not on it); the
+    /// boards not held are left out, and asked for. One lock for all of them: what standing reads.
+    func placements(of member: String, on boards: [BoardKey]) -> [BoardKey: LivePlacement?] {
+        guard limits.isEnabled else { return [:] }
+        let now = now()
+        let clock = ContinuousClock.now
+        let (found, missing) = state.withLock { state -> ([BoardKey: LivePlacement?], [BoardKey]) in
+            guard state.isActive else { return ([:], []) }
+            var found: [BoardKey: LivePlacement?] = [:]
+            var missing: [BoardKey] = []
+            for board in boards {
+                guard let held = state.held[board], held.expiry.map({ $0 > now }) ?? true else {
+                    missing.append(board)
+                    continue
+                }
+                // Due for its periodic reload: asked for, and answered from memory meanwhile.
+                if clock - held.loadedAt > limits.reloadAfter && state.loading[board] == nil { missing.append(board) }
+                state.reads += 1
+                state.held[board]!.lastRead = state.reads
+                found[board] = .some(held.exists ? held.ranking.placement(of: member) : nil)
+            }
+            return (found, missing)
+        }
+        for board in missing { want(board) }
+        return found
+    }
+
     /// Keeps `body`, the encoding of `query` on `board`, while the board stays at `version`.
     func store(_ body: ByteBuffer, board: BoardKey, query: String, version: Int) {
         state.withLock { state in

@@ -115,14 +115,9 @@ public struct BoardReader: Sendable {
                 }
             }
         }
-        var placements: [BoardKey: LivePlacement] = [:]
-        var unheld: [BoardKey] = []
-        for board in boards {
-            switch memory?.read(board, query: nil, { $0?.placement(of: userID) }) {
-            case .computed(let placement, _): placements[board] = placement
-            default: unheld.append(board)
-            }
-        }
+        let held = memory?.placements(of: userID, on: boards) ?? [:]
+        var placements = held.compactMapValues { $0 }
+        let unheld = boards.filter { held[$0] == nil }
         if !unheld.isEmpty { placements.merge(try await live.placements(of: userID, on: unheld)) { held, _ in held } }
         return boards.compactMap { board in placements[board].map { Standing(board: board, placement: $0) } }
     }
