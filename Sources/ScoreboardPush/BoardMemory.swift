@@ -343,6 +343,7 @@ public final class BoardMemory: Sendable {
             return dropped
         }
         if !reload.isEmpty {
+            Counter(label: "push_board_memory_resyncs_total").increment(by: reload.count)
             logger.warning("board memory: a gap in the updates log, reloading its boards", metadata: [
                 "kafka.partition": "\(partition)", "push.boards": "\(reload.count)",
             ])
@@ -390,11 +391,13 @@ public final class BoardMemory: Sendable {
     private func install(_ board: BoardKey, _ slice: BoardSlice?, token: Int) {
         let tooLarge = (slice?.members ?? 0) > limits.maximumMembersPerBoard
         let ranking = tooLarge ? nil : BoardRanking(ordered: (slice?.entries ?? []).map { ($0.userID, $0.score) })
-        state.withLock { state in
-            guard let loading = state.loading.removeValue(forKey: board), loading.token == token, state.isActive else { return }
+        let installed = state.withLock { state -> Bool in
+            guard let loading = state.loading.removeValue(forKey: board), loading.token == token, state.isActive else { return false }
             guard var ranking else {
+                // Too large (it may have grown without an update, by a rebuild): not held, not tried again for a while.
+                state.drop(board)
                 state.notBefore[board] = ContinuousClock.now + limits.reloadAfter
-                return
+                return false
             }
             for changes in loading.changes {
                 for member in changes { ranking.set(member.userID, score: member.total) }
@@ -409,7 +412,10 @@ public final class BoardMemory: Sendable {
             state.members += held.weight
             state.loads += 1
             evict(&state, keeping: board)
+            return true
         }
+        guard installed else { return }
+        Counter(label: "push_board_memory_loads_total").increment()
         Gauge(label: "push_board_memory_boards").record(statistics.boards)
         Gauge(label: "push_board_memory_members").record(statistics.members)
     }
