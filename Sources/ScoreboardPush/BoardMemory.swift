@@ -93,6 +93,12 @@ public final class BoardMemory: Sendable {
         /// Reads of a user's placements in flight, and whether an update of the user came meanwhile (then what they
         /// read may be older than it, and is not kept).
         var placementReads: [String: (count: Int, isStale: Bool)] = [:]
+        /// Encoded standing answers per user: valid while the periods are the same and every board is at the version
+        /// it was read at.
+        var standings: [String: (periods: [String], versions: [BoardKey: Int], body: ByteBuffer)] = [:]
+        /// Advanced whenever what memory knew of some user's placements is forgotten: a standing read across such a
+        /// change is not kept.
+        var placementEpoch = 0
 
         mutating func drop(_ board: BoardKey) {
             if let removed = held.removeValue(forKey: board) { members -= removed.weight }
@@ -107,13 +113,20 @@ public final class BoardMemory: Sendable {
 
         mutating func forgetPlacements() {
             placements = [:]
+            standings = [:]
+            placementEpoch += 1
             for user in placementReads.keys { placementReads[user]!.isStale = true }
         }
 
         /// An update of `user`: what memory knows of where they scored may have grown.
         mutating func forgetPlacements(of user: String) {
-            placements[user] = nil
-            if placementReads[user] != nil { placementReads[user]!.isStale = true }
+            var known = placements.removeValue(forKey: user) != nil
+            known = standings.removeValue(forKey: user) != nil || known
+            if placementReads[user] != nil {
+                placementReads[user]!.isStale = true
+                known = true
+            }
+            if known { placementEpoch += 1 }
         }
 
         func mayLoad(_ board: BoardKey) -> Bool {
@@ -176,15 +189,17 @@ public final class BoardMemory: Sendable {
         return answer
     }
 
-    /// `member`'s placement on each of `boards` that memory holds (`nil`: held, and the member is not on it); the
-    /// boards not held are left out, and asked for. One lock for all of them: what standing reads.
-    func placements(of member: String, on boards: [BoardKey]) -> [BoardKey: LivePlacement?] {
-        guard limits.isEnabled else { return [:] }
+    /// `member`'s placement on each of `boards` that memory holds (`nil`: held, and the member is not on it), with
+    /// the version each board was read at; the boards not held are left out, and asked for. One lock for all of them:
+    /// what standing reads.
+    func placements(of member: String, on boards: [BoardKey]) -> (found: [BoardKey: LivePlacement?], versions: [BoardKey: Int]) {
+        guard limits.isEnabled else { return ([:], [:]) }
         let now = now()
         let clock = ContinuousClock.now
-        let (found, missing) = state.withLock { state -> ([BoardKey: LivePlacement?], [BoardKey]) in
-            guard state.isActive else { return ([:], []) }
+        let (found, versions, missing) = state.withLock { state -> ([BoardKey: LivePlacement?], [BoardKey: Int], [BoardKey]) in
+            guard state.isActive else { return ([:], [:], []) }
             var found: [BoardKey: LivePlacement?] = [:]
+            var versions: [BoardKey: Int] = [:]
             var missing: [BoardKey] = []
             for board in boards {
                 guard let held = state.held[board], held.expiry.map({ $0 > now }) ?? true else {
@@ -196,11 +211,40 @@ public final class BoardMemory: Sendable {
                 state.reads += 1
                 state.held[board]!.lastRead = state.reads
                 found[board] = .some(held.exists ? held.ranking.placement(of: member) : nil)
+                versions[board] = held.version
             }
-            return (found, missing)
+            return (found, versions, missing)
         }
         for board in missing { want(board) }
-        return found
+        return (found, versions)
+    }
+
+    /// The kept standing answer of `user` for these periods, if every board it read is unchanged; and the epoch to
+    /// store a new one with (``storeStanding(_:of:periods:versions:epoch:)``).
+    func standingAnswer(of user: String, periods: [String]) -> (body: ByteBuffer?, epoch: Int) {
+        guard limits.isEnabled else { return (nil, 0) }
+        let now = now()
+        return state.withLock { state in
+            guard state.isActive, let kept = state.standings[user], kept.periods == periods else { return (nil, state.placementEpoch) }
+            for (board, version) in kept.versions {
+                guard let held = state.held[board], held.version == version, held.expiry.map({ $0 > now }) ?? true else {
+                    state.standings[user] = nil
+                    return (nil, state.placementEpoch)
+                }
+            }
+            return (kept.body, state.placementEpoch)
+        }
+    }
+
+    /// Keeps a standing answer read from memory alone (`versions`: every board it read), unless some user's
+    /// placements were forgotten since `epoch` (an update of this user may have come meanwhile).
+    func storeStanding(_ body: ByteBuffer, of user: String, periods: [String], versions: [BoardKey: Int], epoch: Int) {
+        state.withLock { state in
+            guard state.isActive, state.placementEpoch == epoch, state.placements[user] != nil else { return }
+            guard versions.allSatisfy({ state.held[$0.key]?.version == $0.value }) else { return }
+            if state.standings.count >= limits.maximumUsersWithPlacements { state.standings = [:] }
+            state.standings[user] = (periods, versions, body)
+        }
     }
 
     /// Keeps `body`, the encoding of `query` on `board`, while the board stays at `version`.
@@ -321,7 +365,7 @@ public final class BoardMemory: Sendable {
             }
             state.lastOffsets[partition] = sequence
             if state.partitions[changes.streamID] == nil, state.partitions.count < 100_000 { state.partitions[changes.streamID] = partition }
-            if !state.placements.isEmpty || !state.placementReads.isEmpty {
+            if !state.placements.isEmpty || !state.placementReads.isEmpty || !state.standings.isEmpty {
                 for member in changes.members { state.forgetPlacements(of: member.userID) }
             }
             if state.loading[board] != nil { state.loading[board]!.changes.append(changes.members) }

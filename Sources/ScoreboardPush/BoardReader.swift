@@ -82,6 +82,18 @@ public struct BoardReader: Sendable {
     /// archive, every window at once (concurrent queries, not one after another); the boards in memory answer at
     /// once, the others in one round trip to Redis.
     public func standings(userID: String, now: Timestamp) async throws -> [Standing] {
+        try await readStandings(userID: userID, now: now).standings
+    }
+
+    /// A standing read: the standings, the periods they are of, and the version of every board read when all of them
+    /// came from memory (`nil` when some came from Redis).
+    struct StandingsRead {
+        var standings: [Standing]
+        var periods: [String]
+        var versions: [BoardKey: Int]?
+    }
+
+    func readStandings(userID: String, now: Timestamp) async throws -> StandingsRead {
         let windows = Set(catalog.boards.map(\.window)).sorted(by: { $0.rawValue < $1.rawValue })
         let periods = windows.map { "\($0.rawValue)|\($0.period(containing: now).key)" }
         let (known, isReading) = memory?.placements(of: userID, periods: periods) ?? ([:], false)
@@ -115,11 +127,28 @@ public struct BoardReader: Sendable {
                 }
             }
         }
-        let held = memory?.placements(of: userID, on: boards) ?? [:]
+        let (held, versions) = memory?.placements(of: userID, on: boards) ?? ([:], [:])
         var placements = held.compactMapValues { $0 }
         let unheld = boards.filter { held[$0] == nil }
         if !unheld.isEmpty { placements.merge(try await live.placements(of: userID, on: unheld)) { held, _ in held } }
-        return boards.compactMap { board in placements[board].map { Standing(board: board, placement: $0) } }
+        let answer = boards.compactMap { board in placements[board].map { Standing(board: board, placement: $0) } }
+        return StandingsRead(standings: answer, periods: periods, versions: unheld.isEmpty && memory != nil ? versions : nil)
+    }
+
+    /// ``standings(userID:now:)`` as the JSON body of its answer; from memory, the same bytes until one of its boards
+    /// changes or the user is updated.
+    public func standingJSON(userID: String, now: Timestamp) async throws -> ByteBuffer {
+        struct Body: Encodable {
+            var userId: String
+            var standings: [Standing]
+        }
+        let periods = Set(catalog.boards.map(\.window)).sorted(by: { $0.rawValue < $1.rawValue }).map { "\($0.rawValue)|\($0.period(containing: now).key)" }
+        let (kept, epoch) = memory?.standingAnswer(of: userID, periods: periods) ?? (nil, 0)
+        if let kept { return kept }
+        let read = try await readStandings(userID: userID, now: now)
+        let body = try Self.json(Body(userId: userID, standings: read.standings))
+        if let versions = read.versions { memory?.storeStanding(body, of: userID, periods: read.periods, versions: versions, epoch: epoch) }
+        return body
     }
 
     // MARK: - Encoded answers

@@ -23,9 +23,7 @@ extension PushGateway {
 
     func standing(_ request: Request, _ context: PushRequestContext) async throws -> Response {
         let userID = try Self.pathIdentifier(context, "userId")
-        struct Body: Encodable { var userId: String; var standings: [Standing] }
-        let standings = try await Self.readingDependencies { try await reader.standings(userID: userID, now: now()) }
-        return try jsonResponse(Body(userId: userID, standings: standings))
+        return Self.jsonBody(try await Self.readingDependencies { try await reader.standingJSON(userID: userID, now: now()) })
     }
 
     /// A 200 answer with an already encoded JSON body (often one kept in memory: see ``BoardMemory``).

@@ -287,8 +287,13 @@ extension BoardMemoryTests {
             world.archive.fail(with: Down())
             #expect(try await standing(client) == first)
             #expect(world.archive.queries == queries)
+            // Read from memory alone, its encoded answer is kept (until a board of it or the user changes).
+            let periods = LeaderboardWindow.allCases.sorted { $0.rawValue < $1.rawValue }.map { "\($0.rawValue)|\($0.period(containing: Timestamp.now()).key)" }
+            #expect(memory.standingAnswer(of: "me", periods: periods).body != nil)
+            #expect(try await standing(client) == first)
             // An update of someone else changes the ranks, not where "me" is.
             await world.updates.publish([sequenced(2, user: "third", total: 90)])
+            #expect(memory.standingAnswer(of: "me", periods: periods).body == nil)
             #expect(try await standing(client) == [.init(board: Self.board.id, rank: 3, members: 3), .init(board: guild.id, rank: 2, members: 2)])
             #expect(world.archive.queries == queries)
             // An update of "me" (here: a first score in a new region) sends the next standing to the archive again.
