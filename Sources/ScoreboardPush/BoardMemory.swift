@@ -29,7 +29,8 @@ import Synchronization
 ///
 /// Memory is bounded: at most `maximumBoards` boards and `maximumMembers` members in all (about 150 bytes each with
 /// its index, so 2 million members are some 300 MB), a board larger than `maximumMembersPerBoard` is never held, and
-/// past a bound the boards read least recently are evicted.
+/// past a bound the boards read least recently are evicted. Encoded answers are bounded apart (`maximumAnswerBytes`,
+/// 64 MB; `maximumStandingAnswers`), and so are the placements kept for standing (`maximumUsersWithPlacements`).
 public final class BoardMemory: Sendable {
     public struct Limits: Sendable, Equatable {
         public var maximumBoards = 1_000
@@ -37,12 +38,16 @@ public final class BoardMemory: Sendable {
         public var maximumMembersPerBoard = 500_000
         /// A held board is read from Redis again this long after its last load.
         public var reloadAfter: Duration = .seconds(60)
-        /// Encoded answers kept per board (cleared whenever the board changes).
+        /// Encoded answers kept per board (cleared whenever the board changes), and their bytes in all (past it,
+        /// every board's are cleared at once).
         public var answersPerBoard = 256
+        public var maximumAnswerBytes = 64 << 20
+        /// Encoded standing answers kept (past it, all are forgotten at once).
+        public var maximumStandingAnswers = 20_000
         /// Users whose placements (the regions and guilds they scored under, per period) are kept for standing
         /// queries; past it, all are forgotten at once.
         public var maximumUsersWithPlacements = 100_000
-        /// `false`: every query goes to Redis (what the benchmarks compare with).
+        /// `false`: every query goes to Redis, as before this memory existed.
         public var isEnabled = true
 
         public init() {}
@@ -59,6 +64,7 @@ public final class BoardMemory: Sendable {
         var expiry: Timestamp?
         var lastRead: Int
         var answers: [String: ByteBuffer] = [:]
+        var answerBytes = 0
 
         var weight: Int { max(1, ranking.count) }
     }
@@ -77,6 +83,8 @@ public final class BoardMemory: Sendable {
         /// Boards that were too large, or whose load failed, and when they may be tried again.
         var notBefore: [BoardKey: ContinuousClock.Instant] = [:]
         var members = 0
+        /// Bytes of the encoded answers kept, over all boards.
+        var answerBytes = 0
         var reads = 0
         var tokens = 0
         var isActive = false
@@ -101,13 +109,17 @@ public final class BoardMemory: Sendable {
         var placementEpoch = 0
 
         mutating func drop(_ board: BoardKey) {
-            if let removed = held.removeValue(forKey: board) { members -= removed.weight }
+            if let removed = held.removeValue(forKey: board) {
+                members -= removed.weight
+                answerBytes -= removed.answerBytes
+            }
         }
 
         mutating func dropAll() {
             held = [:]
             loading = [:]
             members = 0
+            answerBytes = 0
             forgetPlacements()
         }
 
@@ -242,7 +254,7 @@ public final class BoardMemory: Sendable {
         state.withLock { state in
             guard state.isActive, state.placementEpoch == epoch, state.placements[user] != nil else { return }
             guard versions.allSatisfy({ state.held[$0.key]?.version == $0.value }) else { return }
-            if state.standings.count >= limits.maximumUsersWithPlacements { state.standings = [:] }
+            if state.standings.count >= limits.maximumStandingAnswers { state.standings = [:] }
             state.standings[user] = (periods, versions, body)
         }
     }
@@ -251,8 +263,21 @@ public final class BoardMemory: Sendable {
     func store(_ body: ByteBuffer, board: BoardKey, query: String, version: Int) {
         state.withLock { state in
             guard state.held[board]?.version == version else { return }
-            if state.held[board]!.answers.count >= limits.answersPerBoard { state.held[board]!.answers = [:] }
-            state.held[board]!.answers[query] = body
+            if state.held[board]!.answers.count >= limits.answersPerBoard {
+                state.answerBytes -= state.held[board]!.answerBytes
+                state.held[board]!.answers = [:]
+                state.held[board]!.answerBytes = 0
+            }
+            if state.answerBytes + body.readableBytes > limits.maximumAnswerBytes {
+                for key in state.held.keys {
+                    state.held[key]!.answers = [:]
+                    state.held[key]!.answerBytes = 0
+                }
+                state.answerBytes = 0
+            }
+            let replaced = state.held[board]!.answers.updateValue(body, forKey: query)?.readableBytes ?? 0
+            state.held[board]!.answerBytes += body.readableBytes - replaced
+            state.answerBytes += body.readableBytes - replaced
         }
     }
 
@@ -275,6 +300,9 @@ public final class BoardMemory: Sendable {
     var statistics: (boards: Int, members: Int, loads: Int, resyncs: Int) {
         state.withLock { ($0.held.count, $0.members, $0.loads, $0.resyncs) }
     }
+
+    /// Bytes of the encoded answers kept.
+    var answerBytes: Int { state.withLock { $0.answerBytes } }
 
     /// Whether `board` was found too large, or failed to load, and is not asked for again yet.
     func isRefused(_ board: BoardKey) -> Bool { state.withLock { $0.notBefore[board] != nil } }
@@ -375,7 +403,9 @@ public final class BoardMemory: Sendable {
                 for member in changes.members { held.ranking.set(member.userID, score: member.total) }
                 held.exists = true
                 held.version += 1
+                state.answerBytes -= held.answerBytes
                 held.answers = [:]
+                held.answerBytes = 0
                 state.members += held.weight - before
                 if held.ranking.count > limits.maximumMembersPerBoard {
                     state.members -= held.weight

@@ -308,3 +308,24 @@ extension BoardMemoryTests {
         }
     }
 }
+
+extension BoardMemoryTests {
+    /// Bad input tried: many distinct pages of one board (as a client walking offsets would ask). The encoded answers
+    /// kept stay within their byte bound; the answers stay right.
+    @Test func encodedAnswersStayWithinTheirByteBound() async throws {
+        let live = MemoryLiveBoards([Self.board: Dictionary(uniqueKeysWithValues: (0..<200).map { ("u\($0)", Int64($0)) })])
+        var limits = BoardMemory.Limits()
+        limits.maximumAnswerBytes = 4_096
+        try await withMemory(live: live, limits: limits) { memory in
+            let reader = BoardReader(live: live, archive: MemoryStandingsArchive(), catalog: PushWorld.allBoards, memory: memory)
+            memory.observe(.assigned([0]))
+            memory.apply(update(.allTime(.guild, "g"), ["x": 1]), sequence: 1, partition: 0)
+            await loaded(Self.board, in: memory)
+            for offset in 0..<100 {
+                let body = try await reader.topJSON(Self.board, limit: 20, offset: offset)
+                #expect(String(buffer: body).contains(#""userId":"u\#(199 - offset)""#))
+                #expect(memory.answerBytes <= 4_096)
+            }
+        }
+    }
+}
