@@ -85,6 +85,13 @@ public struct BoardReader: Sendable {
         try await readStandings(userID: userID, now: now).standings
     }
 
+    /// Where a user scored in one period (`window|period`): a child task's result (a struct, never a tuple: see
+    /// SourceRulesTests).
+    struct PeriodPlacements: Sendable {
+        var period: String
+        var placements: [MemberPlacement]
+    }
+
     /// A standing read: the standings, the periods they are of, and the version of every board read when all of them
     /// came from memory (`nil` when some came from Redis).
     struct StandingsRead {
@@ -99,14 +106,15 @@ public struct BoardReader: Sendable {
         let (known, isReading) = memory?.placements(of: userID, periods: periods) ?? ([:], false)
         var read: [String: [MemberPlacement]]?
         do {
-            if known.count < periods.count { read = try await withThrowingTaskGroup(of: (String, [MemberPlacement]).self) { group in
+            if known.count < periods.count { read = try await withThrowingTaskGroup(of: PeriodPlacements.self) { group in
                 for (window, period) in zip(windows, periods) where known[period] == nil {
                     group.addTask { [standings] in
-                        (period, try await standings.placements(of: userID, window: window, period: window.period(containing: now).key))
+                        PeriodPlacements(
+                            period: period, placements: try await standings.placements(of: userID, window: window, period: window.period(containing: now).key))
                     }
                 }
                 var read: [String: [MemberPlacement]] = [:]
-                for try await (period, placements) in group { read[period] = placements }
+                for try await found in group { read[found.period] = found.placements }
                 return read
             } }
         } catch {
