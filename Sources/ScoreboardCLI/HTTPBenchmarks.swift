@@ -324,6 +324,9 @@ extension ScoreboardCommand.Bench {
                         print(String(format: "  %-12@  %10.0f req/s  p99 %.2f ms", path.rawValue as NSString, report.requestsPerSecond, report.serviceTime.p99))
                     }
                 }
+                // What the push gateway held in memory by the end (its answers came from there, not from Redis).
+                let metrics = try await LoadProbe.get(port: push.port, path: "/metrics").body
+                for line in metrics.split(separator: "\n") where line.hasPrefix("push_board_memory_") { print("  push gateway: \(line)") }
             }
             print("")
             print("queries over HTTP (medians of \(repetitions); baseline: a bare Hummingbird GET; around/standing of players drawn by Zipf, some 404)")

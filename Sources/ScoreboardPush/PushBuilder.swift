@@ -15,6 +15,8 @@ public struct PushConfiguration: Sendable {
     public var boards: LeaderboardCatalog
     public var feed: UpdateFeed.Configuration
     public var archive: ArchiveReads.Limits
+    /// What the board memory may hold (the hot boards, answered without Redis).
+    public var memory = BoardMemory.Limits()
     /// Bound on one readiness probe of the live boards.
     public var probeDeadline: Duration = .seconds(2)
 
@@ -61,10 +63,13 @@ struct PushParts: Sendable {
 
     init(configuration: PushConfiguration, ports: PushPorts, logger: Logger, now: @escaping @Sendable () -> Timestamp = { Timestamp.now() }) {
         let registry = ScoreboardMetrics.bootstrap()
-        let reader = BoardReader(live: ports.live, archive: ports.archive, catalog: configuration.boards, archiveLimits: configuration.archive)
-        // An update of an archived board (a late event in a closed period) drops its cached answers.
+        let memory = BoardMemory(limits: configuration.memory, catalog: configuration.boards, logger: logger, now: now)
+        let reader = BoardReader(
+            live: ports.live, archive: ports.archive, catalog: configuration.boards, archiveLimits: configuration.archive, memory: memory)
+        // An update of an archived board (a late event in a closed period) drops its cached answers. The board memory
+        // sees every update before the feed does.
         let feed = UpdateFeed(
-            configuration: configuration.feed, source: ports.updates, logger: logger,
+            configuration: configuration.feed, source: BoardMemoryFeeding(source: ports.updates, memory: memory, live: ports.live), logger: logger,
             onBoardsChanged: { [archive = reader.archive] boards in archive.invalidate(boards: boards) })
         let gateway = PushGateway(
             configuration: configuration.streams, feed: feed, reader: reader, authenticator: ports.authenticator, logger: logger, now: now)

@@ -8,24 +8,27 @@ extension PushGateway {
         let limit = try Self.integer(request, "limit", default: 10, range: 1...configuration.maxPageSize)
         let offset = try Self.integer(request, "offset", default: 0, range: 0...configuration.maxOffset)
         let board = try board(request, context)
-        return try jsonResponse(try await Self.readingDependencies { try await reader.top(board, limit: limit, offset: offset) })
+        return Self.jsonBody(try await Self.readingDependencies { try await reader.topJSON(board, limit: limit, offset: offset) })
     }
 
     func around(_ request: Request, _ context: PushRequestContext) async throws -> Response {
         let userID = try Self.pathIdentifier(context, "userId")
         let radius = try Self.integer(request, "radius", default: 5, range: 0...configuration.maxRadius)
         let board = try board(request, context)
-        guard let page = try await Self.readingDependencies({ try await reader.around(board, userID: userID, radius: radius) }) else {
+        guard let page = try await Self.readingDependencies({ try await reader.aroundJSON(board, userID: userID, radius: radius) }) else {
             throw Problem(.notFound, detail: "\(userID) is not on \(board.id)")
         }
-        return try jsonResponse(page)
+        return Self.jsonBody(page)
     }
 
     func standing(_ request: Request, _ context: PushRequestContext) async throws -> Response {
         let userID = try Self.pathIdentifier(context, "userId")
-        struct Body: Encodable { var userId: String; var standings: [Standing] }
-        let standings = try await Self.readingDependencies { try await reader.standings(userID: userID, now: now()) }
-        return try jsonResponse(Body(userId: userID, standings: standings))
+        return Self.jsonBody(try await Self.readingDependencies { try await reader.standingJSON(userID: userID, now: now()) })
+    }
+
+    /// A 200 answer with an already encoded JSON body (often one kept in memory: see ``BoardMemory``).
+    static func jsonBody(_ body: ByteBuffer) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
     }
 
     /// Runs a read of Redis or PostgreSQL: a failure of either is 503 with Retry-After (the client retries), never 500.

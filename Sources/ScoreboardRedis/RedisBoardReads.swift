@@ -37,24 +37,34 @@ public struct RedisBoardReads: Sendable {
         return .slice(BoardSlice(members: Int(try replies[2].throwingServerError().integer ?? 0), entries: entries))
     }
 
-    /// Score, rank and member count of `member` on each board it is on: two pipelined round trips for all boards.
+    /// Score, rank and member count of `member` on each board it is on: one round trip for all boards (a script
+    /// reads each score, then counts the members and the strictly higher scores; the score is needed before the
+    /// count, which as plain commands cost a second round trip).
     public func placements(of member: String, on boards: [BoardKey]) async throws -> [BoardKey: LivePlacement] {
         guard !boards.isEmpty else { return [:] }
-        let scores = try await redis.pipeline(boards.flatMap { [["ZSCORE", $0.redisKey, member], ["ZCARD", $0.redisKey]] })
-        var found: [(board: BoardKey, score: Int64, members: Int)] = []
-        for (index, board) in boards.enumerated() {
-            guard let text = try scores[index * 2].throwingServerError().string, let score = Double(text).map({ Int64($0) }) else { continue }
-            found.append((board, score, Int(try scores[index * 2 + 1].throwingServerError().integer ?? 0)))
-        }
-        guard !found.isEmpty else { return [:] }
-        let higher = try await redis.pipeline(found.map { ["ZCOUNT", $0.board.redisKey, "(\($0.score)", "+inf"] })
+        let replies = try await redis.run(Self.placementsScript, keys: boards.map(\.redisKey), arguments: [member]).array ?? []
         var placements: [BoardKey: LivePlacement] = [:]
-        for (index, entry) in found.enumerated() {
-            let rank = Int(try higher[index].throwingServerError().integer ?? 0) + 1
-            placements[entry.board] = LivePlacement(score: entry.score, rank: rank, members: entry.members)
+        for (board, reply) in zip(boards, replies) {
+            guard let fields = reply.array, fields.count == 3, let score = fields[0].string.flatMap(Double.init).map({ Int64($0) }) else { continue }
+            placements[board] = LivePlacement(score: score, rank: Int(fields[2].integer ?? 0) + 1, members: Int(fields[1].integer ?? 0))
         }
         return placements
     }
+
+    /// Per key (a board): `false` when ARGV[1] is not on it, else its score, the member count and the number of
+    /// strictly higher scores. (`false` keeps its place in the reply, where `nil` would end the Lua array.)
+    static let placementsScript = RedisScript("""
+        local out = {}
+        for i, key in ipairs(KEYS) do
+          local score = redis.call('ZSCORE', key, ARGV[1])
+          if score then
+            out[i] = {score, redis.call('ZCARD', key), redis.call('ZCOUNT', key, '(' .. score, '+inf')}
+          else
+            out[i] = false
+          end
+        end
+        return out
+        """)
 
     public func probe() async throws {
         _ = try await redis.send(["PING"]).throwingServerError()
