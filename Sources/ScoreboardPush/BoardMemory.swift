@@ -365,7 +365,7 @@ public final class BoardMemory: Sendable {
             logger.info("board memory dropped: the updates log is a new incarnation")
         case .updates(let updates):
             for update in updates {
-                apply(BoardChanges(update.update.update), sequence: update.update.sequence, partition: update.partition)
+                apply(update.update.changes, sequence: update.update.sequence, partition: update.partition)
             }
         }
     }
