@@ -45,8 +45,13 @@ struct KafkaUpdateSource: UpdateSource {
                 let decoder = JSONDecoder()
                 for try await batch in kafka.batches.cancelOnGracefulShutdown() {
                     let updates = batch.messages.compactMap { message -> PartitionedUpdate? in
-                        guard let update = try? decoder.decode(LeaderboardUpdate.self, from: Data(message.value)) else { return nil }
-                        return PartitionedUpdate(partition: message.partition, update: SequencedUpdate(sequence: message.offset, update: update))
+                        guard let changes = LeaderboardUpdatesMessage.decode(message.value, decoder: decoder) else {
+                            logger.debug("skipped a leaderboard-updates message that is not an update", metadata: [
+                                "kafka.partition": "\(message.partition)", "kafka.offset": "\(message.offset)",
+                            ])
+                            return nil
+                        }
+                        return PartitionedUpdate(partition: message.partition, update: SequencedUpdate(sequence: message.offset, changes: changes))
                     }
                     if !updates.isEmpty { handle(.updates(updates)) }
                 }
@@ -83,6 +88,43 @@ struct KafkaUpdateSource: UpdateSource {
             } catch {
                 logger.error("seeking the new updates log failed: trying again at the next check", metadata: ["error": "\(error)"])
             }
+        }
+    }
+}
+
+/// A leaderboard-updates message as the push gateway reads it, of either schema version, since a rolling deploy has
+/// workers publishing both: version 1 is one member's change ``LeaderboardUpdate``, version 2 a board's changes of one
+/// worker batch ``BoardChanges``. Either becomes ``BoardChanges`` (a version 1 message with its one member), decoded in
+/// one pass.
+enum LeaderboardUpdatesMessage {
+    /// Both versions' fields; which are present says which version it is.
+    private struct AnyVersion: Decodable {
+        var schemaVersion: Int
+        var window: LeaderboardWindow
+        var period: String
+        var dimension: BoardDimension
+        var dimensionValue: String?
+        // Version 1.
+        var userId: String?
+        var total: Int64?
+        var rank: Int?
+        // Version 2.
+        var members: [BoardChanges.Member]?
+    }
+
+    /// The board's changes, or `nil` for a message of another version or shape (skipped: one bad message must not
+    /// stop the feed).
+    static func decode(_ value: some Collection<UInt8>, decoder: JSONDecoder = JSONDecoder()) -> BoardChanges? {
+        guard let message = try? decoder.decode(AnyVersion.self, from: Data(value)) else { return nil }
+        let board = BoardKey(window: message.window, period: message.period, dimension: message.dimension, value: message.dimensionValue)
+        switch (message.schemaVersion, message.members) {
+        case (1, nil):
+            guard let userID = message.userId, let total = message.total else { return nil }
+            return BoardChanges(board: board, members: [BoardChanges.Member(userID: userID, total: total, rank: message.rank)])
+        case (2, let members?) where !members.isEmpty:
+            return BoardChanges(board: board, members: members)
+        default:
+            return nil
         }
     }
 }

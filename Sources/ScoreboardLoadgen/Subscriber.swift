@@ -72,8 +72,8 @@ final class SubscriberProgress: Sendable {
 }
 
 enum SubscriberStream {
-    /// Follows `/v1/streams/sse/{board}` until cancelled, reporting every member total an update carries (one
-    /// member per update today; a list of `members` is read the same way).
+    /// Follows `/v1/streams/sse/{board}` until cancelled, reporting every member total an update carries (an
+    /// update frame's `update.members`, one board's changes of a worker batch).
     static func follow(target: LoadTarget, board: String, progress: SubscriberProgress) async throws {
         do {
             try await stream(target: target, board: board, progress: progress)

@@ -74,15 +74,35 @@ extension PushGateway {
 
     /// The JSON a client receives for an item, on either transport.
     static func json(_ item: OutboundItem) -> String {
-        struct Update: Encodable { var type = "update"; var stream: String; var sequence: Int64; var update: LeaderboardUpdate }
+        struct Update: Encodable { var type = "update"; var stream: String; var sequence: Int64; var update: UpdateBody }
         struct Snapshot: Encodable { var type = "snapshot"; var stream: String; var sequence: Int64; var page: BoardPage }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data: Data?
         switch item {
-        case .update(let update): data = try? encoder.encode(Update(stream: update.update.streamID, sequence: update.sequence, update: update.update))
+        case .update(let update): data = try? encoder.encode(Update(stream: update.streamID, sequence: update.sequence, update: UpdateBody(update.changes)))
         case .snapshot(let stream, let sequence, let page): data = try? encoder.encode(Snapshot(stream: stream, sequence: sequence, page: page))
         }
         return String(decoding: data ?? Data("{}".utf8), as: UTF8.self)
+    }
+}
+
+/// The `update` of an update frame: the board period and its changed members (one for a version 1 message, and on
+/// a personal channel the subscriber's own entry). Clients apply each member as they applied a single update before.
+struct UpdateBody: Encodable {
+    var board: String
+    var window: LeaderboardWindow
+    var period: String
+    var dimension: BoardDimension
+    var dimensionValue: String?
+    var members: [BoardChanges.Member]
+
+    init(_ changes: BoardChanges) {
+        board = changes.board
+        window = changes.window
+        period = changes.period
+        dimension = changes.dimension
+        dimensionValue = changes.dimensionValue
+        members = changes.members
     }
 }

@@ -25,58 +25,39 @@ public enum StreamEnd: String, Sendable, Equatable {
     case tokenRevoked = "token-revoked"
 }
 
-/// One client's pending items, bounded. While the client keeps up it gets every update in order; when more than
-/// `coalesceThreshold` are pending, updates of the same board and member are coalesced into the latest (totals are
-/// absolute, so only intermediate values go); past `limit` after that the client is dropped, so one slow reader never
-/// holds memory or the feed hostage.
+/// One client's pending items, bounded. While the client keeps up it gets every update in order; a drain that finds
+/// more than `coalesceThreshold` items pending merges the updates of each board into one at the newest sequence
+/// (totals are absolute, so only intermediate values go); past `limit` pending the client is dropped, so one slow
+/// reader never holds memory or the feed hostage.
 ///
-/// The feed appends under its own lock, once per subscriber and update, so appending is O(1) amortised: pending
-/// items sit in arrival order with a dictionary from board and member to the newest pending update; coalescing
-/// blanks the superseded entry in place, and the one pass over the queue when coalescing starts is paid for by the
-/// appends that filled it. A drain takes everything, so each item is visited a bounded number of times.
+/// The feed appends under its own lock, once per subscriber and update, so appending is O(1): it only adds the item
+/// (a value whose members array is shared with every other subscriber's copy). The work of coalescing is the reader's,
+/// in its own task after it took the pending items, so a slow client never costs the feed O(its queue).
 public final class SubscriberBuffer: Sendable {
-    /// A board and member: the unit of coalescing.
-    struct UpdateKey: Hashable {
-        var board: String
-        var userID: String
-
-        init(_ update: SequencedUpdate) {
-            board = update.update.board
-            userID = update.update.userID
-        }
-    }
-
     struct State {
-        /// Pending items in arrival order; `nil` marks an update superseded by a newer one of the same key.
-        var entries: [OutboundItem?] = []
-        var pendingCount = 0
-        /// Where in `entries` the newest pending update of each board and member is.
-        var newestEntry: [UpdateKey: Int] = [:]
-        var isCoalescing = false
+        /// Pending items in arrival order.
+        var entries: [OutboundItem] = []
         var waiter: CheckedContinuation<Void, Never>?
         var holds = 0
         var isOverflowed = false
         var isClosed = false
         var end: StreamEnd?
         var coalesced = 0
-        /// Entries visited under the lock: appends, the coalescing pass, drains (what the complexity tests count).
+        /// Steps taken under the lock: one per item appended and one per drain (what the complexity tests count).
         var entryVisits = 0
-
-        mutating func reset() {
-            entries.removeAll(keepingCapacity: true)
-            newestEntry.removeAll(keepingCapacity: true)
-            pendingCount = 0
-            isCoalescing = false
-        }
     }
 
     public let limit: Int
     public let coalesceThreshold: Int
     private let state = Mutex(State())
 
+    /// - Parameters:
+    ///   - limit: pending items past which the client is dropped.
+    ///   - coalesceThreshold: pending items past which a drain merges each board's updates (default: 64, or half
+    ///     the limit when that is less).
     public init(limit: Int, coalesceThreshold: Int? = nil) {
         self.limit = limit
-        self.coalesceThreshold = coalesceThreshold ?? max(1, limit / 2)
+        self.coalesceThreshold = coalesceThreshold ?? max(1, min(64, limit / 2))
     }
 
     public func append(_ update: SequencedUpdate) { append([.update(update)]) }
@@ -91,10 +72,11 @@ public final class SubscriberBuffer: Sendable {
         guard !items.isEmpty else { return nil }
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             guard !state.isClosed, !state.isOverflowed else { return nil }
-            for item in items { Self.enqueue(item, into: &state, threshold: coalesceThreshold) }
-            if state.pendingCount > limit {
+            state.entryVisits += items.count
+            state.entries.append(contentsOf: items)
+            if state.entries.count > limit {
                 state.isOverflowed = true
-                state.reset()
+                state.entries = []
             }
             return state.holds == 0 || state.isOverflowed ? Self.takeWaiter(&state) : nil
         }
@@ -107,48 +89,49 @@ public final class SubscriberBuffer: Sendable {
         func resume() { continuation.resume() }
     }
 
-    private static func enqueue(_ item: OutboundItem, into state: inout State, threshold: Int) {
-        state.entryVisits += 1
-        guard case .update(let update) = item else {
-            state.entries.append(item)
-            state.pendingCount += 1
-            return
-        }
-        let key = UpdateKey(update)
-        if state.isCoalescing, let index = state.newestEntry[key], case .update(let pending)? = state.entries[index] {
-            if pending.sequence > update.sequence {
-                state.coalesced += 1  // an older update arriving late (a resume's missed updates): the pending one wins
-                return
+    /// Merges the updates of each board into one, at the newest sequence, with each member's newest entry (in order
+    /// of their last change): what a client applying them one by one would end with. Snapshots stay, and updates are
+    /// only merged between them, so no update moves across a snapshot. `items` are in order (``OutboundItem/order``).
+    /// - Returns: the merged items, in order, and how many updates were merged away.
+    static func coalesce(_ items: [OutboundItem]) -> (items: [OutboundItem], mergedAway: Int) {
+        var result: [OutboundItem] = []
+        var boards: [String: SequencedUpdate] = [:]
+        var mergedAway = 0
+        func flush() {
+            for merged in boards.values {
+                var update = merged
+                update.changes.members = newestPerMember(update.changes.members)
+                result.append(.update(update))
             }
-            state.entries[index] = nil
-            state.pendingCount -= 1
-            state.coalesced += 1
+            boards = [:]
         }
-        state.newestEntry[key] = state.entries.count
-        state.entries.append(item)
-        state.pendingCount += 1
-        if !state.isCoalescing && state.pendingCount > threshold {
-            state.isCoalescing = true
-            coalesceAll(&state)
+        for item in items {
+            guard case .update(let update) = item else {
+                flush()
+                result.append(item)
+                continue
+            }
+            // Taken out of the dictionary, so the members array is not shared and appending does not copy it.
+            guard var merged = boards.removeValue(forKey: update.changes.board) else {
+                boards[update.changes.board] = update
+                continue
+            }
+            merged.sequence = max(merged.sequence, update.sequence)
+            merged.changes.members.append(contentsOf: update.changes.members)
+            boards[update.changes.board] = merged
+            mergedAway += 1
         }
+        flush()
+        // Stable: a snapshot keeps its place before the updates of its sequence.
+        return (result.sorted { $0.order < $1.order }, mergedAway)
     }
 
-    /// Keeps the newest update per board and member; snapshots stay. Runs once per drain cycle, when coalescing starts.
-    private static func coalesceAll(_ state: inout State) {
-        for index in state.entries.indices {
-            state.entryVisits += 1
-            guard case .update(let update)? = state.entries[index] else { continue }
-            let key = UpdateKey(update)
-            guard let newest = state.newestEntry[key], newest != index, case .update(let other)? = state.entries[newest] else { continue }
-            if other.sequence >= update.sequence {
-                state.entries[index] = nil
-            } else {
-                state.entries[newest] = nil
-                state.newestEntry[key] = index
-            }
-            state.pendingCount -= 1
-            state.coalesced += 1
-        }
+    /// The last entry of each member, in the order of those last entries.
+    static func newestPerMember(_ members: [BoardChanges.Member]) -> [BoardChanges.Member] {
+        var seen = Set<String>()
+        var newest: [BoardChanges.Member] = []
+        for member in members.reversed() where seen.insert(member.userID).inserted { newest.append(member) }
+        return newest.reversed()
     }
 
     private static func takeWaiter(_ state: inout State) -> CheckedContinuation<Void, Never>? {
@@ -186,7 +169,7 @@ public final class SubscriberBuffer: Sendable {
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { continuation in
                         let resumeNow = self.state.withLock { state -> Bool in
-                            if state.isOverflowed || state.isClosed || (state.pendingCount > 0 && state.holds == 0) { return true }
+                            if state.isOverflowed || state.isClosed || (!state.entries.isEmpty && state.holds == 0) { return true }
                             state.waiter = continuation
                             return false
                         }
@@ -208,24 +191,25 @@ public final class SubscriberBuffer: Sendable {
     public func takeNow() -> Drain? {
         let drained = state.withLock { state -> Drain? in
             if state.isOverflowed { return .overflowed }
-            if state.pendingCount > 0 && state.holds == 0 {
-                var items: [OutboundItem] = []
-                items.reserveCapacity(state.pendingCount)
-                for entry in state.entries {
-                    if let entry { items.append(entry) }
-                }
-                state.entryVisits += state.entries.count
-                state.reset()
-                return .items(items)
+            if !state.entries.isEmpty && state.holds == 0 {
+                state.entryVisits += 1
+                defer { state.entries = [] }  // hands the storage over: an idle client holds none
+                return .items(state.entries)
             }
             if state.isClosed { return .closed(state.end) }
             return nil
         }
-        // Sorting happens outside the lock; items mostly arrive in order, so usually there is nothing to do.
-        if case .items(let items) = drained, !zip(items, items.dropFirst()).allSatisfy({ !($1.order < $0.order) }) {
-            return .items(items.sorted { $0.order < $1.order })
+        guard case .items(var items) = drained else { return drained }
+        // Sorting and coalescing happen outside the lock; items mostly arrive in order, so usually there is no sorting.
+        if !zip(items, items.dropFirst()).allSatisfy({ !($1.order < $0.order) }) {
+            items.sort { $0.order < $1.order }
         }
-        return drained
+        if items.count > coalesceThreshold {
+            let (merged, mergedAway) = Self.coalesce(items)
+            if mergedAway > 0 { state.withLock { $0.coalesced += mergedAway } }
+            items = merged
+        }
+        return .items(items)
     }
 
     /// Drops the client as if it had overflowed (what is pending is discarded; it reconnects with its last sequence):
@@ -234,7 +218,7 @@ public final class SubscriberBuffer: Sendable {
         state.withLock { state -> CheckedContinuation<Void, Never>? in
             guard !state.isClosed else { return nil }
             state.isOverflowed = true
-            state.reset()
+            state.entries = []
             return Self.takeWaiter(&state)
         }?.resume()
     }
@@ -253,8 +237,7 @@ public final class SubscriberBuffer: Sendable {
 
     public var coalescedCount: Int { state.withLock { $0.coalesced } }
 
-    /// Entries visited under the buffer's lock so far (appends, coalescing, drains): bounded by a constant times
-    /// the items appended.
+    /// Steps taken under the buffer's lock so far (appends, drains): bounded by a constant times the items appended.
     var entryVisits: Int { state.withLock { $0.entryVisits } }
 
     /// A reader is parked in ``next(idle:)``.

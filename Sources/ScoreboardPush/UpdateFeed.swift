@@ -4,15 +4,31 @@ import ScoreboardCore
 import ServiceLifecycle
 import Synchronization
 
-/// An update as clients receive it: the leaderboard-updates offset is its sequence. One board stream is keyed to one
-/// partition, so a stream's sequences only grow.
-public struct SequencedUpdate: Sendable, Hashable, Codable {
+/// An update as clients receive it: one leaderboard-updates message, the changes of one board period (one member
+/// for a schema version 1 message, every member a worker batch changed for version 2), whose offset is its sequence.
+/// One board stream is keyed to one partition, so a stream's sequences only grow; one message is one sequence, so a
+/// client resuming after a sequence gets every member change after it and none twice.
+public struct SequencedUpdate: Sendable, Hashable {
     public var sequence: Int64
-    public var update: LeaderboardUpdate
+    public var changes: BoardChanges
 
-    public init(sequence: Int64, update: LeaderboardUpdate) {
+    public init(sequence: Int64, changes: BoardChanges) {
         self.sequence = sequence
-        self.update = update
+        self.changes = changes
+    }
+
+    /// A schema version 1 message: one member's change.
+    public init(sequence: Int64, update: LeaderboardUpdate) {
+        self.init(sequence: sequence, changes: BoardChanges(update))
+    }
+
+    public var streamID: String { changes.streamID }
+
+    /// The same update as a member's personal channel gets it: that member's entry only.
+    func only(_ member: BoardChanges.Member) -> SequencedUpdate {
+        var changes = changes
+        changes.members = [member]
+        return SequencedUpdate(sequence: sequence, changes: changes)
     }
 }
 
@@ -190,21 +206,26 @@ public final class UpdateFeed: Service, Sendable {
                 if state.startOffsets[partition] == nil { state.startOffsets[partition] = sequenced.sequence }
                 state.lastOffsets[partition] = sequenced.sequence
                 state.tick += 1
-                let stream = sequenced.update.streamID
+                let stream = sequenced.streamID
                 state.histories[stream, default: History()].record(sequenced, partition: partition, limit: historyLimit, tick: state.tick)
                 let item = [OutboundItem.update(sequenced)]
                 for subscriber in (state.streamSubscribers[stream] ?? [:]).values {
                     if let wake = subscriber.enqueue(item) { wakes.append(wake) }
                 }
-                for subscriber in (state.userSubscribers[sequenced.update.userID] ?? [:]).values {
-                    if let wake = subscriber.enqueue(item) { wakes.append(wake) }
+                // Each changed member's personal channel gets its own entry, under the same sequence.
+                for member in sequenced.changes.members {
+                    guard let subscribers = state.userSubscribers[member.userID] else { continue }
+                    let personal = [OutboundItem.update(sequenced.only(member))]
+                    for subscriber in subscribers.values {
+                        if let wake = subscriber.enqueue(personal) { wakes.append(wake) }
+                    }
                 }
             }
             state.evictHistories(maximum: maximumStreams)
             return wakes
         }
         for wake in wakes { wake.resume() }
-        onBoardsChanged?(Set(updates.map(\.update.update.board)))
+        onBoardsChanged?(Set(updates.map(\.update.changes.board)))
         Counter(label: "push_updates_received_total").increment(by: updates.count)
     }
 

@@ -43,7 +43,11 @@ import Testing
 
     @Test func memberTotalsAreFoundAtAnyDepth() throws {
         let one: [String: Any] = ["type": "update", "update": ["userId": "u1", "total": 30]]
-        let many: [String: Any] = ["members": [["userId": "u1", "total": 5], ["userId": "u2", "total": 7]]]
+        // An update frame as the push gateway sends it: one board's changes of a worker batch.
+        let many: [String: Any] = [
+            "type": "update", "stream": "all-time:global", "sequence": 12,
+            "update": ["board": "all-time:all:global", "window": "all-time", "members": [["userId": "u1", "total": 5, "rank": 1], ["userId": "u2", "total": 7]]],
+        ]
         #expect(SubscriberStream.memberTotals(in: one).map { "\($0.0)=\($0.1)" } == ["u1=30"])
         #expect(Set(SubscriberStream.memberTotals(in: many).map { "\($0.0)=\($0.1)" }) == ["u1=5", "u2=7"])
     }

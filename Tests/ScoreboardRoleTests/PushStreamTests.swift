@@ -47,6 +47,76 @@ struct PushStreamTests {
         }
     }
 
+    /// A rolling deploy has workers publishing both schema versions: one message is one sequence, whichever. A client
+    /// resuming after sequence 1 gets every member change after it (the version 2 message's two members, then the
+    /// version 1 message's one) and none of 0 or 1 again.
+    @Test func resumingAfterASequenceGivesEveryMemberChangeAfterItOnce() async throws {
+        let world = PushWorld()
+        @Sendable func changes(_ sequence: Int64, _ members: [(String, Int64)]) -> SequencedUpdate {
+            SequencedUpdate(sequence: sequence, changes: BoardChanges(board: .allTime(), members: members.map { .init(userID: $0.0, total: $0.1, rank: nil) }))
+        }
+        try await world.withClient { client in
+            await world.updates.send(.assigned([0]))
+            await world.updates.publish([sequenced(0, user: "a", total: 1), changes(1, [("a", 2), ("b", 1)]), changes(2, [("b", 3), ("c", 1)])])
+            await world.updates.publish([sequenced(3, user: "c", total: 4)])
+            async let response = client.execute(uri: "/v1/streams/sse/all-time/global", method: .get, headers: [Self.lastEventID: "1"])
+            await world.streamsOpen(1)
+            world.openStreams.endAll()
+            let frames = StreamFrames.parse(sse: try await response.body)
+            #expect(frames.map(\.id) == [2, 3])
+            #expect(frames.map(\.memberTotals) == [["b": 3, "c": 1], ["c": 4]])
+        }
+    }
+
+    /// The issue's test: coalesced updates (one message per board per worker batch, several members each) leave
+    /// subscribers with the same final boards as the query API: a subscriber there from the start (the whole board),
+    /// one that joins midway (a snapshot of the top N, then updates) and a slow one whose drain merges everything it
+    /// missed into one update (the top N; it joined with a snapshot too).
+    @Test func coalescedUpdatesLeaveSubscribersWithTheSameFinalBoardsAsTheQueryAPI() async throws {
+        let world = PushWorld()
+        let board = BoardKey.allTime()
+        try await world.withClient { client in
+            await world.updates.send(.assigned([0]))
+            async let fromTheStart = client.execute(uri: "/v1/streams/sse/all-time/global", method: .get)
+            await world.streamsOpen(1)
+            let slow = SubscriberBuffer(limit: 10_000, coalesceThreshold: 1)
+            var totals: [String: Int64] = [:]
+            var random = SplitMix(seed: 42)
+            for batch in Int64(0)..<60 {
+                // One worker batch: 30 events of 40 players, each changed member once with its new total.
+                var changed: [String: Int64] = [:]
+                for _ in 0..<30 {
+                    let player = "p\(random.next() % 40)"
+                    totals[player, default: 0] += Int64(random.next() % 50) + 1
+                    changed[player] = totals[player]
+                }
+                world.live.setScores(changed, on: board)
+                let members = changed.sorted { $0.key < $1.key }.map { BoardChanges.Member(userID: $0.key, total: $0.value, rank: nil) }
+                await world.updates.publish([SequencedUpdate(sequence: batch, changes: BoardChanges(board: board, members: members))])
+                if batch == 20 { try await world.parts.gateway.start(Self.globalStream, since: nil, buffer: slow) }
+            }
+            async let midway = client.execute(uri: "/v1/streams/sse/all-time/global", method: .get)
+            await world.streamsOpen(2)
+            for batch in Int64(60)..<80 {
+                let player = "p\(batch % 7)"
+                totals[player, default: 0] += 3
+                world.live.setScores([player: totals[player]!], on: board)
+                await world.updates.publish([SequencedUpdate(sequence: batch, changes: BoardChanges(board: board, members: [.init(userID: player, total: totals[player]!, rank: nil)]))])
+            }
+            world.openStreams.endAll()
+
+            let query = try await client.execute(uri: "/v1/leaderboards/all-time/global?limit=100", method: .get) { try JSONDecoder().decode(BoardPage.self, from: Data(String(buffer: $0.body).utf8)) }
+            let queried = Dictionary(uniqueKeysWithValues: query.entries.map { ($0.userID, $0.score) })
+            #expect(queried == totals)
+            let topN = StreamFrames.top(10, of: queried)
+            #expect(StreamFrames.apply(StreamFrames.parse(sse: try await fromTheStart.body)) == queried)
+            #expect(StreamFrames.top(10, of: StreamFrames.apply(StreamFrames.parse(sse: try await midway.body))) == topN)
+            guard case .items(let missed) = slow.takeNow() else { Issue.record("the slow subscriber got nothing"); return }
+            #expect(missed.count == 2, "a snapshot, then every missed update merged into one")
+            #expect(StreamFrames.top(10, of: StreamFrames.apply(missed.map { StreamFrames.parse(json: PushGateway.json($0)) })) == topN)
+        }
+    }
+
     @Test func aMalformedLastEventIDIs400() async throws {
         let world = PushWorld()
         try await world.withClient { client in
@@ -92,5 +162,63 @@ struct PushStreamTests {
                 #expect(response.status == .ok)
             }
         }
+    }
+}
+
+/// Stream frames as a client reads them, and a client's board built by applying them: a snapshot's entries, then
+/// each update's members, every total absolute.
+enum StreamFrames {
+    struct Frame {
+        var type: String
+        var id: Int64?
+        /// A snapshot's entries or an update's members: member → total.
+        var memberTotals: [String: Int64]
+    }
+
+    static func parse(json: String) -> Frame {
+        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
+        let type = object["type"] as? String ?? ""
+        var totals: [String: Int64] = [:]
+        if type == "snapshot", let entries = (object["page"] as? [String: Any])?["entries"] as? [[String: Any]] {
+            for entry in entries { totals[entry["userId"] as? String ?? ""] = (entry["score"] as? NSNumber)?.int64Value }
+        }
+        if type == "update", let members = (object["update"] as? [String: Any])?["members"] as? [[String: Any]] {
+            for member in members { totals[member["userId"] as? String ?? ""] = (member["total"] as? NSNumber)?.int64Value }
+        }
+        return Frame(type: type, id: (object["sequence"] as? NSNumber)?.int64Value, memberTotals: totals)
+    }
+
+    /// The `snapshot` and `update` events of an SSE body.
+    static func parse(sse body: ByteBuffer) -> [Frame] {
+        String(buffer: body).components(separatedBy: "\n\n").compactMap { block in
+            guard let data = block.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }) else { return nil }
+            let frame = parse(json: String(data.dropFirst(6)))
+            return frame.type == "snapshot" || frame.type == "update" ? frame : nil
+        }
+    }
+
+    /// The board a client holds after applying `frames` in order.
+    static func apply(_ frames: [Frame]) -> [String: Int64] {
+        var board: [String: Int64] = [:]
+        for frame in frames { board.merge(frame.memberTotals) { _, new in new } }
+        return board
+    }
+
+    /// The first `count` of `board` in the query API's order (score, then member, descending).
+    static func top(_ count: Int, of board: [String: Int64]) -> [String] {
+        Array(board.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key > $1.key }.prefix(count).map { "\($0.key)=\($0.value)" })
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a failing run can be replayed.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

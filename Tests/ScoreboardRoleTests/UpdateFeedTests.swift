@@ -36,6 +36,31 @@ struct UpdateFeedTests {
         #expect(executor.sawLockHeld.load(ordering: .relaxed) == false, "a reader was woken while the feed's lock was held")
     }
 
+    /// A schema version 2 message changes two members of a board at once: a board subscriber gets it as one update
+    /// (one sequence), each changed member's personal channel gets its own entry only, under the same sequence, and a
+    /// member the message does not change gets nothing. A version 1 message next to it is one member's update.
+    @Test func aBoardChangesMessageIsOneUpdateAndEachMemberGetsItsOwnEntry() {
+        let feed = makeFeed()
+        let watcher = SubscriberBuffer(limit: 10)
+        let alice = SubscriberBuffer(limit: 10), bob = SubscriberBuffer(limit: 10), carol = SubscriberBuffer(limit: 10)
+        _ = feed.subscribe(watcher, to: stream("b"), since: nil)
+        feed.subscribe(alice, toUser: "alice")
+        feed.subscribe(bob, toUser: "bob")
+        feed.subscribe(carol, toUser: "carol")
+        let key = BoardKey(window: .allTime, period: "all", dimension: .guild, value: "b")
+        let aliceEntry = BoardChanges.Member(userID: "alice", total: 5, rank: 1), bobEntry = BoardChanges.Member(userID: "bob", total: 3, rank: 2)
+        let coalesced = SequencedUpdate(sequence: 7, changes: BoardChanges(board: key, members: [aliceEntry, bobEntry]))
+        feed.deliver([(partition: 0, update: coalesced), (partition: 0, update: update(8, board: "b", user: "bob"))])
+        #expect(watcher.takeNow() == .items([.update(coalesced), .update(update(8, board: "b", user: "bob"))]))
+        #expect(alice.takeNow() == .items([.update(SequencedUpdate(sequence: 7, changes: BoardChanges(board: key, members: [aliceEntry])))]))
+        #expect(bob.takeNow() == .items([
+            .update(SequencedUpdate(sequence: 7, changes: BoardChanges(board: key, members: [bobEntry]))), .update(update(8, board: "b", user: "bob")),
+        ]))
+        #expect(carol.takeNow() == nil)
+        // One sequence per message in the history too: resuming after 7 gives only 8.
+        #expect(feed.subscribe(SubscriberBuffer(limit: 10), to: stream("b"), since: 7) == .resume([update(8, board: "b", user: "bob")]))
+    }
+
     /// Bad input: 5,000 subscribers on 5,000 streams, then one disconnects. Before, a disconnect walked every
     /// stream's and user's subscriber list; now it visits only its own registrations.
     @Test func aDisconnectCostsItsOwnSubscriptionsOnly() {
