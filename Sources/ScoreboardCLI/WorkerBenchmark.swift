@@ -20,7 +20,7 @@ public struct WorkerBenchmark: Sendable {
         public var repetitions = 3
         public var redisDatabase = 8
         /// The leaderboard-updates schema the worker publishes (1: a message per member per board, 2: per board).
-        public var updateSchemaVersion = 1
+        public var updateSchemaVersion = 2
 
         public init() {}
     }

@@ -45,9 +45,10 @@ public final class ScoreWorker: Service, Sendable {
         /// Batches between their decoding and the end of their outputs: one decoding, one in the ledger, one in the
         /// projector. More buys nothing (each step takes one batch at a time) and holds more memory.
         public var pipelineDepth = 3
-        /// The leaderboard-updates messages published: 1, one per member per board (`LeaderboardUpdate`); 2, one per
-        /// board per batch with its changed members (`BoardChanges`), once every consumer reads version 2.
-        public var updateSchemaVersion = 1
+        /// The leaderboard-updates messages published: 2, one per board per batch with its changed members
+        /// (`BoardChanges`; the push gateway reads both versions); 1, one per member per board (`LeaderboardUpdate`),
+        /// for consumers that read only version 1.
+        public var updateSchemaVersion = 2
 
         public init(consumer: KafkaConsumerConfiguration, topics: TopicNames) {
             self.consumer = consumer

@@ -13,7 +13,7 @@ extension WorkerInProcessTests {
     static let allTimeGlobal = BoardKey(window: .allTime, period: "all", dimension: .global, value: nil)
 
     /// Another worker on the same ports (a restarted process, or the partition's next owner).
-    static func worker(on harness: Harness, updateSchemaVersion: Int = 1) -> ScoreWorker {
+    static func worker(on harness: Harness, updateSchemaVersion: Int = 2) -> ScoreWorker {
         var configuration = ScoreWorker.Configuration(
             consumer: KafkaConsumerConfiguration(client: KafkaClientConfiguration(bootstrapServers: ["unused:1"]), groupID: "g"),
             topics: TopicNames())
@@ -38,20 +38,20 @@ extension WorkerInProcessTests {
         let batch = try Self.batch([("ann", "complete-quest", 10), ("bob", "complete-quest", 10)], raw: ["{not json"])
         let committed = try #require(try await harness.worker.commit(harness.worker.decode(batch, topic: Self.topic), topic: Self.topic))
         #expect(harness.ledger.snapshot.commits == 1)
-        #expect(harness.boards.snapshot.isEmpty && harness.outputs.updates.isEmpty && harness.outputs.deadLetters.isEmpty)
+        #expect(harness.boards.snapshot.isEmpty && harness.outputs.updates.isEmpty && harness.outputs.boardChanges.isEmpty && harness.outputs.deadLetters.isEmpty)
         #expect(harness.ledger.snapshot.outbox.count == 2, "one leaderboard entry and one dead-letter entry for partition 0")
 
         let next = Self.worker(on: harness)
         try await Self.claim(next)
         #expect(harness.globalAllTime() == ["ann": quest, "bob": quest])
-        #expect(harness.outputs.updates.filter { $0.board == Self.allTimeGlobal.id }.map(\.total) == [quest, quest])
+        #expect(harness.publishedTotals(on: Self.allTimeGlobal.id) == [quest, quest])
         #expect(harness.outputs.deadLetters.map(\.sourceOffset) == [2])
         #expect(harness.ledger.snapshot.outbox.isEmpty)
 
         // The first worker comes back to its projection: fenced, it publishes nothing more.
-        let published = harness.outputs.updates.count
+        let published = harness.outputs.boardChanges.count
         #expect(try await harness.worker.project(committed, topic: Self.topic) == false)
-        #expect(harness.outputs.updates.count == published && harness.outputs.deadLetters.count == 1)
+        #expect(harness.outputs.boardChanges.count == published && harness.outputs.deadLetters.count == 1)
     }
 
     /// The fault: the outputs fail (Redis down) after the commit, and the worker stops before they succeed. Nothing is
@@ -82,7 +82,7 @@ extension WorkerInProcessTests {
         #expect(try await harness.worker.project(second, topic: Self.topic))
         #expect(try await harness.worker.project(first, topic: Self.topic))
         #expect(harness.globalAllTime() == ["ann": 2 * quest])
-        #expect(harness.outputs.updates.filter { $0.board == Self.allTimeGlobal.id }.map(\.total) == [2 * quest, 2 * quest])
+        #expect(harness.publishedTotals(on: Self.allTimeGlobal.id) == [2 * quest, 2 * quest])
         #expect(harness.ledger.snapshot.outbox.isEmpty)
     }
 
@@ -111,6 +111,18 @@ extension WorkerInProcessTests {
         #expect(global.memberUpdates.map(\.total) == [2 * quest, quest, quest])
     }
 
+    /// The switch back to version 1 (for consumers that read only it): one message per member per board, same totals.
+    @Test func versionOneStillPublishesOneMessagePerMemberPerBoard() async throws {
+        let harness = Harness()
+        let worker = Self.worker(on: harness, updateSchemaVersion: 1)
+        try await Self.claim(worker)
+        await worker.applyUntilDone(try Self.batch([("ann", "complete-quest", 10), ("bob", "complete-quest", 10)]), topic: Self.topic)
+        #expect(harness.outputs.boardChanges.isEmpty)
+        let boards = Set(harness.outputs.updates.map(\.board))
+        #expect(harness.outputs.updates.count == 2 * boards.count)
+        #expect(harness.publishedTotals(on: Self.allTimeGlobal.id) == [quest, quest])
+    }
+
     /// A batch fenced at its commit (another worker claimed the partition) writes no outbox row and runs no output.
     @Test func aFencedBatchLeavesNoOutboxRow() async throws {
         let harness = Harness()
@@ -119,7 +131,7 @@ extension WorkerInProcessTests {
         #expect(try await harness.worker.commit(
             harness.worker.decode(try Self.batch([("ann", "complete-quest", 10)], raw: ["junk"]), topic: Self.topic), topic: Self.topic) == nil)
         #expect(harness.ledger.snapshot.outbox.isEmpty && harness.ledger.snapshot.commits == 0)
-        #expect(harness.outputs.updates.isEmpty && harness.outputs.deadLetters.isEmpty && harness.boards.snapshot.isEmpty)
+        #expect(harness.outputs.boardChanges.isEmpty && harness.outputs.deadLetters.isEmpty && harness.boards.snapshot.isEmpty)
     }
 }
 
