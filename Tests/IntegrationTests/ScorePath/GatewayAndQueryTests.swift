@@ -270,6 +270,11 @@ final class EventLog: Sendable {
     var comments: Int { state.withLock { $0.comments } }
 
     func updates(for user: String) -> Int {
-        state.withLock { $0.events.filter { ($0.json["update"] as? [String: Any])?["userId"] as? String == user }.count }
+        state.withLock { state in
+            state.events.filter { event in
+                let members = (event.json["update"] as? [String: Any])?["members"] as? [[String: Any]] ?? []
+                return members.contains { $0["userId"] as? String == user }
+            }.count
+        }
     }
 }

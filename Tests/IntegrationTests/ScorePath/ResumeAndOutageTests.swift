@@ -112,10 +112,13 @@ final class UpdateRecorder: Sendable {
             switch message["type"] as? String {
             case "snapshot": state.snapshot = true
             case "update":
+                // One frame per message, with the board's changed members: one entry each, under the frame's sequence.
                 let update = message["update"] as! [String: Any]
-                state.updates.append(Update(
-                    sequence: (message["sequence"] as! NSNumber).int64Value, userID: update["userId"] as! String,
-                    total: (update["total"] as! NSNumber).int64Value))
+                for member in update["members"] as? [[String: Any]] ?? [] {
+                    state.updates.append(Update(
+                        sequence: (message["sequence"] as! NSNumber).int64Value, userID: member["userId"] as! String,
+                        total: (member["total"] as! NSNumber).int64Value))
+                }
             default: break
             }
         }

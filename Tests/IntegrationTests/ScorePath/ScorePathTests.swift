@@ -203,8 +203,11 @@ final class BoardView: Sendable {
                 }
             case "update":
                 guard let update = message["update"] as? [String: Any], update["period"] as? String == period else { return }
-                state.updates += 1
-                state.scores[update["userId"] as! String] = (update["total"] as! NSNumber).int64Value
+                // An update frame carries the board's changed members, applied in order.
+                for member in update["members"] as? [[String: Any]] ?? [] {
+                    state.updates += 1
+                    state.scores[member["userId"] as! String] = (member["total"] as! NSNumber).int64Value
+                }
             default: break
             }
         }
