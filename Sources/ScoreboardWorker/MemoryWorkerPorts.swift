@@ -21,6 +21,7 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
     private let state = Mutex(State())
     private let failures = FailureSchedule()
     private let projectionFailures = FailureSchedule()
+    private let commitFailures = FailureSchedule()
 
     public init() {}
 
@@ -28,6 +29,10 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
 
     /// The next `count` calls to ``apply(_:aggregate:beforeCommit:)`` throw `error` before changing anything.
     public func failNextApplies(_ count: Int, with error: any Error) { failures.add(count, error) }
+
+    /// The next `count` calls to ``apply(_:aggregate:beforeCommit:)`` commit and then throw `error`, as a connection
+    /// lost during COMMIT does: the caller cannot tell that the batch committed.
+    public func failAfterNextCommits(_ count: Int, with error: any Error) { commitFailures.add(count, error) }
 
     /// The next `count` calls to ``project(topic:epochs:clearing:_:)`` throw `error` before running their effects.
     public func failNextProjections(_ count: Int, with error: any Error) { projectionFailures.add(count, error) }
@@ -79,6 +84,7 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
             state.commits += 1
             return written
         }
+        try commitFailures.throwIfScheduled()
         return (written, due)
     }
 

@@ -179,11 +179,16 @@ public final class ScoreWorker: Service, Sendable {
     /// (`nil`: the batch stays uncommitted, to be replayed by the partition's next owner).
     func commitUntilDone(_ decoded: DecodedBatch, topic: String) async -> CommittedBatch? {
         var backoff = configuration.retry
+        var attempts = 0
         while !isStopping.load(ordering: .acquiring) {
+            attempts += 1
             do {
-                let committed = try await withTimeout(configuration.batchDeadline) { try await self.commit(decoded, topic: topic) }
+                var committed = try await withTimeout(configuration.batchDeadline) { try await self.commit(decoded, topic: topic) }
                 // Only the outages this step can see: a Redis or broker outage is the projector's to end.
                 health.attemptSucceeded(ending: [.postgres, .deadline])
+                // A failed attempt may have committed after all (the connection dropped during COMMIT): then this
+                // one found its events applied and owes nothing itself, but that attempt's outbox rows are pending.
+                committed?.projectsPendingOutbox = attempts > 1
                 return committed
             } catch {
                 if isStopping.load(ordering: .acquiring) { return nil }
@@ -197,10 +202,14 @@ public final class ScoreWorker: Service, Sendable {
     /// The outputs step, retried with capped backoff until done or fenced. When the worker stops it makes one
     /// attempt more and then leaves the outbox entries to the partition's next owner.
     func projectUntilDone(_ committed: CommittedBatch, topic: String) async {
-        guard !committed.outbox.isEmpty else { return }
+        guard !committed.outbox.isEmpty || committed.projectsPendingOutbox else { return }
         var backoff = configuration.retry
         while true {
             do {
+                if committed.projectsPendingOutbox {
+                    let claims = committed.epochs.map { PartitionClaim(partition: $0.key, nextOffset: 0, epoch: $0.value) }
+                    try await withTimeout(configuration.batchDeadline) { try await self.recoverOutbox(claims, topic: topic) }
+                }
                 let projected = try await withTimeout(configuration.batchDeadline) { try await self.project(committed, topic: topic) }
                 health.attemptSucceeded()
                 if projected {
@@ -278,7 +287,8 @@ public final class ScoreWorker: Service, Sendable {
 
     /// Produces the outputs of the outbox entries left on freshly claimed partitions (a worker that stopped between a
     /// commit and its outputs), from the totals current now, before any new batch of them is read. The claim waited for
-    /// the previous owner's projection in flight, and fenced out any later one.
+    /// the previous owner's projection in flight, and fenced out any later one. Also run by the projector after a
+    /// commit that needed a retry, whose failed attempt may have committed its own rows.
     func recoverOutbox(_ claimed: [PartitionClaim], topic: String) async throws {
         let pending = try await ports.ledger.pendingOutbox(topic: topic, partitions: claimed.map(\.partition))
         guard !pending.isEmpty else { return }
@@ -474,6 +484,8 @@ public final class ScoreWorker: Service, Sendable {
         var outbox: [Int64]
         var outputs: [StagedOutputs]
         var start: ContinuousClock.Instant
+        /// Whether to project the partitions' pending outbox rows first (an earlier attempt may have committed).
+        var projectsPendingOutbox = false
     }
 
     /// Step 1, no I/O: parses and prices the messages, turns unreadable ones into dead letters, and pre-aggregates.

@@ -123,6 +123,20 @@ extension WorkerInProcessTests {
         #expect(harness.publishedTotals(on: Self.allTimeGlobal.id) == [quest, quest])
     }
 
+    /// The fault: the connection drops during COMMIT, which went through. The retry finds the events applied and owes
+    /// nothing itself, so the outputs must come from the outbox rows the first attempt committed (before the fix they
+    /// stayed pending until the next claim, and the board missed the batch: the PostgreSQL restart chaos scenario).
+    @Test func aCommitThatSucceededDespiteAnErrorStillGetsItsOutputs() async throws {
+        struct ConnectionClosed: Error {}
+        let harness = Harness()
+        try await harness.claim()
+        harness.ledger.failAfterNextCommits(1, with: ConnectionClosed())
+        await harness.worker.applyUntilDone(try Self.batch([("ann", "complete-quest", 10), ("bob", "complete-quest", 10)]), topic: Self.topic)
+        #expect(harness.ledger.snapshot.commits == 2, "the first attempt committed, the retry committed nothing new")
+        #expect(harness.globalAllTime() == ["ann": quest, "bob": quest])
+        #expect(harness.ledger.snapshot.outbox.isEmpty)
+    }
+
     /// A batch fenced at its commit (another worker claimed the partition) writes no outbox row and runs no output.
     @Test func aFencedBatchLeavesNoOutboxRow() async throws {
         let harness = Harness()
