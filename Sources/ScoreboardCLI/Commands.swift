@@ -123,10 +123,13 @@ extension ScoreboardCommand {
             @Option(help: "Distinct members.") var users = 10_000
             @Option(help: "Repetitions; medians are reported.") var repetitions = 3
             @Option(help: "The Redis database to use; it is FLUSHED.") var redisDatabase = 8
+            @Option(help: "The leaderboard-updates schema version the worker publishes (1: per member, 2: per board).")
+            var updateSchemaVersion = WorkerBenchmark.Configuration().updateSchemaVersion
             @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
 
             public func run() async throws {
                 var configuration = WorkerBenchmark.Configuration()
+                configuration.updateSchemaVersion = updateSchemaVersion
                 configuration.events = events
                 configuration.users = users
                 configuration.repetitions = repetitions

@@ -19,6 +19,8 @@ public struct WorkerBenchmark: Sendable {
         public var users = 10_000
         public var repetitions = 3
         public var redisDatabase = 8
+        /// The leaderboard-updates schema the worker publishes (1: a message per member per board, 2: per board).
+        public var updateSchemaVersion = 2
 
         public init() {}
     }
@@ -120,8 +122,10 @@ public struct WorkerBenchmark: Sendable {
         let groupID = "bench-workers-\(settings.topicNamespace)"
         var consumer = settings.consumer(groupID: groupID)
         consumer.sessionTimeout = .seconds(3)
+        var workerConfiguration = ScoreWorker.Configuration(consumer: consumer, topics: settings.topics)
+        workerConfiguration.updateSchemaVersion = configuration.updateSchemaVersion
         let worker = ScoreWorker(
-            configuration: .init(consumer: consumer, topics: settings.topics), catalog: catalog, actions: actions,
+            configuration: workerConfiguration, catalog: catalog, actions: actions,
             ports: .live(
                 ledger: ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger), redis: redis, catalog: catalog,
                 producer: producer, admin: try KafkaAdminClient(configuration: settings.kafkaClient, logger: logger), topics: settings.topics),
@@ -139,11 +143,14 @@ public struct WorkerBenchmark: Sendable {
                 // The clock starts once the group assigned the partitions: the join is not the worker's work.
                 while worker.health.snapshot.assignedPartitions.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
                 let start = ContinuousClock.now
+                // Done when every offset is committed and every committed batch's outputs are out (its outbox row gone).
                 while true {
-                    let rows = try await store.client.query("SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets", logger: logger)
-                    var done: Int64 = 0
-                    for try await value in rows.decode(Int64.self) { done = value }
-                    if done >= total { break }
+                    let rows = try await store.client.query("""
+                        SELECT (SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets)::bigint, (SELECT count(*) FROM worker_outbox)::bigint
+                        """, logger: logger)
+                    var (done, owed): (Int64, Int64) = (0, 1)
+                    for try await (offsets, outbox) in rows.decode((Int64, Int64).self) { (done, owed) = (offsets, outbox) }
+                    if done >= total && owed == 0 { break }
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 return Measured(rate: Double(total) / (ContinuousClock.now - start).seconds, batches: worker.health.snapshot.batches)

@@ -29,7 +29,13 @@ public struct ScoreLedger: Sendable {
     /// the events already applied stay deduplicated by event id.
     public func claim(topic: String, topicID: String, partitions: [Int32]) async throws -> [PartitionClaim] {
         guard !partitions.isEmpty else { return [] }
-        let rows = try await client.queryRows("""
+        // The claim waits for this group's projections in flight on these partitions (migration 0004's fence): once
+        // it commits, the previous owner projects nothing more of them, and the new owner re-projects what it left
+        // in the outbox (``pendingOutbox(topic:partitions:)``), after it, never before.
+        let rows = try await client.withTransactionRows(logger: logger) { connection in
+            try await connection.queryRows(
+                "SELECT worker_claim_fence(\(consumerGroup), \(topic), \(partitions)::integer[])", logger: logger)
+            return try await connection.queryRows("""
             INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, topic_id, next_offset, epoch)
             SELECT \(consumerGroup), \(topic), p, \(topicID), 0, 1 FROM unnest(\(partitions)::integer[]) AS p
             ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE SET
@@ -39,6 +45,7 @@ public struct ScoreLedger: Sendable {
                 updated_at = now()
             RETURNING kafka_partition, next_offset, epoch
             """, logger: logger)
+        }
         var claims: [PartitionClaim] = []
         for row in rows {
             let (partition, next, epoch) = try row.decode((Int32, Int64, Int64).self)
@@ -47,21 +54,23 @@ public struct ScoreLedger: Sendable {
         return claims.sorted { $0.partition < $1.partition }
     }
 
-    /// Applies a batch in one transaction. `beforeCommit` runs inside it, after every write, with what changed: the
-    /// worker projects to Redis and publishes updates there, so that a crash before COMMIT replays them (with the
-    /// same absolute totals) rather than losing them. `aggregate` turns the new events into total rows: the ledger
-    /// stores totals, the worker knows which windows exist.
+    /// Applies a batch in one transaction. `beforeCommit` runs inside it, after every write, with what changed, and
+    /// returns the outbox entries the batch owes after commit (Redis boards, updates, dead letters), which are written
+    /// in the same transaction: the effects then run after COMMIT, with no row lock held (``project(topic:epochs:clearing:_:)``),
+    /// and a crash in between leaves the entries for the partition's next owner. `aggregate` turns the new events into
+    /// total rows: the ledger stores totals, the worker knows which windows exist.
+    /// - Returns: The outbox rows written (their ids, to clear them) and what `beforeCommit` returned.
     /// - Throws: ``LedgerFenced`` (the transaction rolled back) or the database's error.
-    public func apply(
+    public func apply<Due: Sendable>(
         _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
-        beforeCommit: @Sendable (LedgerApplied) async throws -> Void
-    ) async throws {
+        beforeCommit: @Sendable (LedgerApplied) async throws -> (outbox: [OutboxEntry], due: Due)
+    ) async throws -> (outbox: [PendingOutboxEntry], due: Due) {
         // withTransactionRows, not PostgresNIO's withTransaction: a row stream cut by a server that went away crashes
         // PostgresNIO 1.33.2 and its ROLLBACK after a lost connection never returns (PostgresStore.swift says why);
         // and it rethrows the body's own error (LedgerFenced) unwrapped.
         try await client.withTransactionRows(logger: logger) { connection in
             // Shared with every other batch, exclusive with a rebuild (``withBatchesPaused(_:)``): a rebuild
-            // never reads totals that a batch in flight is about to change, nor writes over what it projected.
+            // never reads totals that a batch in flight is about to change.
             _ = try await connection.queryRows(
                 "SELECT pg_advisory_xact_lock_shared(hashtext(current_schema()), \(Self.projectionLockID))", logger: logger)
             try await checkEpochs(batch, connection: connection)
@@ -69,8 +78,73 @@ public struct ScoreLedger: Sendable {
             let aggregation = aggregate(newEvents)
             let totals = try await addTotals(aggregation, connection: connection)
             try await storeOffsets(batch, connection: connection)
-            try await beforeCommit(LedgerApplied(newEvents: aggregation.events, totals: totals))
+            let (entries, due) = try await beforeCommit(LedgerApplied(newEvents: aggregation.events, totals: totals))
+            return (try await insertOutbox(entries, topic: batch.topic, connection: connection), due)
         }
+    }
+
+    private func insertOutbox(_ entries: [OutboxEntry], topic: String, connection: PostgresConnection) async throws -> [PendingOutboxEntry] {
+        guard !entries.isEmpty else { return [] }
+        let rows = try await connection.queryRows("""
+            INSERT INTO worker_outbox (consumer_group, topic, kafka_partition, stage, payload)
+            SELECT \(consumerGroup), \(topic), e.part, e.stage, decode(e.payload, 'base64')
+            FROM unnest(\(entries.map(\.partition))::integer[], \(entries.map(\.stage))::text[],
+                        \(entries.map { Data($0.payload).base64EncodedString() })::text[]) WITH ORDINALITY AS e(part, stage, payload, n)
+            ORDER BY e.n
+            RETURNING id
+            """, logger: logger)
+        let ids = try rows.map { try $0.decode(Int64.self) }.sorted()
+        guard ids.count == entries.count else {
+            throw StorageError(code: .unavailable, reason: "the outbox insert returned \(ids.count) ids for \(entries.count) entries")
+        }
+        // bigserial values of one INSERT ... ORDER BY are assigned in that order.
+        return zip(ids, entries).map { PendingOutboxEntry(id: $0, entry: $1) }
+    }
+
+    /// Runs a committed batch's effects (`body`: Redis, Kafka) fenced by the partitions' epochs, then clears its outbox
+    /// rows, all in one short transaction that holds no row lock: only the fence's shared advisory locks, which a
+    /// claim of one of the partitions waits for. So a previous owner's projection either ends before the new owner's
+    /// claim commits, or sees the new epoch and does nothing (the new owner re-projects the rows it left).
+    /// - Returns: `false` when fenced: `body` did not run and the rows stay for the new owner.
+    public func project(
+        topic: String, epochs: [Int32: Int64], clearing ids: [Int64], _ body: @Sendable () async throws -> Void
+    ) async throws -> Bool {
+        let partitions = epochs.keys.sorted()
+        return try await client.withTransactionRows(logger: logger) { connection in
+            let rows = try await connection.queryRows("""
+                SELECT worker_projection_fence(\(consumerGroup), \(topic), \(partitions)::integer[], \(partitions.map { epochs[$0]! })::bigint[])
+                """, logger: logger)
+            let lost = try rows.first?.decode([Int32].self) ?? []
+            guard lost.isEmpty else { return false }
+            try await body()
+            if !ids.isEmpty {
+                try await connection.queryRows("DELETE FROM worker_outbox WHERE id = ANY(\(ids)::bigint[])", logger: logger)
+            }
+            return true
+        }
+    }
+
+    /// The outbox rows this group left for `partitions`, in commit order: a claim's new owner re-projects them.
+    public func pendingOutbox(topic: String, partitions: [Int32]) async throws -> [PendingOutboxEntry] {
+        guard !partitions.isEmpty else { return [] }
+        let rows = try await client.queryRows("""
+            SELECT id, kafka_partition, stage, payload FROM worker_outbox
+            WHERE consumer_group = \(consumerGroup) AND topic = \(topic) AND kafka_partition = ANY(\(partitions)::integer[])
+            ORDER BY id
+            """, logger: logger)
+        return try rows.map { row in
+            let (id, partition, stage, payload) = try row.decode((Int64, Int32, String, Data).self)
+            return PendingOutboxEntry(id: id, entry: OutboxEntry(stage: stage, partition: partition, payload: Array(payload)))
+        }
+    }
+
+    /// Every total row of these members in these window periods, as they are now (a recovering projection's input).
+    public func totals(members: [String], periods: [PeriodKey]) async throws -> [BatchAggregation.TotalKey: Int64] {
+        guard !members.isEmpty, !periods.isEmpty else { return [:] }
+        let wanted = Set(periods)
+        return try await client.withConnection { connection in
+            try await memberTotals(users: members, periods: periods.map(\.period), connection: connection)
+        }.filter { wanted.contains(PeriodKey(window: $0.key.window, period: $0.key.period)) }
     }
 
     private func checkEpochs(_ batch: LedgerBatch, connection: PostgresConnection) async throws {
@@ -136,16 +210,19 @@ public struct ScoreLedger: Sendable {
         // (member, window, period) triples. A join against `unnest` of the triples looked equivalent but the
         // planner, estimating 100 rows for `unnest`, picked a nested loop that took 7-10 s per batch of 5,000
         // events at 40k rows (`scoreboard bench worker`, docs/benchmarks.md).
-        let users = Array(Set(entries.map(\.key.userID))).sorted()
-        let periods = Array(Set(entries.map(\.key.period))).sorted()
         let touched = Set(entries.map { TouchedTotal(userID: $0.key.userID, window: $0.key.window, period: $0.key.period) })
+        return try await memberTotals(users: entries.map(\.key.userID), periods: entries.map(\.key.period), connection: connection)
+            .filter { key, _ in touched.contains(TouchedTotal(userID: key.userID, window: key.window, period: key.period)) }
+    }
+
+    /// Every total row of these users in these periods (any window): `user_id = ANY` and `period = ANY`, the shape the
+    /// user index answers.
+    private func memberTotals(users: [String], periods: [String], connection: PostgresConnection) async throws -> [BatchAggregation.TotalKey: Int64] {
         let rows = try await connection.queryRows("""
             SELECT board_window, period, user_id, region, guild, points FROM member_totals
-            WHERE user_id = ANY(\(users)::text[]) AND period = ANY(\(periods)::text[])
+            WHERE user_id = ANY(\(Array(Set(users)).sorted())::text[]) AND period = ANY(\(Array(Set(periods)).sorted())::text[])
             """, logger: logger)
-        return try Self.decodeTotals(rows).filter { key, _ in
-            touched.contains(TouchedTotal(userID: key.userID, window: key.window, period: key.period))
-        }
+        return try Self.decodeTotals(rows)
     }
 
     struct TouchedTotal: Hashable {

@@ -12,10 +12,16 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
         public var eventIDs: Set<String> = []
         public var totals: [BatchAggregation.TotalKey: Int64] = [:]
         public var commits = 0
+        /// The outbox rows committed and not yet cleared, in commit order.
+        public var outbox: [PendingOutboxEntry] = []
+        public var nextOutboxID: Int64 = 1
+        public var projections = 0
     }
 
     private let state = Mutex(State())
     private let failures = FailureSchedule()
+    private let projectionFailures = FailureSchedule()
+    private let commitFailures = FailureSchedule()
 
     public init() {}
 
@@ -23,6 +29,13 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
 
     /// The next `count` calls to ``apply(_:aggregate:beforeCommit:)`` throw `error` before changing anything.
     public func failNextApplies(_ count: Int, with error: any Error) { failures.add(count, error) }
+
+    /// The next `count` calls to ``apply(_:aggregate:beforeCommit:)`` commit and then throw `error`, as a connection
+    /// lost during COMMIT does: the caller cannot tell that the batch committed.
+    public func failAfterNextCommits(_ count: Int, with error: any Error) { commitFailures.add(count, error) }
+
+    /// The next `count` calls to ``project(topic:epochs:clearing:_:)`` throw `error` before running their effects.
+    public func failNextProjections(_ count: Int, with error: any Error) { projectionFailures.add(count, error) }
 
     public func claim(topic: String, topicID: String, partitions: [Int32]) async throws -> [PartitionClaim] {
         state.withLock { state in
@@ -38,10 +51,10 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
         }
     }
 
-    public func apply(
+    public func apply<Due: Sendable>(
         _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
-        beforeCommit: @Sendable (LedgerApplied) async throws -> Void
-    ) async throws {
+        beforeCommit: @Sendable (LedgerApplied) async throws -> (outbox: [OutboxEntry], due: Due)
+    ) async throws -> (outbox: [PendingOutboxEntry], due: Due) {
         try failures.throwIfScheduled()
         // Reads as the transaction would see them; the state changes only at "COMMIT", below.
         let (fresh, totals) = try state.withLock { state -> (BatchAggregation, [BatchAggregation.TotalKey: Int64]) in
@@ -52,8 +65,8 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
             let touched = Set(aggregation.pointsByTotal.keys.map(TouchedRow.init))
             return (aggregation, totals.filter { touched.contains(TouchedRow($0.key)) })
         }
-        try await beforeCommit(LedgerApplied(newEvents: fresh.events, totals: totals))
-        try state.withLock { state in
+        let (entries, due) = try await beforeCommit(LedgerApplied(newEvents: fresh.events, totals: totals))
+        let written = try state.withLock { state in
             // PostgreSQL's row locks serialise batches on the same rows; here the commit re-checks instead.
             try Self.checkEpochs(batch, state)
             for event in fresh.events where state.eventIDs.insert(event.eventID).inserted {
@@ -62,7 +75,41 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
             for (partition, next) in batch.nextOffsets {
                 state.offsets[batch.topic, default: [:]][partition] = max(state.offsets[batch.topic]?[partition] ?? 0, next)
             }
+            var written: [PendingOutboxEntry] = []
+            for entry in entries {
+                written.append(PendingOutboxEntry(id: state.nextOutboxID, entry: entry))
+                state.nextOutboxID += 1
+            }
+            state.outbox += written
             state.commits += 1
+            return written
+        }
+        try commitFailures.throwIfScheduled()
+        return (written, due)
+    }
+
+    public func project(topic: String, epochs: [Int32: Int64], clearing ids: [Int64], _ body: @Sendable () async throws -> Void) async throws -> Bool {
+        try projectionFailures.throwIfScheduled()
+        let current = state.withLock { state in epochs.keys.allSatisfy { state.epochs[topic]?[$0] == epochs[$0] } }
+        guard current else { return false }
+        try await body()
+        let cleared = Set(ids)
+        state.withLock { state in
+            state.outbox.removeAll { cleared.contains($0.id) }
+            state.projections += 1
+        }
+        return true
+    }
+
+    public func pendingOutbox(topic: String, partitions: [Int32]) async throws -> [PendingOutboxEntry] {
+        let wanted = Set(partitions)
+        return state.withLock { $0.outbox.filter { wanted.contains($0.entry.partition) } }
+    }
+
+    public func totals(members: [String], periods: [PeriodKey]) async throws -> [BatchAggregation.TotalKey: Int64] {
+        let (users, wanted) = (Set(members), Set(periods))
+        return state.withLock { state in
+            state.totals.filter { users.contains($0.key.userID) && wanted.contains(PeriodKey(window: $0.key.window, period: $0.key.period)) }
         }
     }
 
@@ -110,19 +157,22 @@ public final class MemoryBoardStore: BoardStore, Sendable {
     /// The next `count` writes throw `error` before changing anything.
     public func failNextWrites(_ count: Int, with error: any Error) { failures.add(count, error) }
 
-    public func setScores(_ scores: [BoardKey: [String: Int64]]) async throws -> [BoardKey: [String: Int]] {
+    public func raiseScores(_ scores: [BoardKey: [String: Int64]]) async throws -> BoardWrite {
         try failures.throwIfScheduled()
         return boards.withLock { boards in
-            var ranks: [BoardKey: [String: Int]] = [:]
+            var write = BoardWrite()
             for (board, members) in scores {
-                boards[board, default: [:]].merge(members) { _, new in new }
-                let all = boards[board]!.values
-                for (member, score) in members {
+                boards[board, default: [:]].merge(members) { old, new in max(old, new) }
+                let stored = boards[board]!
+                let all = stored.values
+                for member in members.keys {
+                    let score = stored[member]!
+                    write.scores[board, default: [:]][member] = score
                     let higher = all.filter { $0 > score }.count
-                    if higher < topN { ranks[board, default: [:]][member] = higher + 1 }
+                    if higher < topN { write.ranks[board, default: [:]][member] = higher + 1 }
                 }
             }
-            return ranks
+            return write
         }
     }
 
@@ -139,12 +189,15 @@ public final class MemoryBoardStore: BoardStore, Sendable {
 
 /// Outputs kept in memory, in publishing order.
 public final class MemoryWorkerOutputs: WorkerOutputs, Sendable {
-    private let published = Mutex<(updates: [LeaderboardUpdate], deadLetters: [DeadLetter])>(([], []))
+    private let published = Mutex<(updates: [LeaderboardUpdate], changes: [BoardChanges], deadLetters: [DeadLetter])>(([], [], []))
     private let failures = FailureSchedule()
 
     public init() {}
 
+    /// Version 1 updates, one per member per board.
     public var updates: [LeaderboardUpdate] { published.withLock { $0.updates } }
+    /// Version 2 messages, one per board per batch.
+    public var boardChanges: [BoardChanges] { published.withLock { $0.changes } }
     public var deadLetters: [DeadLetter] { published.withLock { $0.deadLetters } }
 
     /// The next `count` publishes throw `error` (as a broker that does not acknowledge).
@@ -153,6 +206,11 @@ public final class MemoryWorkerOutputs: WorkerOutputs, Sendable {
     public func publishUpdates(_ updates: [LeaderboardUpdate]) async throws {
         try failures.throwIfScheduled()
         published.withLock { $0.updates += updates }
+    }
+
+    public func publishBoardChanges(_ changes: [BoardChanges]) async throws {
+        try failures.throwIfScheduled()
+        published.withLock { $0.changes += changes }
     }
 
     public func publishDeadLetters(_ letters: [DeadLetter]) async throws {

@@ -9,12 +9,22 @@ import Synchronization
 
 /// A stream worker: one member of the workers' consumer group on the score-events topic.
 ///
-/// Each batch goes through one ledger transaction (``WorkerLedger/apply(_:aggregate:beforeCommit:)``): events
-/// deduplicated by id, window totals, and next offsets fenced by the partition's epoch. Inside that transaction, after
-/// the writes, the boards are set to the absolute totals and the changes are published; then it commits. A crash
-/// anywhere before COMMIT replays the batch from the stored offsets and sets the same numbers again; a crash after
-/// it has nothing left to do. The worker reads its batches from Kafka itself (``KafkaConsumer``) and reaches
-/// everything else through ``WorkerPorts``.
+/// Batches flow through a pipeline of three steps, each running one batch at a time and overlapping the others:
+/// 1. **Decode** (the consume loop): parse, price from the catalog and pre-aggregate batch n+1 while batch n is in the
+///    steps below.
+/// 2. **Ledger** (one PostgreSQL transaction, ``WorkerLedger/apply(_:aggregate:beforeCommit:)``): events deduplicated
+///    by id, window totals, next offsets fenced by the partition's epoch, and each ``WorkerStage``'s rows, among them
+///    the *outbox* entries naming what the batch owes outside PostgreSQL. No network round trip but PostgreSQL's own
+///    happens while its row locks are held.
+/// 3. **Outputs** (the projector, in commit order): each stage's effects (Redis boards raised to the committed
+///    absolute totals, one leaderboard-updates message per board, dead letters), fenced by the epochs, then the outbox
+///    entries are cleared.
+/// An offset is stored only with the batch's effects on PostgreSQL and the outbox entries that cover the rest, so it
+/// never runs ahead of what it covers: a crash between the commit and the outputs leaves the entries, and the
+/// partition's next owner (this worker restarted, or another) produces their effects from the totals then current
+/// when it claims the partition. Redis writes only ever raise a score (totals never decrease), so a late projection
+/// never lowers a board. The worker reads its batches from Kafka itself (``KafkaConsumer``) and reaches everything else
+/// through ``WorkerPorts``.
 public final class ScoreWorker: Service, Sendable {
     public struct Configuration: Sendable {
         public var consumer: KafkaConsumerConfiguration
@@ -32,6 +42,13 @@ public final class ScoreWorker: Service, Sendable {
         public var monitorInterval: Duration = .seconds(2)
         /// A worker behind the log end that commits nothing for this long reports itself stalled.
         public var stallAfter: Duration = .seconds(30)
+        /// Batches between their decoding and the end of their outputs: one decoding, one in the ledger, one in the
+        /// projector. More buys nothing (each step takes one batch at a time) and holds more memory.
+        public var pipelineDepth = 3
+        /// The leaderboard-updates messages published: 2, one per board per batch with its changed members
+        /// (`BoardChanges`; the push gateway reads both versions); 1, one per member per board (`LeaderboardUpdate`),
+        /// for consumers that read only version 1.
+        public var updateSchemaVersion = 2
 
         public init(consumer: KafkaConsumerConfiguration, topics: TopicNames) {
             self.consumer = consumer
@@ -50,6 +67,9 @@ public final class ScoreWorker: Service, Sendable {
     public let health: WorkerHealth
     /// Set when the worker stops: an assignment still waiting for a dependency gives up.
     private let isStopping = Atomic<Bool>(false)
+    /// The batch's work beside the ledger, in order: leaderboards first.
+    let stages: [any WorkerStage]
+    let inFlight = BatchesInFlight()
 
     struct Claims {
         var topicID: String?
@@ -65,13 +85,19 @@ public final class ScoreWorker: Service, Sendable {
         self.ports = ports
         self.logger = logger
         self.health = WorkerHealth(stallAfter: configuration.stallAfter, logger: logger)
+        self.stages = [
+            LeaderboardStage(
+                catalog: catalog, ledger: ports.ledger, boards: ports.boards, outputs: ports.outputs,
+                updateSchemaVersion: configuration.updateSchemaVersion),
+            DeadLetterStage(outputs: ports.outputs),
+        ]
     }
 
     public func run() async throws {
         let topic = configuration.topics.scoreEvents
         let handler = KafkaRebalanceHandler(
             onAssign: { [self] partitions in try await self.assign(partitions, topic: topic) },
-            onRevoke: { [self] partitions in self.revoke(partitions) })
+            onRevoke: { [self] partitions in await self.revoke(partitions) })
         let consumer = try KafkaConsumer(configuration: configuration.consumer, topics: [topic], rebalanceHandler: handler, logger: logger)
         health.markStarted()
         await withGracefulShutdownHandler {
@@ -88,12 +114,42 @@ public final class ScoreWorker: Service, Sendable {
         logger.info("worker stopped")
     }
 
-    /// Takes batches until graceful shutdown. A batch is retried until it is applied (or fenced): it is never
-    /// skipped, and the offsets stored with it only move when it commits.
+    /// Runs the pipeline until graceful shutdown: this task polls and decodes, one child task runs the ledger
+    /// transactions, another the outputs, each in batch order. A batch is retried until it is applied (or fenced): it is
+    /// never skipped, and the offsets stored with it only move when it commits.
     private func consume(_ consumer: KafkaConsumer, topic: String) async {
+        let (decodedBatches, toLedger) = AsyncStream<DecodedBatch>.makeStream()
+        let (committedBatches, toProjector) = AsyncStream<CommittedBatch>.makeStream()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await decoded in decodedBatches {
+                    if let committed = await self.commitUntilDone(decoded, topic: topic) {
+                        toProjector.yield(committed)
+                    } else {
+                        self.inFlight.leave()
+                    }
+                }
+                toProjector.finish()
+            }
+            group.addTask {
+                for await committed in committedBatches {
+                    await self.projectUntilDone(committed, topic: topic)
+                    self.inFlight.leave()
+                }
+            }
+            await self.poll(consumer, topic: topic, into: toLedger)
+            toLedger.finish()
+        }
+    }
+
+    /// Takes batches while the pipeline has room, decodes them, and hands them to the ledger step.
+    private func poll(_ consumer: KafkaConsumer, topic: String, into ledger: AsyncStream<DecodedBatch>.Continuation) async {
         var batches = consumer.batches.cancelOnGracefulShutdown().makeAsyncIterator()
         var backoff = configuration.retry
         while !isStopping.load(ordering: .acquiring) {
+            // The consumer hands over whatever is ready, up to its maximum, without waiting for more: batches grow while
+            // the pipeline is busy and stay small when it is idle.
+            await inFlight.wait(untilAtMost: max(0, configuration.pipelineDepth - 1))
             let batch: KafkaConsumerBatch?
             do {
                 batch = try await batches.next()
@@ -107,27 +163,76 @@ public final class ScoreWorker: Service, Sendable {
             }
             guard let batch else { break }
             backoff.reset()
-            await applyUntilDone(batch, topic: topic)
+            inFlight.enter()
+            ledger.yield(decode(batch, topic: topic))
         }
     }
 
-    /// Applies one batch, retrying with capped backoff while a dependency is down, until it commits, is fenced, or
-    /// the worker stops (then the batch is left uncommitted, to be replayed by the partition's next owner).
+    /// Applies one batch end to end, each step retried while a dependency is down, until it is done, fenced, or the
+    /// worker stops (then the batch is left uncommitted, to be replayed, or its outputs left in the outbox).
     func applyUntilDone(_ batch: KafkaConsumerBatch, topic: String) async {
+        guard let committed = await commitUntilDone(decode(batch, topic: topic), topic: topic) else { return }
+        await projectUntilDone(committed, topic: topic)
+    }
+
+    /// The ledger step, retried with capped backoff until the batch commits or is fenced (`nil`), or the worker stops
+    /// (`nil`: the batch stays uncommitted, to be replayed by the partition's next owner).
+    func commitUntilDone(_ decoded: DecodedBatch, topic: String) async -> CommittedBatch? {
         var backoff = configuration.retry
+        var attempts = 0
         while !isStopping.load(ordering: .acquiring) {
+            attempts += 1
             do {
-                try await withTimeout(configuration.batchDeadline) { try await self.process(batch, topic: topic) }
-                health.attemptSucceeded()
-                return
+                var committed = try await withTimeout(configuration.batchDeadline) { try await self.commit(decoded, topic: topic) }
+                // Only the outages this step can see: a Redis or broker outage is the projector's to end.
+                health.attemptSucceeded(ending: [.postgres, .deadline])
+                // A failed attempt may have committed after all (the connection dropped during COMMIT): then this
+                // one found its events applied and owes nothing itself, but that attempt's outbox rows are pending.
+                committed?.projectsPendingOutbox = attempts > 1
+                return committed
             } catch {
-                if isStopping.load(ordering: .acquiring) { return }
-                health.attemptFailed(error)
-                Counter(label: "worker_batch_failures_total", dimensions: [("dependency", WorkerHealth.Dependency(classifying: error).rawValue)])
-                    .increment()
+                if isStopping.load(ordering: .acquiring) { return nil }
+                failed(error)
                 await pause(backoff.nextDelay())
             }
         }
+        return nil
+    }
+
+    /// The outputs step, retried with capped backoff until done or fenced. When the worker stops it makes one
+    /// attempt more and then leaves the outbox entries to the partition's next owner.
+    func projectUntilDone(_ committed: CommittedBatch, topic: String) async {
+        guard !committed.outbox.isEmpty || committed.projectsPendingOutbox else { return }
+        var backoff = configuration.retry
+        while true {
+            do {
+                if committed.projectsPendingOutbox {
+                    let claims = committed.epochs.map { PartitionClaim(partition: $0.key, nextOffset: 0, epoch: $0.value) }
+                    try await withTimeout(configuration.batchDeadline) { try await self.recoverOutbox(claims, topic: topic) }
+                }
+                let projected = try await withTimeout(configuration.batchDeadline) { try await self.project(committed, topic: topic) }
+                health.attemptSucceeded()
+                if projected {
+                    Timer(label: "worker_batch_duration_seconds").recordInterval(since: committed.start)
+                } else {
+                    logger.warning("outputs not projected: the partitions have a new owner, which projects them", metadata: [
+                        "partitions": "\(committed.epochs.keys.sorted())",
+                    ])
+                    Counter(label: "worker_fenced_projections_total").increment()
+                }
+                return
+            } catch {
+                if isStopping.load(ordering: .acquiring) { return }
+                failed(error)
+                await pause(backoff.nextDelay())
+            }
+        }
+    }
+
+    private func failed(_ error: any Error) {
+        health.attemptFailed(error)
+        Counter(label: "worker_batch_failures_total", dimensions: [("dependency", WorkerHealth.Dependency(classifying: error).rawValue)])
+            .increment()
     }
 
     /// Sleeps, but returns at once on graceful shutdown.
@@ -176,16 +281,58 @@ public final class ScoreWorker: Service, Sendable {
         logger.info("assigned", metadata: [
             "partitions": "\(claimed.map { "\($0.partition)@\($0.nextOffset)#\($0.epoch)" })", "kafka.topic.id": "\(topicID)",
         ])
+        try await recoverOutbox(claimed, topic: topic)
         return Dictionary(uniqueKeysWithValues: claimed.map { ($0.partition, $0.nextOffset) })
     }
 
-    func revoke(_ partitions: [KafkaTopicPartition]) {
+    /// Produces the outputs of the outbox entries left on freshly claimed partitions (a worker that stopped between a
+    /// commit and its outputs), from the totals current now, before any new batch of them is read. The claim waited for
+    /// the previous owner's projection in flight, and fenced out any later one. Also run by the projector after a
+    /// commit that needed a retry, whose failed attempt may have committed its own rows.
+    func recoverOutbox(_ claimed: [PartitionClaim], topic: String) async throws {
+        let pending = try await ports.ledger.pendingOutbox(topic: topic, partitions: claimed.map(\.partition))
+        guard !pending.isEmpty else { return }
+        var outputs: [StagedOutputs] = []
+        var recovered: [Int64] = []
+        for stage in stages {
+            let entries = pending.filter { $0.entry.stage == stage.name }
+            guard !entries.isEmpty else { continue }
+            outputs.append(try await stage.recovered(entries.map(\.entry)))
+            recovered += entries.map(\.id)
+        }
+        // Entries of a stage this worker does not know (another version's) stay for a worker that does.
+        let involved = Set(pending.map(\.entry.partition))
+        let epochs = Dictionary(uniqueKeysWithValues: claimed.filter { involved.contains($0.partition) }.map { ($0.partition, $0.epoch) })
+        let recoveredOutputs = outputs
+        let projected = try await ports.ledger.project(topic: topic, epochs: epochs, clearing: recovered) {
+            for output in recoveredOutputs { try await output.run() }
+        }
+        logger.info("outputs left in the outbox by the previous owner", metadata: [
+            "entries": "\(recovered.count)", "partitions": "\(involved.sorted())", "projected": "\(projected)",
+        ])
+    }
+
+    /// Waits (bounded) until everything taken from the revoked partitions is committed or fenced and its outputs are
+    /// done, so that the partitions' next owner starts after them; a batch still stuck behind a dependency after that
+    /// is fenced by the new owner's claim instead.
+    func revoke(_ partitions: [KafkaTopicPartition]) async {
+        await drain(reason: "revoked")
         let owned = claims.withLock { claims in
             for partition in partitions { claims.epochs[partition.partition] = nil }
             return claims.epochs.keys.sorted()
         }
         health.assigned(owned)
         logger.info("revoked", metadata: ["partitions": "\(partitions.map(\.partition))"])
+    }
+
+    private func drain(reason: String) async {
+        do {
+            try await withTimeout(configuration.batchDeadline) { await self.inFlight.wait(untilAtMost: 0) }
+        } catch {
+            logger.warning("batches still in flight: going on; epochs fence them", metadata: [
+                "reason": "\(reason)", "batches": "\(inFlight.count)",
+            ])
+        }
     }
 
     // MARK: - Monitoring
@@ -261,6 +408,8 @@ public final class ScoreWorker: Service, Sendable {
                 "kafka.topic.id.old": "\(claims.withLock { $0.topicID } ?? "none")", "kafka.topic.id.new": "\(topicID)",
             ])
             let owned = claims.withLock { $0.epochs.keys.sorted() }
+            // The batches in flight were claimed on the old incarnation: let them finish under its epochs first.
+            await drain(reason: "topic recreated")
             do {
                 let starts = try await withTimeout(configuration.batchDeadline) { try await self.claim(owned, topic: topic) }
                 try await consumer.seek(Dictionary(uniqueKeysWithValues: starts.map { (KafkaTopicPartition(topic: topic, partition: $0.key), $0.value) }))
@@ -318,9 +467,29 @@ public final class ScoreWorker: Service, Sendable {
 
     // MARK: - Batches
 
-    /// One attempt at a batch, end to end. A fenced batch is dropped: the partition has a new owner, which resumes
-    /// from the offsets this worker last committed.
-    func process(_ batch: KafkaConsumerBatch, topic: String) async throws {
+    /// A batch decoded and priced, on its way to the ledger.
+    struct DecodedBatch: Sendable {
+        var ledgerBatch: LedgerBatch
+        var deadLetters: [DeadLetter]
+        /// Aggregated while the previous batch was in the ledger; the transaction reuses it when every event turns out
+        /// to be new (the usual case) and aggregates again only the new ones otherwise.
+        var aggregation: BatchAggregation
+        var start: ContinuousClock.Instant
+    }
+
+    /// A committed batch whose outputs are still owed.
+    struct CommittedBatch: Sendable {
+        var epochs: [Int32: Int64]
+        /// Its outbox rows, cleared with the outputs.
+        var outbox: [Int64]
+        var outputs: [StagedOutputs]
+        var start: ContinuousClock.Instant
+        /// Whether to project the partitions' pending outbox rows first (an earlier attempt may have committed).
+        var projectsPendingOutbox = false
+    }
+
+    /// Step 1, no I/O: parses and prices the messages, turns unreadable ones into dead letters, and pre-aggregates.
+    func decode(_ batch: KafkaConsumerBatch, topic: String) -> DecodedBatch {
         let start = ContinuousClock.now
         var events: [SourcedEvent] = []
         var deadLetters: [DeadLetter] = []
@@ -340,57 +509,69 @@ public final class ScoreWorker: Service, Sendable {
                 deadLetters.append(deadLetter(message, reason: "\(error)"))
             }
         }
-        let unreadable = deadLetters
         let nextOffsets = Dictionary(batch.nextOffsets.map { ($0.key.partition, $0.value) }, uniquingKeysWith: max)
         let claimed = claims.withLock { $0.epochs }
         let ledgerBatch = LedgerBatch(
             topic: topic, events: events, nextOffsets: nextOffsets,
             epochs: claimed.filter { nextOffsets[$0.key] != nil })
+        return DecodedBatch(
+            ledgerBatch: ledgerBatch, deadLetters: deadLetters, aggregation: BatchAggregation(events: events.map(\.event), catalog: catalog),
+            start: start)
+    }
+
+    /// Step 2, one attempt: the batch's transaction with every stage's rows. `nil` when fenced: the partition has a
+    /// new owner, which resumes from the offsets this worker last committed.
+    func commit(_ decoded: DecodedBatch, topic: String) async throws -> CommittedBatch? {
+        let catalog = self.catalog
+        let stages = self.stages
+        let ahead = decoded.aggregation
+        let deadLetters = decoded.deadLetters
+        let partitions = Dictionary(decoded.ledgerBatch.events.map { ($0.event.eventID, $0.partition) }, uniquingKeysWith: { first, _ in first })
+        let phases = PhaseClock()
+        let written: (outbox: [PendingOutboxEntry], due: [StagedOutputs])
         do {
-            let phases = PhaseClock()
-            let catalog = self.catalog
-            try await ports.ledger.apply(ledgerBatch, aggregate: { BatchAggregation(events: $0, catalog: catalog) }) { [self] applied in
+            written = try await ports.ledger.apply(decoded.ledgerBatch, aggregate: { newEvents in
+                // newEvents are a subset of the batch: as many distinct ids as the batch has means all of them.
+                Set(newEvents.map(\.eventID)).count == ahead.events.count ? ahead : BatchAggregation(events: newEvents, catalog: catalog)
+            }) { applied in
                 phases.mark("ledger")
-                // Inside the transaction and after the epoch check: a fenced batch publishes nothing, and the dead
-                // letters of a committed batch are published by the attempt that commits it.
-                if !unreadable.isEmpty { try await ports.outputs.publishDeadLetters(unreadable) }
-                let scores = BatchAggregation.boardScores(totals: applied.totals, catalog: catalog)
-                // Only boards the new events touched: a member's rows in other regions/guilds come along for the
-                // global sum, but their own boards did not change.
-                let touched = Set(applied.newEvents.flatMap { catalog.boards(for: $0) })
-                var changed: [BoardKey: [String: Int64]] = [:]
-                let touchedMembers = Set(applied.newEvents.map(\.userID))
-                for (board, members) in scores where touched.contains(board) {
-                    let relevant = members.filter { touchedMembers.contains($0.key) }
-                    if !relevant.isEmpty { changed[board] = relevant }
-                }
-                let ranks = try await ports.boards.setScores(changed)
-                phases.mark("boards")
-                try await publishUpdates(changed, ranks: ranks)
-                phases.mark("updates")
+                // Inside the transaction and after the epoch check: pure work only, the row locks are held.
+                let input = StageInput(applied: applied, partitions: partitions, deadLetters: deadLetters)
+                let staged = try stages.map { try $0.staged(input) }
+                phases.mark("stages")
+                return (staged.flatMap(\.outbox), staged)
             }
-            phases.mark("commit")
-            logger.debug("batch applied", metadata: ["events": "\(events.count)", "phases": "\(phases.summary)"])
         } catch let fenced as LedgerFenced {
             logger.warning("batch dropped", metadata: ["reason": "\(fenced)"])
             Counter(label: "worker_fenced_batches_total").increment()
-            return
+            return nil
         }
-        health.committed(events: events.count)
-        Counter(label: "worker_events_total").increment(by: events.count)
-        if !deadLetters.isEmpty { Counter(label: "worker_dead_letters_total").increment(by: deadLetters.count) }
-        Timer(label: "worker_batch_duration_seconds").recordInterval(since: start)
+        phases.mark("commit")
+        let events = decoded.ledgerBatch.events.count
+        logger.debug("batch committed", metadata: ["events": "\(events)", "phases": "\(phases.summary)"])
+        health.committed(events: events)
+        Counter(label: "worker_events_total").increment(by: events)
+        return CommittedBatch(epochs: decoded.ledgerBatch.epochs, outbox: written.outbox.map(\.id), outputs: written.due, start: decoded.start)
     }
 
-    private func publishUpdates(_ changed: [BoardKey: [String: Int64]], ranks: [BoardKey: [String: Int]]) async throws {
-        var updates: [LeaderboardUpdate] = []
-        for (board, members) in changed.sorted(by: { $0.key.id < $1.key.id }) {
-            for (member, total) in members.sorted(by: { $0.key < $1.key }) {
-                updates.append(LeaderboardUpdate(board: board, userID: member, total: total, rank: ranks[board]?[member]))
-            }
+    /// Step 3, one attempt: every stage's outputs, fenced, then the outbox rows cleared. `false` when fenced.
+    func project(_ committed: CommittedBatch, topic: String) async throws -> Bool {
+        let outputs = committed.outputs
+        let phases = PhaseClock()
+        let projected = try await ports.ledger.project(topic: topic, epochs: committed.epochs, clearing: committed.outbox) {
+            phases.mark("fence")
+            for output in outputs { try await output.run() }
+            phases.mark("outputs")
         }
-        try await ports.outputs.publishUpdates(updates)
-        Counter(label: "worker_updates_published_total").increment(by: updates.count)
+        phases.mark("clear")
+        logger.debug("batch projected", metadata: ["phases": "\(phases.summary)"])
+        return projected
+    }
+
+    /// One attempt at a batch, end to end (each step once).
+    func process(_ batch: KafkaConsumerBatch, topic: String) async throws {
+        guard let committed = try await commit(decode(batch, topic: topic), topic: topic), !committed.outbox.isEmpty else { return }
+        _ = try await project(committed, topic: topic)
     }
 
     private func deadLetter(_ message: KafkaConsumerMessage, reason: String) -> DeadLetter {

@@ -157,11 +157,13 @@ public final class WorkerHealth: Sendable {
         }
     }
 
-    /// Records a successful batch after failed attempts: the outage is over.
-    func attemptSucceeded(now: ContinuousClock.Instant = .now) {
+    /// Records a successful step after failed attempts: the outage is over, if it is one of `ending` (`nil`: any).
+    /// The ledger step succeeding says nothing about Redis or the broker, which only the outputs step uses.
+    func attemptSucceeded(ending: Set<Dependency>? = nil, now: ContinuousClock.Instant = .now) {
         let ended = state.withLock { state -> Outage? in
-            defer { state.outage = nil }
-            return state.outage
+            guard let outage = state.outage, ending.map({ $0.contains(outage.dependency) }) ?? true else { return nil }
+            state.outage = nil
+            return outage
         }
         if let ended {
             logger.info("dependency recovered: processing resumed", metadata: [

@@ -13,12 +13,25 @@ public protocol WorkerLedger: Sendable {
 
     /// Applies a batch in one transaction: checks every partition's epoch (throws ``LedgerFenced`` when another worker
     /// claimed one since), keeps the events whose ids are new, adds `aggregate(newEvents).pointsByTotal` to the
-    /// totals, stores the next offsets, runs `beforeCommit` with what changed, then commits. Nothing of it remains
-    /// when anything throws.
-    func apply(
+    /// totals, stores the next offsets, runs `beforeCommit` with what changed (the stages' "rows in the transaction"
+    /// step: no I/O there, the transaction holds row locks), writes the outbox entries it returns, then commits.
+    /// Nothing of it remains when anything throws.
+    /// - Returns: The outbox rows written, and what `beforeCommit` returned.
+    func apply<Due: Sendable>(
         _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
-        beforeCommit: @Sendable (LedgerApplied) async throws -> Void
-    ) async throws
+        beforeCommit: @Sendable (LedgerApplied) async throws -> (outbox: [OutboxEntry], due: Due)
+    ) async throws -> (outbox: [PendingOutboxEntry], due: Due)
+
+    /// Runs committed effects (`body`) fenced by the partitions' epochs, then clears the outbox rows `ids`. A claim of
+    /// one of the partitions waits for a projection in flight, and a projection after the claim does nothing.
+    /// - Returns: `false` when fenced (`body` did not run, the rows stay for the partitions' new owner).
+    func project(topic: String, epochs: [Int32: Int64], clearing ids: [Int64], _ body: @Sendable () async throws -> Void) async throws -> Bool
+
+    /// The outbox rows left for `partitions`, in commit order.
+    func pendingOutbox(topic: String, partitions: [Int32]) async throws -> [PendingOutboxEntry]
+
+    /// Every total row of these members in these window periods, as they are now.
+    func totals(members: [String], periods: [PeriodKey]) async throws -> [BatchAggregation.TotalKey: Int64]
 
     /// Runs `body` while no batch is in flight and none can start (for rebuilds).
     func withBatchesPaused<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T
@@ -32,8 +45,10 @@ public protocol WorkerLedger: Sendable {
 
 /// The boards readers see (Redis sorted sets), always set to absolute totals so that replays converge.
 public protocol BoardStore: Sendable {
-    /// Sets these members' scores and returns the competition rank of each one inside the catalog's top N.
-    func setScores(_ scores: [BoardKey: [String: Int64]]) async throws -> [BoardKey: [String: Int]]
+    /// Raises these members' scores to at least these totals (never lowers one: totals only grow, so a late write of
+    /// an older total changes nothing) and returns each one's score as stored afterwards, with its competition rank
+    /// inside the catalog's top N.
+    func raiseScores(_ scores: [BoardKey: [String: Int64]]) async throws -> BoardWrite
 
     /// Replaces each listed board with exactly these scores, atomically per board.
     func replaceBoards(_ scores: [BoardKey: [String: Int64]]) async throws
@@ -45,7 +60,10 @@ public protocol BoardStore: Sendable {
 /// Where the worker's outputs go (Kafka's leaderboard-updates and dead-letter topics). Each call returns once
 /// everything is acknowledged.
 public protocol WorkerOutputs: Sendable {
+    /// Version 1: one message per member per board.
     func publishUpdates(_ updates: [LeaderboardUpdate]) async throws
+    /// Version 2: one message per board per batch, carrying its changed members.
+    func publishBoardChanges(_ changes: [BoardChanges]) async throws
     func publishDeadLetters(_ letters: [DeadLetter]) async throws
 }
 

@@ -38,7 +38,13 @@ struct PostgresTests {
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = \(schema) ORDER BY table_name")
             var tables: [String] = []
             for try await name in rows.decode(String.self) { tables.append(name) }
-            #expect(tables == ["consumer_offsets", "member_totals", "schema_migrations", "score_events"])
+            #expect(tables == ["consumer_offsets", "member_totals", "schema_migrations", "score_events", "worker_outbox"])
+            // Migration 0004 keeps only the secondary index of member_totals that a read uses.
+            let indexes = try await store.client.query(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = \(schema) AND tablename = 'member_totals' ORDER BY indexname")
+            var names: [String] = []
+            for try await name in indexes.decode(String.self) { names.append(name) }
+            #expect(names == ["member_totals_by_user", "member_totals_pkey"])
             let recorded = try await store.client.query("SELECT count(*) FROM schema_migrations")
             for try await count in recorded.decode(Int.self) { #expect(count == all.count) }
         }

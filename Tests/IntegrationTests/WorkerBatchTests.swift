@@ -172,6 +172,7 @@ struct WorkerBatchTests {
                 try await ledger.apply(try batch(0, user: "ann"), aggregate: aggregate) { _ in
                     inFlight.continuation.finish()
                     for await _ in release.stream {}
+                    return (outbox: [OutboxEntry](), due: 0)
                 }
             }
             for await _ in inFlight.stream {}
@@ -191,13 +192,71 @@ struct WorkerBatchTests {
                 }
             }
             for await _ in paused.stream {}
-            let held = Task { try await ledger.apply(try batch(1, user: "bob"), aggregate: aggregate) { _ in } }
+            let held = Task { try await ledger.apply(try batch(1, user: "bob"), aggregate: aggregate) { _ in (outbox: [OutboxEntry](), due: 0) } }
             try await waitForBlockedAdvisoryLocks(1, store: fixture.store)
             #expect(try await ledger.totals(window: .allTime).count == 1, "the held batch has written nothing")
             resume.continuation.finish()
             try await rebuilding.value
             try await held.value
             #expect(try await ledger.totals(window: .allTime).count == 2)
+        }
+    }
+
+    /// The fault: a worker stops between its batch's commit and its outputs. Against the real servers, the next owner's
+    /// claim finds the outbox rows and raises the Redis board to the committed total; the stopped worker's own late
+    /// projection is fenced.
+    @Test func aCrashBetweenCommitAndOutputsConvergesAtTheNextClaim() async throws {
+        try await withFixture { fixture in
+            let topic = fixture.topics.scoreEvents
+            let stopped = fixture.worker()
+            _ = try await stopped.assign([KafkaTopicPartition(topic: topic, partition: 0)], topic: topic)
+            // Redis database 20 outlives the run: a name of its own.
+            let ann = "ann-\(UUID().uuidString.prefix(8))"
+            let batch = KafkaConsumerBatch(messages: [
+                fixture.message(try fixture.event(user: ann, action: "complete-quest", points: 10), offset: 0),
+                fixture.message(try fixture.event(user: ann, action: "complete-quest", points: 10), offset: 1),
+            ])
+            let committed = try #require(try await stopped.commit(stopped.decode(batch, topic: topic), topic: topic))
+            #expect(try await fixture.ledger.pendingOutbox(topic: topic, partitions: [0]).count == 1)
+            let board = BoardKey(window: .allTime, period: "all", dimension: .global, value: nil)
+            #expect(try await fixture.redis.send(["ZSCORE", board.redisKey, ann]).string == nil)
+
+            let next = fixture.worker()
+            _ = try await next.assign([KafkaTopicPartition(topic: topic, partition: 0)], topic: topic)
+            let price = try #require(WorkerBatchTests.pipelines.actions.points(for: "complete-quest"))
+            #expect(try await fixture.redis.send(["ZSCORE", board.redisKey, ann]).string.flatMap(Int64.init) == 2 * price)
+            #expect(try await fixture.ledger.pendingOutbox(topic: topic, partitions: [0]).isEmpty)
+            #expect(try await stopped.project(committed, topic: topic) == false)
+        }
+    }
+
+    /// A projection in flight holds a claim of its partition off until it ends; one that starts after the claim sees
+    /// the new epoch and runs nothing.
+    @Test func projectionsAndClaimsTakeTurns() async throws {
+        try await withFixture { fixture in
+            let ledger = fixture.ledger
+            let topic = fixture.topics.scoreEvents
+            let first = try await ledger.claim(topic: topic, topicID: fixture.topicID, partitions: [0])
+            let inFlight = AsyncStream<Void>.makeStream()
+            let release = AsyncStream<Void>.makeStream()
+            let projecting = Task {
+                try await ledger.project(topic: topic, epochs: [0: first[0].epoch], clearing: []) {
+                    inFlight.continuation.finish()
+                    for await _ in release.stream {}
+                }
+            }
+            for await _ in inFlight.stream {}
+            let claiming = Task { try await ledger.claim(topic: topic, topicID: fixture.topicID, partitions: [0]) }
+            try await waitForBlockedAdvisoryLocks(1, store: fixture.store)
+            release.continuation.finish()
+            #expect(try await projecting.value)
+            let second = try await claiming.value
+            #expect(second[0].epoch == first[0].epoch + 1)
+            let ran = Mutex(false)
+            #expect(try await ledger.project(topic: topic, epochs: [0: first[0].epoch], clearing: []) { ran.withLock { $0 = true } } == false)
+            #expect(ran.withLock { $0 } == false)
+            #expect(try await ledger.project(topic: topic, epochs: [0: second[0].epoch], clearing: []) { ran.withLock { $0 = true } })
+            #expect(ran.withLock { $0 })
         }
     }
 

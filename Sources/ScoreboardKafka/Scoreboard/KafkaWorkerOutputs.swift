@@ -1,8 +1,8 @@
 import Foundation
 import ScoreboardCore
 
-/// The worker's outputs on Kafka: leaderboard updates keyed by board stream (so each board's updates keep one
-/// partition's order, which push clients resume by) and dead letters keyed like their source message. The JSON of
+/// The worker's outputs on Kafka: leaderboard updates (one per member, version 1, or one per board per batch, version
+/// 2) keyed by board stream (so each board's updates keep one partition's order, which push clients resume by) and dead letters keyed like their source message. The JSON of
 /// both is encoded here and nowhere else.
 public struct KafkaWorkerOutputs: Sendable {
     let producer: KafkaProducer
@@ -14,12 +14,29 @@ public struct KafkaWorkerOutputs: Sendable {
     }
 
     public func publishUpdates(_ updates: [LeaderboardUpdate]) async throws {
+        try await sendAll(try updates.map { try Self.message(for: $0, topic: topics.leaderboardUpdates) })
+    }
+
+    /// One message per board period (schema version 2), keyed by the board's stream like version 1, so each board's
+    /// messages keep one partition's order.
+    public func publishBoardChanges(_ changes: [BoardChanges]) async throws {
+        try await sendAll(try changes.map { try Self.message(for: $0, topic: topics.leaderboardUpdates) })
+    }
+
+    /// A version 1 update as published: its JSON (`topics/leaderboard-updates.yaml`), keyed by the board's stream.
+    public static func message(for update: LeaderboardUpdate, topic: String) throws -> KafkaProducerMessage {
+        KafkaProducerMessage(topic: topic, key: Array(update.streamID.utf8), value: Array(try encoder.encode(update)))
+    }
+
+    /// A version 2 board change as published: its JSON, keyed by the board's stream.
+    public static func message(for changes: BoardChanges, topic: String) throws -> KafkaProducerMessage {
+        KafkaProducerMessage(topic: topic, key: Array(changes.streamID.utf8), value: Array(try encoder.encode(changes)))
+    }
+
+    private static var encoder: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        let messages = try updates.map { update in
-            KafkaProducerMessage(topic: topics.leaderboardUpdates, key: Array(update.streamID.utf8), value: Array(try encoder.encode(update)))
-        }
-        try await sendAll(messages)
+        return encoder
     }
 
     public func publishDeadLetters(_ letters: [DeadLetter]) async throws {

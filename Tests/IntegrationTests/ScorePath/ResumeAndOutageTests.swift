@@ -112,9 +112,9 @@ final class UpdateRecorder: Sendable {
             switch message["type"] as? String {
             case "snapshot": state.snapshot = true
             case "update":
-                // One frame per leaderboard-updates message: every member it carries, under its sequence.
+                // One frame per message, with the board's changed members: one entry each, under the frame's sequence.
                 let update = message["update"] as! [String: Any]
-                for member in update["members"] as! [[String: Any]] {
+                for member in update["members"] as? [[String: Any]] ?? [] {
                     state.updates.append(Update(
                         sequence: (message["sequence"] as! NSNumber).int64Value, userID: member["userId"] as! String,
                         total: (member["total"] as! NSNumber).int64Value))

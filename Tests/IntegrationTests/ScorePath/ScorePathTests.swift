@@ -203,9 +203,9 @@ final class BoardView: Sendable {
                 }
             case "update":
                 guard let update = message["update"] as? [String: Any], update["period"] as? String == period else { return }
-                state.updates += 1
-                // One board's changes of a worker batch: each member applied in order, as an absolute total.
-                for member in update["members"] as! [[String: Any]] {
+                // An update frame carries the board's changed members, applied in order.
+                for member in update["members"] as? [[String: Any]] ?? [] {
+                    state.updates += 1
                     state.scores[member["userId"] as! String] = (member["total"] as! NSNumber).int64Value
                 }
             default: break
