@@ -195,12 +195,15 @@ private struct PlayerTraffic {
         }
     }
 
-    mutating func humanDays(medianGap: Double, sigma: Double, replayShare: Double = 0) {
+    /// Human sessions day after day. People take days off; a bot riding on human play (bursts, replays) plays every
+    /// day inside the traffic, so that its label stands for behaviour it shows.
+    mutating func humanDays(medianGap: Double, sigma: Double, replayShare: Double = 0, takesDaysOff: Bool = true) {
         let grinder = random.chance(0.2)
         let days = Int(seconds / 86_400) + 1
         for day in -1..<days {
             let weekend = (day % 7 + 7) % 7 >= 5
-            let sessions = random.chance(0.15) ? 0 : random.integer(1...(weekend ? 3 : 2))
+            let dayOff = takesDaysOff || day < 0 ? random.chance(0.15) : false
+            let sessions = dayOff ? 0 : random.integer(1...(weekend ? 3 : 2))
             // Sessions of a day one after the other; a grinder's long one at most once a day.
             var starts = (0..<sessions).map { _ in startHour() }.sorted()
             let long = grinder && random.chance(0.5) ? random.integer(0...max(0, sessions - 1)) : -1
@@ -229,7 +232,7 @@ private struct PlayerTraffic {
     // MARK: - Bots
 
     mutating func burst() {
-        humanDays(medianGap: min(90, max(8, random.logNormal(median: 22, sigma: 0.4))), sigma: random.uniform(0.6, 1.0))
+        humanDays(medianGap: min(90, max(8, random.logNormal(median: 22, sigma: 0.4))), sigma: random.uniform(0.6, 1.0), takesDaysOff: false)
         let human = records.map(\.t)
         // Every so often during play, a burst of many actions a fraction of a second apart.
         var next = 0.0
@@ -279,7 +282,7 @@ private struct PlayerTraffic {
 
     mutating func tokenReplay() {
         humanDays(medianGap: min(90, max(8, random.logNormal(median: 22, sigma: 0.4))), sigma: random.uniform(0.6, 1.0),
-                  replayShare: random.uniform(0.1, 0.4))
+                  replayShare: random.uniform(0.1, 0.4), takesDaysOff: false)
     }
 
     mutating func roundTheClock() {
