@@ -321,8 +321,11 @@ public struct FraudDetector: Sendable {
         user.eventCount += 1
         user.lastEventAt = Timestamp(millisecondsSinceEpoch: now)
 
-        // Back into the population: users with enough history who are not flagged (an outlier has just been).
-        if !isFlagged(user) {
+        // Back into the population: users with enough history who are not flagged (an outlier has just been). A
+        // flagged user leaves it whole, also with the features this event did not sample.
+        if isFlagged(user) {
+            leavePopulation(&user)
+        } else {
             for zRule in zScoreRules {
                 for (_, key) in zRule.checks {
                     guard samples[key] != nil, user.populationContribution[key] == nil,
@@ -362,16 +365,17 @@ public struct FraudDetector: Sendable {
             }
         }
         // A flagged user leaves the population norm.
-        if isFlagged(user) {
-            for (key, contribution) in user.populationContribution.sorted(by: { $0.key < $1.key }) {
-                state.population[key]?.remove(contribution)
-            }
-            user.populationContribution = [:]
-        }
+        if isFlagged(user) { leavePopulation(&user) }
         return flags
     }
 
     // MARK: - Helpers
+
+    /// Takes everything the user adds to the population profile back out.
+    private mutating func leavePopulation(_ user: inout FraudUserProfile) {
+        for (key, contribution) in user.populationContribution.sorted(by: { $0.key < $1.key }) { state.population[key]?.remove(contribution) }
+        user.populationContribution = [:]
+    }
 
     /// Whether a rule that flags (not one that only logs) has fired for the user.
     private func isFlagged(_ user: FraudUserProfile) -> Bool {
