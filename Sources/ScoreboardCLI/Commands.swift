@@ -12,7 +12,7 @@ public struct ScoreboardCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "scoreboard",
         abstract: "A real-time scoreboard platform fed by Kafka.",
-        subcommands: [Dev.self, Gateway.self, Worker.self, Push.self, Rebuild.self, Token.self, Topics.self, Migrate.self, Doctor.self, Bench.self, Loadgen.self]
+        subcommands: [Dev.self, Gateway.self, Worker.self, Push.self, Rebuild.self, Token.self, Topics.self, Migrate.self, Doctor.self, Bench.self, Loadgen.self, Fraud.self]
     )
 
     public init() {}

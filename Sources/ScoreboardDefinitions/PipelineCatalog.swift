@@ -17,7 +17,7 @@ public struct PipelineCatalog: Sendable {
         return PipelineCatalog(leaderboards: leaderboards, actions: actions)
     }
 
-    private static func decode<T: Decodable>(_ file: URL) throws -> T {
+    static func decode<T: Decodable>(_ file: URL) throws -> T {
         do {
             return try YAMLDecoder().decode(T.self, from: try String(contentsOf: file, encoding: .utf8))
         } catch {
