@@ -148,7 +148,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The live dashboard's static files (index.html, dashboard.js, dashboard.css), served at /dashboard.
+            resources: [.copy("Dashboard")]
         ),
 
         // The bare librdkafka loops the Kafka benchmark measures the Swift module against.
