@@ -43,7 +43,9 @@ function applyUpdate(frame) {
   }
   if (update.period) board.period = update.period;
   const changed = new Set();
-  for (const member of update.members || []) {
+  // Frames carry a board's changed members; a push gateway from before coalescing sent one member per frame.
+  const members = update.members || (update.userId ? [{ userId: update.userId, total: update.total, rank: update.rank }] : []);
+  for (const member of members) {
     if (!board.entries.has(member.userId)) board.members += 1;
     board.entries.set(member.userId, member.total);
     changed.add(member.userId);
@@ -106,32 +108,51 @@ function follow(window, dimension, value) {
   setProblem(null);
   setConnection("connecting");
   source = new EventSource(boardPath(window, dimension, value));
-  source.onopen = () => setConnection("live");
-  source.addEventListener("snapshot", (event) => applySnapshot(JSON.parse(event.data)));
-  source.addEventListener("update", (event) => applyUpdate(JSON.parse(event.data)));
+  wire(source, window, dimension, value);
+}
+
+/** Handles one EventSource: its frames, its drops, and a refusal. */
+function wire(opened, window, dimension, value) {
+  opened.onopen = () => { setConnection("live"); setProblem(null); retryDelay = 1000; };
+  opened.addEventListener("snapshot", (event) => applySnapshot(JSON.parse(event.data)));
+  opened.addEventListener("update", (event) => applyUpdate(JSON.parse(event.data)));
   // The server drops a client too far behind, or ends streams when it shuts down: EventSource reconnects by
   // itself with Last-Event-ID, and the server answers with what was missed or a fresh snapshot.
-  source.addEventListener("overflow", () => setConnection("reconnecting"));
-  source.addEventListener("end", () => setConnection("reconnecting"));
-  source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) {
-      // A refused stream (a bad board, too many streams): the browser does not retry those by itself.
-      setConnection("closed");
-      problemOf(boardPath(window, dimension, value)).then(setProblem);
-    } else {
+  opened.addEventListener("overflow", () => setConnection("reconnecting"));
+  opened.addEventListener("end", () => setConnection("reconnecting"));
+  opened.onerror = () => {
+    if (opened.readyState !== EventSource.CLOSED) { setConnection("reconnecting"); return; }
+    // Refused (an answer other than 200): the browser does not retry by itself. A busy or unavailable server (429,
+    // 503) is tried again after a pause, resuming from the last sequence; a bad board is shown and left alone.
+    problemOf(boardPath(window, dimension, value)).then(({ text, retry }) => {
+      if (source !== opened) return;  // another board was picked meanwhile
+      setProblem(text);
+      if (!retry) { setConnection("closed"); return; }
       setConnection("reconnecting");
-    }
+      setTimeout(() => { if (source === opened) reopen(window, dimension, value); }, retryDelay);
+      retryDelay = Math.min(retryDelay * 2, 30000);
+    });
   };
 }
 
+let retryDelay = 1000;
+
+/** Opens the stream again where the page left off (its last sequence), keeping what it shows. */
+function reopen(window, dimension, value) {
+  const since = board.sequence === null ? "" : "?since=" + board.sequence;
+  source = new EventSource(boardPath(window, dimension, value) + since);
+  wire(source, window, dimension, value);
+}
+
+/** Why the stream was refused, and whether trying again later can help. */
 async function problemOf(path) {
   try {
     const response = await fetch(path, { headers: { Accept: "application/problem+json" } });
-    if (response.ok) return null;
+    if (response.ok) { response.body && response.body.cancel(); return { text: null, retry: true }; }
     const problem = await response.json();
-    return (problem.title || "refused") + (problem.detail ? ": " + problem.detail : "");
+    return { text: (problem.title || "refused") + (problem.detail ? ": " + problem.detail : ""), retry: response.status === 429 || response.status >= 500 };
   } catch (error) {
-    return "the push gateway does not answer";
+    return { text: "the push gateway does not answer", retry: true };
   }
 }
 
@@ -153,7 +174,11 @@ const activity = {
   seconds: [],
   current: 0,
   total: 0,
-  record(count) { this.current += count; this.total += count; },
+  record(count) {
+    this.current += count;
+    this.total += count;
+    document.getElementById("activity-chart").dataset.total = String(this.total);
+  },
   tick() {
     this.seconds.push(this.current);
     if (this.seconds.length > 300) this.seconds.shift();
@@ -205,8 +230,9 @@ function connectPersonal(token) {
   personal.onmessage = (message) => {
     const frame = JSON.parse(message.data);
     if (frame.type === "update") {
-      for (const member of frame.update.members || []) {
-        notify(frame.update.board + ": " + member.total.toLocaleString("en") + " points" + (member.rank ? ", rank " + member.rank : ""));
+      const update = frame.update || {};
+      for (const member of update.members || (update.userId ? [update] : [])) {
+        notify(update.board + ": " + member.total.toLocaleString("en") + " points" + (member.rank ? ", rank " + member.rank : ""));
       }
     } else if (frame.type === "error") {
       notify("refused: " + frame.problem + (frame.detail ? " (" + frame.detail + ")" : ""));
