@@ -79,6 +79,7 @@ let package = Package(
                 // For ConnectionPoolError, which PostgresClient throws but PostgresNIO does not re-export.
                 .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -149,7 +150,9 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The live dashboard's static files (index.html, dashboard.js, dashboard.css), served at /dashboard.
+            resources: [.copy("Dashboard")]
         ),
 
         // The bare librdkafka loops the Kafka benchmark measures the Swift module against.

@@ -9,6 +9,8 @@ cd "$ROOT"
 scripts/stack.sh install
 # The fault suite's schemathesis scenario runs it over openapi.yaml.
 scripts/chaos/schemathesis.sh install
+# promtool checks analytics/alerts.yaml (Tests/ScoreboardAdapterTests/AlertRulesTests.swift).
+scripts/ops/promtool.sh install
 
 # Remember what was down before, so that only what this run starts is stopped afterwards.
 started=()

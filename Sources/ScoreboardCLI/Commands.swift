@@ -12,7 +12,7 @@ public struct ScoreboardCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "scoreboard",
         abstract: "A real-time scoreboard platform fed by Kafka.",
-        subcommands: [Dev.self, Gateway.self, Worker.self, Push.self, Rebuild.self, Token.self, Topics.self, Migrate.self, Doctor.self, Bench.self, Loadgen.self, Fraud.self]
+        subcommands: [Dev.self, Gateway.self, Worker.self, Push.self, Rebuild.self, Token.self, Topics.self, Migrate.self, Doctor.self, Bench.self, Loadgen.self, Fraud.self, Analytics.self]
     )
 
     public init() {}
@@ -111,7 +111,7 @@ extension ScoreboardCommand {
 
     public struct Bench: AsyncParsableCommand {
         public init() {}
-        public static let configuration = CommandConfiguration(abstract: "Benchmarks that compare against a baseline measured in the same run.", subcommands: [Kafka.self, Worker.self, Ingest.self, Latency.self, Queries.self, Fanout.self, BaselineServer.self])
+        public static let configuration = CommandConfiguration(abstract: "Benchmarks that compare against a baseline measured in the same run.", subcommands: [Kafka.self, Worker.self, Ingest.self, Latency.self, Queries.self, Fanout.self, Scale.self, BaselineServer.self])
 
         public struct Worker: AsyncParsableCommand {
             public init() {}

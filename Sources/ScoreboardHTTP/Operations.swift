@@ -5,6 +5,7 @@ import Metrics
 import NIOCore
 import Prometheus
 import ScoreboardRedis
+import Synchronization
 
 /// The operator endpoints every role serves: liveness, readiness and Prometheus metrics.
 public struct OperationsRoutes: Sendable {
@@ -13,6 +14,8 @@ public struct OperationsRoutes: Sendable {
 
     let registry: PrometheusCollectorRegistry
     let readiness: ReadinessCheck
+    /// The readiness checks that have failed at least once, so that a scrape reports them back at 0 once they pass.
+    private let checksSeen = SeenChecks()
 
     public init(registry: PrometheusCollectorRegistry, readiness: @escaping ReadinessCheck) {
         self.registry = registry
@@ -27,9 +30,25 @@ public struct OperationsRoutes: Sendable {
         router.get("/health") { _, _ in try await self.readinessResponse() }
         router.get("/health/ready") { _, _ in try await self.readinessResponse() }
         router.get("/metrics") { _, _ in
-            Response(
+            // Readiness is evaluated at every scrape too, so that alerts see a dependency that is down
+            // (analytics/alerts.yaml) without anyone polling /health.
+            self.recordReadiness(await self.readiness())
+            return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                 body: .init(byteBuffer: ByteBuffer(string: self.registry.emitToString())))
+        }
+    }
+
+    /// `scoreboard_ready` (1 or 0) and `scoreboard_readiness_problem{check}`: 1 for each failing check (`redis`,
+    /// `kafka`, `postgres`, …), 0 for one that failed before and passes now.
+    func recordReadiness(_ problems: [String: String]) {
+        registry.makeGauge(name: "scoreboard_ready", help: "1 when the role is ready, 0 when not (see /health/ready)")
+            .set(Int64(problems.isEmpty ? 1 : 0))
+        for check in checksSeen.union(problems.keys) {
+            registry.makeGauge(
+                name: "scoreboard_readiness_problem", labels: [("check", check)],
+                help: "1 while this readiness check fails (redis, kafka, postgres, …), 0 once it passes again"
+            ).set(Int64(problems[check] == nil ? 0 : 1))
         }
     }
 
@@ -52,6 +71,19 @@ extension OperationsRoutes {
         } catch {
             logger.warning("readiness: redis does not answer", metadata: ["error": "\(error)"])
             return ["redis": "unreachable"]
+        }
+    }
+}
+
+/// The names of the readiness checks that have failed so far.
+private final class SeenChecks: Sendable {
+    private let names = Mutex<Set<String>>([])
+
+    /// Adds `checks` and returns every name seen, these included.
+    func union(_ checks: some Sequence<String>) -> Set<String> {
+        names.withLock { names in
+            names.formUnion(checks)
+            return names
         }
     }
 }

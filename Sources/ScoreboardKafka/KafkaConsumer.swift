@@ -29,6 +29,12 @@ public final class KafkaConsumer: Sendable {
         /// Work that must run on the poll thread between two polls (seeks). The waiting poll loop runs it at its next
         /// turn, and `rd_kafka_queue_yield` makes that turn come at once instead of after a message arrives.
         let pollThreadWork = LockedBox<[@Sendable () -> Void]>([])
+        /// The most messages the next batch may hold (``limitBatches(to:)``), at most `maxBatchSize`.
+        let batchLimit: Atomic<Int>
+
+        init(batchLimit: Int) {
+            self.batchLimit = Atomic(batchLimit)
+        }
 
         /// Runs whatever work is queued for the poll thread. Only called on the poll queue.
         func runPollThreadWork() {
@@ -45,7 +51,7 @@ public final class KafkaConsumer: Sendable {
         var logger = logger
         logger[metadataKey: "kafka.client.type"] = "consumer"
         logger[metadataKey: "kafka.group.id"] = "\(configuration.groupID)"
-        let shared = Shared()
+        let shared = Shared(batchLimit: configuration.maxBatchSize)
         let callbacks = RDKafkaCallbacks(logger: logger) { [logger] event in
             Self.rebalance(event, handler: rebalanceHandler, shared: shared, logger: logger)
         }
@@ -75,13 +81,23 @@ public final class KafkaConsumer: Sendable {
     /// The partitions this member owns right now.
     public var assignment: Set<KafkaTopicPartition> { shared.assignment.withLock { $0 } }
 
+    /// Caps the batches polled from now on at `messages` (between 1 and the configuration's `maxBatchSize`). A
+    /// processor that must finish a batch within some time (before the next rebalance, say) sizes its batches by
+    /// its own recent speed instead of taking everything that is ready.
+    public func limitBatches(to messages: Int) {
+        shared.batchLimit.store(min(max(1, messages), configuration.maxBatchSize), ordering: .relaxed)
+    }
+
+    /// The current cap on a batch's messages.
+    public var batchLimit: Int { shared.batchLimit.load(ordering: .relaxed) }
+
     /// The consumed messages, a batch at a time. Ends when the consumer is closed or the iterating task is cancelled.
     public var batches: KafkaConsumerBatches { KafkaConsumerBatches(consumer: self) }
 
     // MARK: - Polling
 
     /// Waits for the next batch on the poll queue: the first message with a bounded wait (repeated until one arrives
-    /// or the task is cancelled), then whatever else is ready, without waiting, up to `maxBatchSize`.
+    /// or the task is cancelled), then whatever else is ready, without waiting, up to ``batchLimit``.
     func nextBatch() async throws -> KafkaConsumerBatch? {
         let cancellation = AtomicFlag()
         let consumerQueue = self.consumerQueue
@@ -100,9 +116,9 @@ public final class KafkaConsumer: Sendable {
 
     private func pollBatchOnQueue(cancellation: AtomicFlag) throws -> KafkaConsumerBatch? {
         let timeout = Int32(configuration.pollTimeout.milliseconds)
-        let capacity = configuration.maxBatchSize
-        var raw = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: capacity)
+        var raw = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: configuration.maxBatchSize)
         while true {
+            let capacity = shared.batchLimit.load(ordering: .relaxed)
             shared.runPollThreadWork()
             if let error = shared.pendingError.withLock({ $0.take() }) { throw error }
             if shared.isClosed.isSet || cancellation.isSet { return nil }

@@ -1,7 +1,9 @@
 import Logging
+import Metrics
 import ScoreboardCore
 import PostgresNIO
 import ServiceLifecycle
+import Synchronization
 // PostgresClient throws ConnectionPoolError (`connectionCreationCircuitBreakerTripped`, …) but PostgresNIO does not
 // re-export it: this lets every user of this module match on it.
 @_exported import struct _ConnectionPoolModule.ConnectionPoolError
@@ -24,6 +26,7 @@ public final class PostgresStore: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.client = PostgresClient(configuration: configuration.clientConfiguration, backgroundLogger: logger)
+        PoolUsage.shared.addCapacity(configuration.maximumConnections)
     }
 
     /// Runs the pool until graceful shutdown (or cancellation). The pool itself only stops when cancelled, so the
@@ -79,7 +82,7 @@ extension PostgresClient {
     ///   `read`, which that state machine does not allow. See ``PostgresConnection/queryRows(_:logger:file:line:)``.
     @discardableResult
     public func queryRows(_ query: PostgresQuery, logger: Logger, file: String = #fileID, line: Int = #line) async throws -> [PostgresRow] {
-        try await withConnection { connection in
+        try await withCountedConnection { connection in
             try await connection.queryRows(query, logger: logger, file: file, line: line)
         }
     }
@@ -94,7 +97,7 @@ extension PostgresClient {
     public func withTransactionRows<Result: Sendable>(
         logger: Logger, _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        try await withConnection { connection in
+        try await withCountedConnection { connection in
             _ = try await connection.queryRows("BEGIN", logger: logger)
             let result: Result
             do {
@@ -108,6 +111,43 @@ extension PostgresClient {
             return result
         }
     }
+}
+
+extension PostgresClient {
+    /// `withConnection`, counting the connection as leased for as long as `body` holds it
+    /// (`scoreboard_postgres_pool_leased_connections`, read against `…_max_connections` by an alert).
+    func withCountedConnection<Result>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+        try await withConnection { connection in
+            PoolUsage.shared.leased(+1)
+            defer { PoolUsage.shared.leased(-1) }
+            return try await body(connection)
+        }
+    }
+}
+
+/// How much of this process's PostgreSQL pools is in use, as two gauges. PostgresNIO 1.33.2 keeps its own pool
+/// figures internal (its observability delegate only logs), so the store counts the leases it makes itself.
+final class PoolUsage: Sendable {
+    static let shared = PoolUsage()
+    private let counts = Mutex<(leased: Int, capacity: Int)>((0, 0))
+
+    func addCapacity(_ connections: Int) {
+        let capacity = counts.withLock { counts in
+            counts.capacity += connections
+            return counts.capacity
+        }
+        Gauge(label: "scoreboard_postgres_pool_max_connections").record(capacity)
+    }
+
+    func leased(_ change: Int) {
+        let leased = counts.withLock { counts in
+            counts.leased += change
+            return counts.leased
+        }
+        Gauge(label: "scoreboard_postgres_pool_leased_connections").record(leased)
+    }
+
+    var leasedNow: Int { counts.withLock { $0.leased } }
 }
 
 extension PostgresConnection {

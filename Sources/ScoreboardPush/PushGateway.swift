@@ -68,6 +68,10 @@ public struct PushGateway: Sendable {
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: methods)
         operations.add(to: router)
+        switch DashboardRoutes.bundled {
+        case .success(let dashboard): dashboard.add(to: router)
+        case .failure(let error): logger.error("the live dashboard is not served", metadata: ["error": "\(error)"])
+        }
 
         router.get("/v1/leaderboards/:window/:dimension") { request, context in try await self.top(request, context) }
         router.get("/v1/leaderboards/:window/:dimension/:value") { request, context in try await self.top(request, context) }

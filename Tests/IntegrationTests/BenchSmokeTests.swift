@@ -39,6 +39,13 @@ struct BenchSmokeTests {
             expecting: ["10 subscribers:", "update to all"])
     }
 
+    @Test func benchScale() async throws {
+        try await run(
+            ["bench", "scale", "--workers", "1", "2", "--push-gateways", "2", "--events", "300", "--users", "50", "--subscribers", "2",
+             "--rate", "20", "--seconds", "2"] + Self.common,
+            expecting: ["1 worker(s)", "2 worker(s)", "CPU per 1k events", "2 push gateway(s) 202 → update p99"])
+    }
+
     /// The load generator against the bare server: every request answered, a summary and JSON.
     @Test func loadgenAgainstTheBaselineServer() async throws {
         let port = try freeLoopbackPort()

@@ -41,6 +41,41 @@ struct KafkaTests {
         }
     }
 
+    /// A processor that sizes its batches (the worker, by its recent speed) gets batches no larger than it asked
+    /// for, and every message still arrives; a limit outside 1...maxBatchSize is clamped.
+    @Test func batchesHonourTheLimitSetWhileConsuming() async throws {
+        try await TestEnvironment.withTopic(partitions: 2) { topic in
+            let producer = try TestEnvironment.producer()
+            let reports = try await producer.send(batch: (0..<2_000).map { KafkaProducerMessage(topic: topic, key: Array("k\($0)".utf8), value: [UInt8($0 % 256)]) })
+            for report in reports { _ = try report.get() }
+            await producer.shutdown()
+
+            var configuration = TestEnvironment.consumerConfiguration(group: TestEnvironment.uniqueName("limit"))
+            configuration.maxBatchSize = 500
+            let consumer = try KafkaConsumer(configuration: configuration, topics: [topic], logger: TestEnvironment.logger)
+            consumer.limitBatches(to: 0)
+            #expect(consumer.batchLimit == 1)
+            consumer.limitBatches(to: 10_000)
+            #expect(consumer.batchLimit == 500)
+            consumer.limitBatches(to: 7)
+            let sizes = try await within(.seconds(60)) {
+                var sizes: [Int] = []
+                for try await batch in consumer.batches {
+                    sizes.append(batch.messages.count)
+                    // Halfway, a larger limit: later batches may grow up to it.
+                    if sizes.reduce(0, +) >= 1_000 { consumer.limitBatches(to: 300) }
+                    if sizes.reduce(0, +) >= 2_000 { break }
+                }
+                return sizes
+            }
+            await consumer.close()
+            #expect(sizes.reduce(0, +) == 2_000)
+            let cut = sizes.indices.first { sizes[..<($0 + 1)].reduce(0, +) >= 1_000 }!
+            #expect(sizes[...cut].allSatisfy { $0 <= 7 }, "\(sizes[...cut])")
+            #expect(sizes[(cut + 1)...].allSatisfy { $0 <= 300 } && sizes[(cut + 1)...].contains { $0 > 7 }, "\(sizes[(cut + 1)...])")
+        }
+    }
+
     @Test func twoConsumersInOneGroupSplitPartitionsAndSeeNoMessageTwice() async throws {
         try await TestEnvironment.withTopic(partitions: 4) { topic in
             let group = TestEnvironment.uniqueName("split")

@@ -35,7 +35,7 @@ struct PostgresTests {
 
             let schema = store.configuration.schema
             let rows = try await store.client.query(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = \(schema) ORDER BY table_name")
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = \(schema) AND table_type = 'BASE TABLE' ORDER BY table_name")
             var tables: [String] = []
             for try await name in rows.decode(String.self) { tables.append(name) }
             #expect(tables == ["consumer_offsets", "member_totals", "schema_migrations", "score_events", "worker_outbox"])
