@@ -75,7 +75,7 @@ extension ScoreboardCommand.Bench {
             settings.topicNamespace = processes.environment["SCOREBOARD_TOPIC_NAMESPACE"] ?? ""
             settings.postgres.schema = processes.environment["SCOREBOARD_POSTGRES_SCHEMA"] ?? "bench"
             let logger = makeLogger("scoreboard.bench")
-            try await ScaleEvents.produce(events, users: users, topic: settings.topics.scoreEvents, kafka: settings.kafkaClient, logger: logger)
+            try await BenchEvents.produce(events, users: users, topic: settings.topics.scoreEvents, kafka: settings.kafkaClient, logger: logger)
             let store = PostgresStore(configuration: settings.postgres, logger: logger)
             let events = self.events
             return try await store.withRunningClient { store in
@@ -136,8 +136,10 @@ extension ScoreboardCommand.Bench {
     }
 }
 
-/// The events the worker scale-out measurement produces, encoded as the gateway publishes them.
-enum ScaleEvents {
+/// The events the worker benchmarks produce straight into the score-events topic: `count` events of `users` members
+/// over 3 regions and 5 guilds, stamped now (so each counts on every board), encoded as the gateway publishes them
+/// (the score-event JSON lives in one place).
+enum BenchEvents {
     static func produce(_ count: Int, users: Int, topic: String, kafka: KafkaClientConfiguration, logger: Logger) async throws {
         var configuration = KafkaProducerConfiguration(client: kafka)
         configuration.linger = .milliseconds(20)

@@ -95,26 +95,8 @@ public struct WorkerBenchmark: Sendable {
 
     /// Events for `users` members over 3 regions and 5 guilds, stamped now.
     private func produceEvents(settings: ConnectionSettings) async throws {
-        var producerConfiguration = KafkaProducerConfiguration(client: settings.kafkaClient)
-        producerConfiguration.linger = .milliseconds(20)
-        let producer = try KafkaProducer(configuration: producerConfiguration, logger: logger)
-        let now = Timestamp.now()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await producer.run() }
-            for chunk in stride(from: 0, to: configuration.events, by: 10_000) {
-                let messages = try (chunk..<min(chunk + 10_000, configuration.events)).map { index in
-                    let user = index % configuration.users
-                    let event = ScoreEvent(
-                        eventID: UUID().uuidString.lowercased(), userID: "user-\(user)", action: "complete-quest", points: 10, occurredAt: now,
-                        region: "region-\(user % 3)", guild: "guild-\(user % 5)", idempotencyKey: UUID().uuidString.lowercased(), source: .gameServer)
-                    // Encoded as the gateway publishes it: the score-event JSON lives in one place.
-                    return try KafkaScoreEvents.message(for: event, topic: settings.topics.scoreEvents)
-                }
-                for report in try await producer.send(batch: messages) { _ = try report.get() }
-            }
-            await producer.shutdown()
-            group.cancelAll()
-        }
+        try await BenchEvents.produce(
+            configuration.events, users: configuration.users, topic: settings.topics.scoreEvents, kafka: settings.kafkaClient, logger: logger)
     }
 
     private func measureWorker(settings: ConnectionSettings, store: PostgresStore, redis: RedisConnectionPool) async throws -> (rate: Double, batches: Int) {

@@ -92,7 +92,10 @@ private final class SeenChecks: Sendable {
 public enum ScoreboardMetrics {
     private static let shared: PrometheusCollectorRegistry = {
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Recorders whose values are counts, not seconds, need buckets of their own.
+        factory.valueHistogramBuckets["worker_batch_events"] = [1, 10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000]
+        MetricsSystem.bootstrap(factory)
         return registry
     }()
 

@@ -64,7 +64,11 @@ struct LeaderboardStage: WorkerStage {
         guard !due.changed.isEmpty else { return }
         // Published as stored after the write: a member's published total never goes back, even when this write was
         // overtaken by a newer one (`BoardStore.raiseScores`).
+        let writing = ContinuousClock.now
         let write = try await boards.raiseScores(due.changed)
+        Timer(label: "worker_write_duration_seconds", dimensions: [("store", "redis")]).recordInterval(since: writing)
+        let publishing = ContinuousClock.now
+        defer { Timer(label: "worker_write_duration_seconds", dimensions: [("store", "kafka")]).recordInterval(since: publishing) }
         let changed = due.changed.keys.sorted { $0.id < $1.id }
         if updateSchemaVersion >= 2 {
             let messages = changed.map { board in

@@ -70,6 +70,10 @@ public final class ScoreWorker: Service, Sendable {
     /// The batch's work beside the ledger, in order: leaderboards first.
     let stages: [any WorkerStage]
     let inFlight = BatchesInFlight()
+    /// How many messages the next batch may take: what fits in about a second at the recent speed, small again after
+    /// every assignment, so that a batch commits between two rebalances however loaded the machine (BatchSizer says
+    /// why: a full-mode fault run with fixed 5,000-event batches stood still for 14 minutes).
+    let sizer: Mutex<BatchSizer>
 
     struct Claims {
         var topicID: String?
@@ -85,6 +89,8 @@ public final class ScoreWorker: Service, Sendable {
         self.ports = ports
         self.logger = logger
         self.health = WorkerHealth(stallAfter: configuration.stallAfter, logger: logger)
+        let maximum = max(1, configuration.consumer.maxBatchSize)
+        self.sizer = Mutex(BatchSizer(minimum: min(50, maximum), initial: min(250, maximum), maximum: maximum))
         self.stages = [
             LeaderboardStage(
                 catalog: catalog, ledger: ports.ledger, boards: ports.boards, outputs: ports.outputs,
@@ -150,6 +156,7 @@ public final class ScoreWorker: Service, Sendable {
             // The consumer hands over whatever is ready, up to its maximum, without waiting for more: batches grow while
             // the pipeline is busy and stay small when it is idle.
             await inFlight.wait(untilAtMost: max(0, configuration.pipelineDepth - 1))
+            consumer.limitBatches(to: sizer.withLock { $0.limit })
             let batch: KafkaConsumerBatch?
             do {
                 batch = try await batches.next()
@@ -278,6 +285,7 @@ public final class ScoreWorker: Service, Sendable {
             return claims.epochs.keys.sorted()
         }
         health.assigned(owned)
+        sizer.withLock { $0.restart() }
         logger.info("assigned", metadata: [
             "partitions": "\(claimed.map { "\($0.partition)@\($0.nextOffset)#\($0.epoch)" })", "kafka.topic.id": "\(topicID)",
         ])
@@ -475,6 +483,8 @@ public final class ScoreWorker: Service, Sendable {
         /// to be new (the usual case) and aggregates again only the new ones otherwise.
         var aggregation: BatchAggregation
         var start: ContinuousClock.Instant
+        /// The messages consumed (events and dead letters): what the batch limit counts.
+        var messages: Int
     }
 
     /// A committed batch whose outputs are still owed.
@@ -516,7 +526,7 @@ public final class ScoreWorker: Service, Sendable {
             epochs: claimed.filter { nextOffsets[$0.key] != nil })
         return DecodedBatch(
             ledgerBatch: ledgerBatch, deadLetters: deadLetters, aggregation: BatchAggregation(events: events.map(\.event), catalog: catalog),
-            start: start)
+            start: start, messages: batch.messages.count)
     }
 
     /// Step 2, one attempt: the batch's transaction with every stage's rows. `nil` when fenced: the partition has a
@@ -528,6 +538,7 @@ public final class ScoreWorker: Service, Sendable {
         let deadLetters = decoded.deadLetters
         let partitions = Dictionary(decoded.ledgerBatch.events.map { ($0.event.eventID, $0.partition) }, uniquingKeysWith: { first, _ in first })
         let phases = PhaseClock()
+        let writing = ContinuousClock.now
         let written: (outbox: [PendingOutboxEntry], due: [StagedOutputs])
         do {
             written = try await ports.ledger.apply(decoded.ledgerBatch, aggregate: { newEvents in
@@ -547,10 +558,14 @@ public final class ScoreWorker: Service, Sendable {
             return nil
         }
         phases.mark("commit")
+        Timer(label: "worker_write_duration_seconds", dimensions: [("store", "postgres")]).recordInterval(since: writing)
         let events = decoded.ledgerBatch.events.count
         logger.debug("batch committed", metadata: ["events": "\(events)", "phases": "\(phases.summary)"])
         health.committed(events: events)
         Counter(label: "worker_events_total").increment(by: events)
+        Recorder(label: "worker_batch_events").record(decoded.messages)
+        // The next batches are sized by how long this one took from its poll to its commit.
+        sizer.withLock { $0.record(events: decoded.messages, elapsed: .now - decoded.start) }
         return CommittedBatch(epochs: decoded.ledgerBatch.epochs, outbox: written.outbox.map(\.id), outputs: written.due, start: decoded.start)
     }
 
