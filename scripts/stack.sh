@@ -31,7 +31,7 @@ die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 # -- install ---------------------------------------------------------------------------------------------
 
 # chromium and chromium-driver: the live dashboard's browser test (Tests/IntegrationTests/ScorePath/DashboardBrowserTests.swift).
-apt_packages=(redis-server postgresql librdkafka-dev libhiredis-dev libssl-dev pkg-config patchelf python3-pip chromium chromium-driver)
+apt_packages=(redis-server postgresql librdkafka-dev libhiredis-dev libssl-dev pkg-config patchelf python3-pip python3-venv chromium chromium-driver)
 
 install_debian() {
     local missing=()

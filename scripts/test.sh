@@ -11,6 +11,8 @@ scripts/stack.sh install
 scripts/chaos/schemathesis.sh install
 # promtool checks analytics/alerts.yaml (Tests/ScoreboardAdapterTests/AlertRulesTests.swift).
 scripts/ops/promtool.sh install
+# scikit-learn in a venv: the IsolationForest baseline of `scoreboard fraud eval` (FraudEvaluationTests).
+scripts/fraud/isolation-forest.sh install
 
 # Remember what was down before, so that only what this run starts is stopped afterwards.
 started=()

@@ -33,7 +33,7 @@ struct AnalystViewsTests {
 
     /// Five weeks of events ending now, by a seeded generator, so a failure can be replayed.
     static func events(seed: UInt64) -> [StoredEvent] {
-        var random = SeededGenerator(seed: seed)
+        var random = SplitMix64(state: seed)
         let actions: [(String, Int64)] = [("quest", 10), ("pvp-win", 50), ("pvp-match", 25), ("daily-bonus", 40), ("comma,\"quoted\" action", 1)]
         let regions: [String?] = ["eu", "na", "apac", nil]
         let guilds: [String?] = ["g1", "g2", nil]
@@ -284,18 +284,5 @@ func withFreshPostgresStore<T: Sendable>(prefix: String, _ body: @escaping @Send
             _ = try? await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
             throw error
         }
-    }
-}
-
-/// SplitMix64: the same seed gives the same events, so a failure can be replayed.
-private struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -6,21 +6,9 @@ import Testing
 
 @Suite(.timeLimit(.minutes(2)))
 struct PostgresTests {
-    /// Runs `body` with a store on a fresh schema, running the client as its service would, and drops the schema after.
+    /// Runs `body` with a store on a fresh schema (dropped after).
     func withStore<T: Sendable>(_ body: @escaping @Sendable (PostgresStore) async throws -> T) async throws -> T {
-        var configuration = TestEnvironment.settings.postgres
-        configuration.schema = TestEnvironment.uniqueName("test").replacingOccurrences(of: "-", with: "_")
-        let store = PostgresStore(configuration: configuration, logger: TestEnvironment.logger)
-        return try await store.withRunningClient { store in
-            do {
-                let result = try await body(store)
-                try await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
-                return result
-            } catch {
-                _ = try? await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
-                throw error
-            }
-        }
+        try await withFreshPostgresStore(prefix: "test", body)
     }
 
     @Test func migrationsAppliedTwiceAreANoOpTheSecondTime() async throws {

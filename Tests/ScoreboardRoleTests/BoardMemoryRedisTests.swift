@@ -20,7 +20,7 @@ struct BoardMemoryRedisTests {
         defer { redis.close() }
         let reads = RedisBoardReads(redis: redis)
         let board = BoardKey.allTime(.guild, "memory-\(UUID().uuidString.prefix(8))")
-        var random = BoardRankingTests.SplitMix(state: seed)
+        var random = SplitMix64(state: seed)
         func zadd(_ scores: [String: Int64]) async throws {
             try await redis.send(["ZADD", board.redisKey] + scores.sorted { $0.key < $1.key }.flatMap { [String($0.value), $0.key] })
         }

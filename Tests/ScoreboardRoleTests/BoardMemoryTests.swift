@@ -214,7 +214,7 @@ struct BoardMemoryTests {
     /// boards and random updates; the Redis adapter is checked the same way in BoardMemoryRedisTests.
     @Test(arguments: [21, 22, 23] as [UInt64])
     func memoryAndLiveBoardsGiveTheSameAnswers(seed: UInt64) async throws {
-        var random = BoardRankingTests.SplitMix(state: seed)
+        var random = SplitMix64(state: seed)
         let board = Self.board
         var initial: [String: Int64] = [:]
         for index in 0..<60 where Bool.random(using: &random) { initial["p\(index)"] = Int64.random(in: 0..<8, using: &random) }

@@ -5,18 +5,6 @@ import Testing
 /// The in-memory ranking against a simple sorted array (``MemoryRanking``: sort everything, count the strictly
 /// higher scores) on random operations: the same pages, neighbourhoods, placements and ranks, ties included.
 struct BoardRankingTests {
-    /// A deterministic generator, so that a failing sequence can be replayed from its seed.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// Compares every answer of `ranking` with the oracle's over `scores`.
     func expectSame(_ ranking: BoardRanking, _ scores: [String: Int64], members: [String], seed: UInt64, step: Int) {
         let context = Comment(rawValue: "seed \(seed), step \(step)")
@@ -42,7 +30,7 @@ struct BoardRankingTests {
     /// as well as up, negative and extreme scores.
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8] as [UInt64])
     func randomOperationsAnswerAsASortedArray(seed: UInt64) {
-        var random = SplitMix(state: seed)
+        var random = SplitMix64(state: seed)
         let members = (0..<40).map { "m\($0)" } + ["", "Z", "a.b-c_d"]
         var ranking = BoardRanking()
         var scores: [String: Int64] = [:]
@@ -64,7 +52,7 @@ struct BoardRankingTests {
     /// A board built from Redis's order (what a load reads) answers the same, before and after further changes.
     @Test(arguments: [11, 12, 13] as [UInt64])
     func aBoardBuiltFromRedisOrderAnswersAsASortedArray(seed: UInt64) {
-        var random = SplitMix(state: seed)
+        var random = SplitMix64(state: seed)
         let members = (0..<300).map { "user\($0)" }
         var scores: [String: Int64] = [:]
         for member in members where Bool.random(using: &random) { scores[member] = Int64.random(in: 0..<50, using: &random) }

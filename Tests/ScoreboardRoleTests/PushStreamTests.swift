@@ -81,7 +81,7 @@ struct PushStreamTests {
             await world.streamsOpen(1)
             let slow = SubscriberBuffer(limit: 10_000, coalesceThreshold: 1)
             var totals: [String: Int64] = [:]
-            var random = SplitMix(seed: 42)
+            var random = SplitMix64(state: 42)
             for batch in Int64(0)..<60 {
                 // One worker batch: 30 events of 40 players, each changed member once with its new total.
                 var changed: [String: Int64] = [:]
@@ -210,15 +210,3 @@ enum StreamFrames {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so a failing run can be replayed.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -33,17 +33,12 @@ public struct FraudTrafficRecord: Hashable, Sendable, Codable {
 /// A small seedable generator (SplitMix64) with the distributions the traffic needs. The same seed gives the same
 /// traffic on every machine: no `Double.random`, no system entropy.
 struct FraudRandom {
-    private var state: UInt64
+    private var generator: SplitMix64
 
-    init(seed: UInt64) { state = seed &* 0x2545_F491_4F6C_DD1D &+ 0x9E37_79B9_7F4A_7C15 }
+    /// The seed is scrambled first, so that neighbouring seeds start far apart.
+    init(seed: UInt64) { generator = SplitMix64(state: seed &* 0x2545_F491_4F6C_DD1D &+ 0x9E37_79B9_7F4A_7C15) }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { generator.next() }
 
     /// Uniform in [0, 1).
     mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
