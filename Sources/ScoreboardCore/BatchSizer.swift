@@ -3,9 +3,9 @@
 ///
 /// Why: a batch is one transaction, and a rebalance (a worker joining or dying) fences every batch in flight. With a
 /// fixed maximum, a worker far behind takes the maximum at once; on a loaded machine that batch can take longer than
-/// the time between two rebalances, and then nothing ever commits (a full-mode fault run, a worker killed every
-/// 10 s, stood still for 14 minutes with 5,000-event batches). Sized by time, a batch finishes between rebalances and
-/// every one moves the offsets. Idle, batches stay small anyway: the consumer takes only what is ready.
+/// the time between two rebalances, and then it never commits. Sized by time, a batch finishes between rebalances.
+/// (It was the first suspect of a full-mode fault run that stood still; it was not that run's cause:
+/// docs/reliability.md.) Idle, batches stay small anyway: the consumer takes only what is ready.
 public struct BatchSizer: Sendable, Hashable {
     public let minimum: Int
     public let initial: Int

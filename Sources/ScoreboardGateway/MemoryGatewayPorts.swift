@@ -43,6 +43,10 @@ public final class MemoryIngestState: IngestState, Sendable {
     /// Every call throws `error` until this is called again with `nil`.
     public func fail(with error: (any Error)?) { outage.set(error) }
 
+    /// The next `count` calls of ``complete(_:)`` throw (a store that times out while storing answers).
+    public func failNextCompletes(_ count: Int) { completeFailures.withLock { $0 = count } }
+    private let completeFailures = Mutex(0)
+
     /// What the key holds now, for tests.
     public func record(userID: String, idempotencyKey: String) -> IdempotencyRecord? {
         let now = clock()
@@ -134,6 +138,11 @@ public final class MemoryIngestState: IngestState, Sendable {
 
     public func complete(_ completions: [IngestCompletion]) async throws {
         try outage.throwIfDown()
+        let failing = completeFailures.withLock { count in
+            defer { count = max(0, count - 1) }
+            return count > 0
+        }
+        if failing { throw MemoryStoreFailure() }
         let expiresAt = clock().adding(answerLifetime)
         state.withLock { state in
             for completion in completions {
@@ -283,4 +292,10 @@ extension Timestamp {
         let (seconds, attoseconds) = duration.components
         return Timestamp(millisecondsSinceEpoch: millisecondsSinceEpoch + seconds * 1000 + attoseconds / 1_000_000_000_000_000)
     }
+}
+
+/// What a memory port throws when told to fail once.
+public struct MemoryStoreFailure: Error, CustomStringConvertible {
+    public init() {}
+    public var description: String { "the memory store failed on cue" }
 }

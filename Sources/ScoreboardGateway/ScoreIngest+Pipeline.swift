@@ -1,3 +1,4 @@
+import Logging
 import Metrics
 import ScoreboardCore
 import ScoreboardHTTP
@@ -77,6 +78,7 @@ extension ScoreIngest {
 
         let settledEvents = admitted
         let state = self.state
+        let (logger, storeWithin) = (self.logger, options.pendingClaimLifetime / 2)
         let reports = await publisher.publish(admitted.map(\.admitted.event), deadline: options.publishDeadline) { reports in
             // Runs once every report is in, even after the request gave up waiting: record the real outcome, all
             // answers in one call and all releases in another.
@@ -93,8 +95,13 @@ extension ScoreIngest {
                     releases.append(IngestRelease(key: key, tokenNonce: entry.admitted.nonce))
                 }
             }
-            // On failure the pending claims expire on their own; until then a retry is told the key is in use.
-            if !completions.isEmpty { try? await state.complete(completions) }
+            // The 202s are promises: their answers are stored before the clients hear them (the publisher fulfils
+            // after settling), and a store that fails is tried again while the keys' pending claims still hold, so a
+            // repeat of the key gets this answer, never a second event with another occurredAt. Releases may fail:
+            // the pending claims then expire on their own, and until then a retry is told the key is in use.
+            if !completions.isEmpty {
+                await Self.retrying("storing 202 answers", within: storeWithin, logger: logger) { try await state.complete(completions) }
+            }
             if !releases.isEmpty { try? await state.release(releases) }
         }
         for (position, entry) in admitted.enumerated() {
@@ -108,6 +115,26 @@ extension ScoreIngest {
             }
         }
         return results.map { $0! }
+    }
+
+    /// Runs `body` until it succeeds or `limit` has passed, with capped backoff; logs an error when it gives up.
+    static func retrying(_ what: String, within limit: Duration, logger: Logger, _ body: () async throws -> Void) async {
+        let deadline = ContinuousClock.now + limit
+        var backoff = RetryBackoff(initial: .milliseconds(50), maximum: .seconds(2))
+        while true {
+            do {
+                try await body()
+                return
+            } catch {
+                let delay = backoff.nextDelay()
+                guard ContinuousClock.now + delay < deadline else {
+                    logger.error("gave up \(what)", metadata: ["error": "\(error)", "attempts": "\(backoff.attempts)"])
+                    return
+                }
+                if backoff.attempts == 1 { logger.warning("\(what) failed: retrying", metadata: ["error": "\(error)"]) }
+                try? await Task.sleep(for: delay)
+            }
+        }
     }
 
     static func answer(_ event: ScoreEvent, _ position: EventPosition) -> AcceptedScore {

@@ -71,8 +71,7 @@ public final class ScoreWorker: Service, Sendable {
     let stages: [any WorkerStage]
     let inFlight = BatchesInFlight()
     /// How many messages the next batch may take: what fits in about a second at the recent speed, small again after
-    /// every assignment, so that a batch commits between two rebalances however loaded the machine (BatchSizer says
-    /// why: a full-mode fault run with fixed 5,000-event batches stood still for 14 minutes).
+    /// every assignment, so that a batch commits between two rebalances however loaded the machine (BatchSizer).
     let sizer: Mutex<BatchSizer>
 
     struct Claims {

@@ -52,6 +52,28 @@ struct GatewayInProcessTests {
         #expect(harness.publisher.published.count == 1)
     }
 
+    /// Bad input from the store: storing the 202's answer fails twice (a timeout under load). The answer is stored
+    /// anyway (the settle tries again), so once the key's pending claim has expired a repeat still gets the first
+    /// answer, not a second event with another occurredAt (a fault run saw exactly that before).
+    @Test func anAnswerWhoseFirstStoresFailIsStillTheOneARepeatGets() async throws {
+        let harness = try GatewayHarness()
+        let state = try #require(harness.memoryState)
+        let user = harness.user("erin")
+        let player = try await harness.token(user)
+        let body = harness.scoreBody(user: user, key: Self.key())
+        state.failNextCompletes(2)
+        try await harness.withClient { client in
+            let first = try await client.post("/v1/scores", token: player, json: body)
+            #expect(first.status == .accepted)
+            // Past the pending claim's lifetime: without a stored answer the key would be free again.
+            harness.clock.advance(harness.configuration.options.pendingClaimLifetime + .seconds(1))
+            let repeated = try await client.post("/v1/scores", token: player, json: body)
+            #expect(repeated.status == .accepted)
+            #expect(String(buffer: first.body) == String(buffer: repeated.body), "byte for byte")
+        }
+        #expect(harness.publisher.published.count == 1)
+    }
+
     @Test func aSpentActionTokenIsRefusedUnderAnyKey() async throws {
         let harness = try GatewayHarness()
         let user = harness.user("carol")
