@@ -38,7 +38,7 @@ extension ScoreboardCommand.Bench {
                 var rates: [Double] = [], cpu: [Double] = []
                 for repetition in 1...repetitions {
                     let measured = try await bench.withStack { processes, runID in
-                        try await measureWorkers(count, processes: processes, runID: runID, settings: try options.connection.settings())
+                        try await measureWorkers(count, processes: processes, runID: runID, settings: bench.connection)
                     }
                     rates.append(measured.rate)
                     cpu.append(measured.cpuPerThousand)

@@ -268,21 +268,3 @@ extension Calendar {
         return calendar
     }()
 }
-
-/// Runs `body` with a store on a schema of its own, running the client as its service would, and drops the schema
-/// after, whether `body` succeeded or not.
-func withFreshPostgresStore<T: Sendable>(prefix: String, _ body: @escaping @Sendable (PostgresStore) async throws -> T) async throws -> T {
-    var configuration = TestEnvironment.settings.postgres
-    configuration.schema = TestEnvironment.uniqueName(prefix).replacingOccurrences(of: "-", with: "_")
-    let store = PostgresStore(configuration: configuration, logger: TestEnvironment.logger)
-    return try await store.withRunningClient { store in
-        do {
-            let result = try await body(store)
-            try await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
-            return result
-        } catch {
-            _ = try? await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
-            throw error
-        }
-    }
-}

@@ -3,6 +3,7 @@ import Logging
 import ScoreboardCLI
 import ScoreboardCore
 import ScoreboardKafka
+import ScoreboardPostgres
 import ScoreboardRedis
 
 /// The servers integration tests use: the local stack by default, or what `SCOREBOARD_*` variables say. A server that
@@ -92,4 +93,22 @@ func freeLoopbackPort() throws -> Int {
     guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Runs `body` with a store on a schema of its own, running the client as its service would, and drops the schema
+/// after, whether `body` succeeded or not.
+func withFreshPostgresStore<T: Sendable>(prefix: String, _ body: @escaping @Sendable (PostgresStore) async throws -> T) async throws -> T {
+    var configuration = TestEnvironment.settings.postgres
+    configuration.schema = TestEnvironment.uniqueName(prefix).replacingOccurrences(of: "-", with: "_")
+    let store = PostgresStore(configuration: configuration, logger: TestEnvironment.logger)
+    return try await store.withRunningClient { store in
+        do {
+            let result = try await body(store)
+            try await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
+            return result
+        } catch {
+            _ = try? await store.client.query("DROP SCHEMA IF EXISTS \(unescaped: store.configuration.schema) CASCADE")
+            throw error
+        }
+    }
 }

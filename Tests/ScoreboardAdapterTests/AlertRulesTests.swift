@@ -5,10 +5,8 @@ import Testing
 /// those (analytics/alerts.test.yaml), checked by promtool. `scripts/test.sh` installs promtool
 /// (`scripts/ops/promtool.sh install`); without it this test fails, it does not skip.
 struct AlertRulesTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
     @Test func promtoolChecksTheRulesAndPassesTheirUnitTests() throws {
-        let promtool = Self.root.appendingPathComponent(".local/tools/promtool")
+        let promtool = DeploymentFilesTests.root.appendingPathComponent(".local/tools/promtool")
         try #require(
             FileManager.default.isExecutableFile(atPath: promtool.path),
             "promtool is missing: run scripts/ops/promtool.sh install (scripts/test.sh does)")
@@ -23,7 +21,7 @@ struct AlertRulesTests {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
-        process.currentDirectoryURL = root.appendingPathComponent("analytics")
+        process.currentDirectoryURL = DeploymentFilesTests.root.appendingPathComponent("analytics")
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe

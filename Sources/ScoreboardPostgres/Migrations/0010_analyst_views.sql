@@ -1,8 +1,8 @@
 -- Views for analysts over the events the workers applied (score_events: one row per accepted event, deduplicated
 -- by event id). analytics/README.md lists the question each one answers. Days and weeks are UTC; weeks are ISO
 -- weeks (Monday to Sunday), named by their Monday. A user is *active* on a day when at least one of their events
--- occurred on it. These are plain views, computed when queried: for dashboards that poll, the workers keep live
--- figures (analytics/); these are for questions over history.
+-- occurred on it. These are plain views, computed when queried: for questions over history, not for a dashboard
+-- that polls.
 
 CREATE VIEW analytics_user_days AS
     SELECT user_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*)::bigint AS events, sum(points)::bigint AS points

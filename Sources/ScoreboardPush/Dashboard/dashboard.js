@@ -192,7 +192,6 @@ const activity = {
     const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
     line.setAttribute("points", points);
     chart.replaceChildren(line);
-    chart.dataset.total = String(this.total);
   },
 };
 setInterval(() => activity.tick(), 1000);
