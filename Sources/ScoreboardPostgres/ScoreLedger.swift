@@ -54,8 +54,9 @@ public struct ScoreLedger: Sendable {
         return claims.sorted { $0.partition < $1.partition }
     }
 
-    /// Applies a batch in one transaction. `beforeCommit` runs inside it, after every write, with what changed, and
-    /// returns the outbox entries the batch owes after commit (Redis boards, updates, dead letters), which are written
+    /// Applies a batch in one transaction. `beforeCommit` runs inside it, after every write, with what changed and the
+    /// stage state rows `reads` names (locked until COMMIT, ScoreLedger+StageState.swift), and returns the stage state
+    /// to write and the outbox entries the batch owes after commit (Redis boards, updates, dead letters), which are written
     /// in the same transaction: the effects then run after COMMIT, with no row lock held (``project(topic:epochs:clearing:_:)``),
     /// and a crash in between leaves the entries for the partition's next owner. `aggregate` turns the new events into
     /// total rows: the ledger stores totals, the worker knows which windows exist.
@@ -63,7 +64,8 @@ public struct ScoreLedger: Sendable {
     /// - Throws: ``LedgerFenced`` (the transaction rolled back) or the database's error.
     public func apply<Due: Sendable>(
         _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
-        beforeCommit: @Sendable (LedgerApplied) async throws -> (outbox: [OutboxEntry], due: Due)
+        reads: @Sendable (LedgerApplied) -> StageReads = { _ in .none },
+        beforeCommit: @Sendable (LedgerApplied, StageState) async throws -> (outbox: [OutboxEntry], writes: StageWrites, due: Due)
     ) async throws -> (outbox: [PendingOutboxEntry], due: Due) {
         // withTransactionRows, not PostgresNIO's withTransaction: a row stream cut by a server that went away crashes
         // PostgresNIO 1.33.2 and its ROLLBACK after a lost connection never returns (PostgresStore.swift says why);
@@ -78,7 +80,10 @@ public struct ScoreLedger: Sendable {
             let aggregation = aggregate(newEvents)
             let totals = try await addTotals(aggregation, connection: connection)
             try await storeOffsets(batch, connection: connection)
-            let (entries, due) = try await beforeCommit(LedgerApplied(newEvents: aggregation.events, totals: totals))
+            let applied = LedgerApplied(newEvents: aggregation.events, totals: totals)
+            let state = try await readStageState(reads(applied), connection: connection)
+            let (entries, writes, due) = try await beforeCommit(applied, state)
+            try await writeStageState(writes, connection: connection)
             return (try await insertOutbox(entries, topic: batch.topic, connection: connection), due)
         }
     }

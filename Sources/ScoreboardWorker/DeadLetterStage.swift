@@ -16,13 +16,13 @@ struct DeadLetterStage: WorkerStage {
         var key: [UInt8]?
     }
 
-    func rows(for batch: StageInput) throws -> (outbox: [OutboxEntry], due: [DeadLetter]) {
-        guard !batch.deadLetters.isEmpty else { return ([], []) }
+    func rows(for batch: StageInput, state: StageState) throws -> StageRows<[DeadLetter]> {
+        guard !batch.deadLetters.isEmpty else { return StageRows(due: []) }
         let encoder = JSONEncoder()
         let outbox = try Dictionary(grouping: batch.deadLetters, by: \.sourcePartition).sorted { $0.key < $1.key }.map { partition, letters in
             OutboxEntry(stage: name, partition: partition, payload: Array(try encoder.encode(letters.map { Stored(letter: $0, key: $0.key) })))
         }
-        return (outbox, batch.deadLetters)
+        return StageRows(outbox: outbox, due: batch.deadLetters)
     }
 
     func outputs(_ due: [DeadLetter]) async throws {

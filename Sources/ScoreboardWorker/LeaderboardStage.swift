@@ -29,7 +29,7 @@ struct LeaderboardStage: WorkerStage {
         var periods: [PeriodKey]
     }
 
-    func rows(for batch: StageInput) throws -> (outbox: [OutboxEntry], due: Due) {
+    func rows(for batch: StageInput, state: StageState) throws -> StageRows<Due> {
         let applied = batch.applied
         let scores = BatchAggregation.boardScores(totals: applied.totals, catalog: catalog)
         // Only boards the new events touched: a member's rows in other regions/guilds come along for the global sum,
@@ -57,7 +57,7 @@ struct LeaderboardStage: WorkerStage {
                 stage: name, partition: partition,
                 payload: Array(try encoder.encode(Payload(members: touched.members.sorted(), periods: Array(touched.periods)))))
         }
-        return (outbox, Due(changed: changed))
+        return StageRows(outbox: outbox, due: Due(changed: changed))
     }
 
     func outputs(_ due: Due) async throws {

@@ -16,6 +16,11 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
         public var outbox: [PendingOutboxEntry] = []
         public var nextOutboxID: Int64 = 1
         public var projections = 0
+        /// The stages' state (StageState.swift): values, counters, set members and records.
+        public var stageState: [StageKey: [UInt8]] = [:]
+        public var counters: [StageKey: Int64] = [:]
+        public var members: Set<StageSetMember> = []
+        public var records: [StageKey: StageRecord] = [:]
     }
 
     private let state = Mutex(State())
@@ -27,10 +32,10 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
 
     public var snapshot: State { state.withLock { $0 } }
 
-    /// The next `count` calls to ``apply(_:aggregate:beforeCommit:)`` throw `error` before changing anything.
+    /// The next `count` calls to ``apply(_:aggregate:reads:beforeCommit:)`` throw `error` before changing anything.
     public func failNextApplies(_ count: Int, with error: any Error) { failures.add(count, error) }
 
-    /// The next `count` calls to ``apply(_:aggregate:beforeCommit:)`` commit and then throw `error`, as a connection
+    /// The next `count` calls to ``apply(_:aggregate:reads:beforeCommit:)`` commit and then throw `error`, as a connection
     /// lost during COMMIT does: the caller cannot tell that the batch committed.
     public func failAfterNextCommits(_ count: Int, with error: any Error) { commitFailures.add(count, error) }
 
@@ -53,7 +58,8 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
 
     public func apply<Due: Sendable>(
         _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
-        beforeCommit: @Sendable (LedgerApplied) async throws -> (outbox: [OutboxEntry], due: Due)
+        reads: @Sendable (LedgerApplied) -> StageReads,
+        beforeCommit: @Sendable (LedgerApplied, StageState) async throws -> (outbox: [OutboxEntry], writes: StageWrites, due: Due)
     ) async throws -> (outbox: [PendingOutboxEntry], due: Due) {
         try failures.throwIfScheduled()
         // Reads as the transaction would see them; the state changes only at "COMMIT", below.
@@ -65,7 +71,10 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
             let touched = Set(aggregation.pointsByTotal.keys.map(TouchedRow.init))
             return (aggregation, totals.filter { touched.contains(TouchedRow($0.key)) })
         }
-        let (entries, due) = try await beforeCommit(LedgerApplied(newEvents: fresh.events, totals: totals))
+        let applied = LedgerApplied(newEvents: fresh.events, totals: totals)
+        let wanted = reads(applied)
+        let stageState = state.withLock { state in StageState(values: state.stageState.filter { wanted.state.contains($0.key) }) }
+        let (entries, writes, due) = try await beforeCommit(applied, stageState)
         let written = try state.withLock { state in
             // PostgreSQL's row locks serialise batches on the same rows; here the commit re-checks instead.
             try Self.checkEpochs(batch, state)
@@ -75,6 +84,10 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
             for (partition, next) in batch.nextOffsets {
                 state.offsets[batch.topic, default: [:]][partition] = max(state.offsets[batch.topic]?[partition] ?? 0, next)
             }
+            state.stageState.merge(writes.state) { _, new in new }
+            state.counters.merge(writes.counters, uniquingKeysWith: +)
+            state.members.formUnion(writes.members)
+            for record in writes.records where state.records[record.key] == nil { state.records[record.key] = record }
             var written: [PendingOutboxEntry] = []
             for entry in entries {
                 written.append(PendingOutboxEntry(id: state.nextOutboxID, entry: entry))

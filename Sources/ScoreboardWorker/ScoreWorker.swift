@@ -543,13 +543,16 @@ public final class ScoreWorker: Service, Sendable {
             written = try await ports.ledger.apply(decoded.ledgerBatch, aggregate: { newEvents in
                 // newEvents are a subset of the batch: as many distinct ids as the batch has means all of them.
                 Set(newEvents.map(\.eventID)).count == ahead.events.count ? ahead : BatchAggregation(events: newEvents, catalog: catalog)
-            }) { applied in
+            }, reads: { applied in
+                let input = StageInput(applied: applied, partitions: partitions, deadLetters: deadLetters)
+                return stages.reduce(into: StageReads.none) { $0.formUnion($1.reads(for: input)) }
+            }) { applied, state in
                 phases.mark("ledger")
                 // Inside the transaction and after the epoch check: pure work only, the row locks are held.
                 let input = StageInput(applied: applied, partitions: partitions, deadLetters: deadLetters)
-                let staged = try stages.map { try $0.staged(input) }
+                let staged = try stages.map { try $0.staged(input, state: state) }
                 phases.mark("stages")
-                return (staged.flatMap(\.outbox), staged)
+                return (staged.flatMap(\.outbox), staged.reduce(into: StageWrites.none) { $0.merge($1.writes) }, staged)
             }
         } catch let fenced as LedgerFenced {
             logger.warning("batch dropped", metadata: ["reason": "\(fenced)"])

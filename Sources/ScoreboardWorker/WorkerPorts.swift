@@ -13,13 +13,15 @@ public protocol WorkerLedger: Sendable {
 
     /// Applies a batch in one transaction: checks every partition's epoch (throws ``LedgerFenced`` when another worker
     /// claimed one since), keeps the events whose ids are new, adds `aggregate(newEvents).pointsByTotal` to the
-    /// totals, stores the next offsets, runs `beforeCommit` with what changed (the stages' "rows in the transaction"
-    /// step: no I/O there, the transaction holds row locks), writes the outbox entries it returns, then commits.
-    /// Nothing of it remains when anything throws.
+    /// totals, stores the next offsets, reads (and locks until COMMIT) the stage state rows `reads` names, runs
+    /// `beforeCommit` with what changed and that state (the stages' "rows in the transaction" step: no I/O there, the
+    /// transaction holds row locks), writes the stage state and outbox entries it returns, then commits. Nothing of it
+    /// remains when anything throws.
     /// - Returns: The outbox rows written, and what `beforeCommit` returned.
     func apply<Due: Sendable>(
         _ batch: LedgerBatch, aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation,
-        beforeCommit: @Sendable (LedgerApplied) async throws -> (outbox: [OutboxEntry], due: Due)
+        reads: @Sendable (LedgerApplied) -> StageReads,
+        beforeCommit: @Sendable (LedgerApplied, StageState) async throws -> (outbox: [OutboxEntry], writes: StageWrites, due: Due)
     ) async throws -> (outbox: [PendingOutboxEntry], due: Due)
 
     /// Runs committed effects (`body`) fenced by the partitions' epochs, then clears the outbox rows `ids`. A claim of

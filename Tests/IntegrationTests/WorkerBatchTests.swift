@@ -169,10 +169,10 @@ struct WorkerBatchTests {
             let inFlight = AsyncStream<Void>.makeStream()
             let release = AsyncStream<Void>.makeStream()
             let applying = Task {
-                try await ledger.apply(try batch(0, user: "ann"), aggregate: aggregate) { _ in
+                try await ledger.apply(try batch(0, user: "ann"), aggregate: aggregate) { _, _ in
                     inFlight.continuation.finish()
                     for await _ in release.stream {}
-                    return (outbox: [OutboxEntry](), due: 0)
+                    return (outbox: [OutboxEntry](), writes: StageWrites.none, due: 0)
                 }
             }
             for await _ in inFlight.stream {}
@@ -192,13 +192,105 @@ struct WorkerBatchTests {
                 }
             }
             for await _ in paused.stream {}
-            let held = Task { try await ledger.apply(try batch(1, user: "bob"), aggregate: aggregate) { _ in (outbox: [OutboxEntry](), due: 0) } }
+            let held = Task { try await ledger.apply(try batch(1, user: "bob"), aggregate: aggregate) { _, _ in (outbox: [OutboxEntry](), writes: StageWrites.none, due: 0) } }
             try await waitForBlockedAdvisoryLocks(1, store: fixture.store)
             #expect(try await ledger.totals(window: .allTime).count == 1, "the held batch has written nothing")
             resume.continuation.finish()
             try await rebuilding.value
             try await held.value
             #expect(try await ledger.totals(window: .allTime).count == 2)
+        }
+    }
+
+    /// Stage state commits with the batch: a value read under lock and replaced, a counter, a set and a record. Two
+    /// workers that create the same new key take turns on it (the second reads what the first committed: without the
+    /// placeholder row both would read "absent" and one increment would be lost), and a replayed batch, whose events
+    /// the ledger drops, leaves all four as they were.
+    @Test func stageStateCommitsWithItsBatchAndAReplayChangesNothing() async throws {
+        try await withFixture { fixture in
+            let ledger = fixture.ledger
+            let topic = fixture.topics.scoreEvents
+            let claims = try await ledger.claim(topic: topic, topicID: fixture.topicID, partitions: [0, 1])
+            // Three players: the two batches must not share a member_totals row, or the second would wait on that lock.
+            let events = try ["ann", "bob", "cat"].map { user in
+                try JSONDecoder().decode(ScoreEvent.self, from: Data(try fixture.event(user: user, action: "complete-quest", points: 10).utf8))
+            }
+            func batch(_ partition: Int32, _ events: [ScoreEvent], offset: Int64) -> LedgerBatch {
+                LedgerBatch(
+                    topic: topic, events: events.enumerated().map { SourcedEvent(event: $1, partition: partition, offset: offset + Int64($0)) },
+                    nextOffsets: [partition: offset + Int64(events.count)], epochs: [partition: claims[Int(partition)].epoch])
+            }
+            let catalog = WorkerBatchTests.pipelines.leaderboards
+            let aggregate: @Sendable ([ScoreEvent]) -> BatchAggregation = { BatchAggregation(events: $0, catalog: catalog) }
+            let population = StageKey(stage: "test", key: "population")
+            let counter = StageKey(stage: "test", key: "events")
+            let active = StageKey(stage: "test", key: "active")
+            // The test stage: the population value counts the new events it has seen, read then replaced.
+            let stage: @Sendable (LedgerApplied, StageState) -> StageWrites = { applied, state in
+                guard !applied.newEvents.isEmpty else { return .none }
+                let seen = state[population].map { Int(String(decoding: $0, as: UTF8.self))! } ?? 0
+                return StageWrites(
+                    state: [population: Array(String(seen + applied.newEvents.count).utf8)],
+                    counters: [counter: Int64(applied.newEvents.count)],
+                    members: Set(applied.newEvents.map { StageSetMember(set: active, member: $0.userID) }),
+                    records: applied.newEvents.map {
+                        StageRecord(
+                            key: StageKey(stage: "test", key: $0.eventID), userID: $0.userID, occurredAt: $0.occurredAt,
+                            payload: Array(#"{"points": \#($0.points)}"#.utf8))
+                    })
+            }
+            let readPopulation: @Sendable (LedgerApplied) -> StageReads = { _ in StageReads(state: [population]) }
+
+            // Partition 0's batch holds its lock on the new key; partition 1's waits for it, then reads its value.
+            let inFlight = AsyncStream<Void>.makeStream()
+            let release = AsyncStream<Void>.makeStream()
+            let first = Task {
+                try await ledger.apply(batch(0, Array(events[0...1]), offset: 0), aggregate: aggregate, reads: readPopulation) { applied, state in
+                    inFlight.continuation.finish()
+                    for await _ in release.stream {}
+                    return (outbox: [OutboxEntry](), writes: stage(applied, state), due: 0)
+                }
+            }
+            for await _ in inFlight.stream {}
+            let second = Task {
+                try await ledger.apply(batch(1, [events[2]], offset: 0), aggregate: aggregate, reads: readPopulation) { applied, state in
+                    (outbox: [OutboxEntry](), writes: stage(applied, state), due: 0)
+                }
+            }
+            try await within(.seconds(20)) {
+                while true {
+                    let rows = try await fixture.store.client.query(
+                        "SELECT count(*)::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%stage_state%'")
+                    for try await waiting in rows.decode(Int64.self) where waiting >= 1 { return }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            release.continuation.finish()
+            _ = try await first.value
+            _ = try await second.value
+
+            func observed() async throws -> (String?, Int64?, Int?, Int) {
+                let value = try await ledger.stageState([population])[population].map { String(decoding: $0, as: UTF8.self) }
+                let count = try await ledger.stageCounters([counter])[counter]
+                let size = try await ledger.stageSetSizes([active])[active]
+                let records = try await ledger.stageRecords(stage: "test").count
+                return (value, count, size, records)
+            }
+            let committed = try await observed()
+            #expect(committed.0 == "3")
+            #expect(committed.1 == 3)
+            #expect(committed.2 == 3, "ann, bob and cat")
+            #expect(committed.3 == 3)
+            let annRecords = try await ledger.stageRecords(stage: "test", userID: "ann")
+            #expect(annRecords.map(\.key.key) == [events[0].eventID])
+            #expect(annRecords.allSatisfy { String(decoding: $0.payload, as: UTF8.self).contains("10") })
+
+            // The replay: partition 0's batch again (as after a crash before the offsets were read back).
+            _ = try await ledger.apply(batch(0, Array(events[0...1]), offset: 0), aggregate: aggregate, reads: readPopulation) { applied, state in
+                (outbox: [OutboxEntry](), writes: stage(applied, state), due: 0)
+            }
+            let replayed = try await observed()
+            #expect(replayed.0 == committed.0 && replayed.1 == committed.1 && replayed.2 == committed.2 && replayed.3 == committed.3)
         }
     }
 
