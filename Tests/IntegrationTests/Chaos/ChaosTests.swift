@@ -38,7 +38,10 @@ struct ChaosTests {
             }
             traffic.stop()
             await running.value
-            let outcome = try await ChaosRecount(world: world, traffic: traffic).settle(pushPort: push.port)
+            var outcome = try await ChaosRecount(world: world, traffic: traffic).settle(pushPort: push.port)
+            if outcome.details.first?.contains("applied nothing") == true {
+                outcome.details.insert(contentsOf: await ChaosDiagnosis(world: world).report(workerPorts: workers.all.map(\.port)), at: 1)
+            }
             ChaosSummary(name: "worker-sigkill", faults: kills).report(outcome, traffic: traffic)
         }
     }

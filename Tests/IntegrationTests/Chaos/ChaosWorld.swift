@@ -57,7 +57,12 @@ final class ChaosWorld: TestFixture, @unchecked Sendable {
     }
 
     func start(_ role: String, arguments: [String] = [], acceptsSIGTERM: Bool = false) async throws -> RoleProcess {
-        try await RoleProcess(role, arguments: arguments, environment: environment, acceptsSIGTERM: acceptsSIGTERM)
+        var environment = environment
+        // For a closer look at one role in a fault run, e.g. SCOREBOARD_CHAOS_WORKER_LOG_LEVEL=debug.
+        if let level = ProcessInfo.processInfo.environment["SCOREBOARD_CHAOS_\(role.uppercased())_LOG_LEVEL"] {
+            environment["SCOREBOARD_LOG_LEVEL"] = level
+        }
+        return try await RoleProcess(role, arguments: arguments, environment: environment, acceptsSIGTERM: acceptsSIGTERM)
     }
 
     /// A gateway whose per-address and per-user limits are out of the way of the generator (the catalog's own
