@@ -8,17 +8,24 @@ import ScoreboardPostgres
 struct ChaosDiagnosis {
     let world: ChaosWorld
 
+    struct Stored: Sendable {
+        var partition: Int32
+        var next: Int64
+    }
+
     func report(workerPorts: [Int]) async -> [String] {
         var lines: [String] = []
-        var stored: [(partition: Int32, next: Int64, epoch: Int64)] = []
+        var stored: [Stored] = []
         let store = PostgresStore(configuration: world.postgres, logger: TestEnvironment.logger)
         do {
-            try await store.withRunningClient { store in
+            (lines, stored) = try await store.withRunningClient { store in
+                var lines: [String] = []
+                var stored: [Stored] = []
                 let rows = try await store.client.query(
                     "SELECT kafka_partition, next_offset, epoch, topic, extract(epoch FROM now() - updated_at)::float8 FROM consumer_offsets ORDER BY topic, kafka_partition")
                 for try await (partition, next, epoch, topic, age) in rows.decode((Int32, Int64, Int64, String, Double).self) {
                     lines.append("offsets \(topic)[\(partition)]: next \(next), epoch \(epoch), updated \(Int(age)) s ago")
-                    if topic.hasSuffix("score-events.v1") { stored.append((partition, next, epoch)) }
+                    if topic.hasSuffix("score-events.v1") { stored.append(Stored(partition: partition, next: next)) }
                 }
                 let outbox = try await store.client.query("SELECT kafka_partition, count(*)::bigint FROM worker_outbox GROUP BY 1 ORDER BY 1")
                 for try await (partition, count) in outbox.decode((Int32, Int64).self) { lines.append("outbox [\(partition)]: \(count) rows") }
@@ -30,6 +37,7 @@ struct ChaosDiagnosis {
                 for try await (pid, state, waitType, wait, age, query) in activity.decode((Int32, String, String, String, Double?, String).self) {
                     lines.append("postgres pid \(pid) \(state) \(waitType)/\(wait) for \(Int(age ?? 0)) s: \(query)")
                 }
+                return (lines, stored)
             }
         } catch {
             lines.append("postgres diagnosis failed: \(error)")
@@ -55,7 +63,7 @@ struct ChaosDiagnosis {
     /// A consumer outside the group, with the same librdkafka as the workers (PyPI's confluent-kafka, which the stack
     /// script installs), reads each partition from the stored offset: the log end it sees and how long the first
     /// message takes.
-    private func probe(stored: [(partition: Int32, next: Int64, epoch: Int64)]) async -> [String] {
+    private func probe(stored: [Stored]) async -> [String] {
         let topic = "\(world.namespace)scoreboard.score-events.v1"
         let script = """
             import sys, time, json
