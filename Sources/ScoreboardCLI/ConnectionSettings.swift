@@ -24,8 +24,8 @@ public struct ConnectionSettings: Sendable, Hashable {
     /// both or neither); none for the local stack.
     public var kafkaAuthentication: KafkaClientConfiguration.Authentication
     /// The longest a consumer's fetch waits at the broker for new records (`fetch.wait.max.ms`; env
-    /// SCOREBOARD_KAFKA_FETCH_WAIT_MS, default 10 ms). See ``consumer(groupID:)`` for why it is short.
-    public var kafkaFetchWait: Duration
+    /// SCOREBOARD_KAFKA_FETCH_WAIT_MS; `nil`: ``KafkaConsumerConfiguration/fetchWait``'s 500 ms, which says why).
+    public var kafkaFetchWait: Duration?
 
     /// - Throws: A ``ValidationError`` naming the setting that cannot be read.
     public init(
@@ -57,7 +57,7 @@ public struct ConnectionSettings: Sendable, Hashable {
             guard let milliseconds = Int(text), (0...5_000).contains(milliseconds) else { throw ValidationError("SCOREBOARD_KAFKA_FETCH_WAIT_MS: 0 to 5000") }
             kafkaFetchWait = .milliseconds(milliseconds)
         } else {
-            kafkaFetchWait = .milliseconds(10)
+            kafkaFetchWait = nil
         }
         switch (environment["SCOREBOARD_KAFKA_SASL_USERNAME"], environment["SCOREBOARD_KAFKA_SASL_PASSWORD"]) {
         case (nil, nil):
@@ -75,14 +75,7 @@ public struct ConnectionSettings: Sendable, Hashable {
         var configuration = KafkaConsumerConfiguration(client: kafkaClient, groupID: groupID)
         configuration.sessionTimeout = kafkaSessionTimeout
         configuration.heartbeatInterval = min(.seconds(1), kafkaSessionTimeout / 3)
-        // Both consumer hops (worker, push) sit on the path from a 202 to a client's update. Apache Kafka answers a
-        // waiting fetch as soon as `fetch.min.bytes` (1) have arrived, so there this bound only sets how often an idle
-        // consumer asks again. The local broker (Tansu) does not answer early: with librdkafka's 500 ms default,
-        // 202 → SSE update measured p50 194 ms, p99 500 ms at 100 events/s; with 10 ms, p50 9 ms, p99 57 ms (same
-        // run, debug build). 10 ms costs an idle consumer about 100 small fetches a second per broker.
-        // docs/benchmarks.md has the measurement and the command.
-        configuration.client.additionalProperties["fetch.wait.max.ms"] = String(kafkaFetchWait.components.seconds * 1000
-            + kafkaFetchWait.components.attoseconds / 1_000_000_000_000_000)
+        if let kafkaFetchWait { configuration.fetchWait = kafkaFetchWait }
         return configuration
     }
 

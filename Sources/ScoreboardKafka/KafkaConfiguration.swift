@@ -104,6 +104,14 @@ public struct KafkaConsumerConfiguration: Sendable {
     /// appears (after `topics apply`, or a broker that lost its log) or grows partitions is only assigned after a
     /// refresh: librdkafka's five-minute default left a group idle that long after a broker restart.
     public var metadataRefreshInterval: Duration = .seconds(10)
+    /// The longest a fetch waits at the broker for records (`fetch.wait.max.ms`). Apache Kafka answers as soon as there
+    /// is data, so there this only sets how often an idle consumer asks again and costs no latency. The local broker
+    /// (Tansu, memory storage) always holds a fetch for about half of it, and, worse, a fetch whose own work takes
+    /// longer than the wait comes back empty; that work grows with the size of the partitions fetched (about 100-200
+    /// ms for one partition of 125k record batches). With a 10 ms wait a consumer therefore read nothing at all once
+    /// the log had grown, and the full worker-kill run stalled for good after 17 minutes (docs/reliability.md).
+    /// librdkafka's own default, 500 ms, keeps that margin.
+    public var fetchWait: Duration = .milliseconds(500)
 
     public enum StartWithoutCommit: String, Sendable {
         case earliest, latest
@@ -127,6 +135,7 @@ public struct KafkaConsumerConfiguration: Sendable {
         result["partition.assignment.strategy"] = "range,roundrobin"
         result["enable.partition.eof"] = "false"
         result["topic.metadata.refresh.interval.ms"] = String(metadataRefreshInterval.milliseconds)
+        result["fetch.wait.max.ms"] = String(fetchWait.milliseconds)
         return result.merging(client.additionalProperties) { _, new in new }
     }
 }

@@ -45,6 +45,7 @@ extension KafkaConsumer {
     public func seek(_ offsets: [KafkaTopicPartition: Int64], timeout: Duration = .seconds(10)) async throws {
         let client = self.client
         let pairs = offsets.map { ($0.key, $0.value) }
+        let shared = self.shared
         try await onPollThread {
             let list = RDKafkaTopicPartitionList.make(pairs)
             defer { rd_kafka_topic_partition_list_destroy(list) }
@@ -56,6 +57,7 @@ extension KafkaConsumer {
             where partitionError != RD_KAFKA_RESP_ERR_NO_ERROR {
                 throw KafkaError.rdKafka(partitionError, code: .seek, context: partition.description)
             }
+            shared.startOffsets.withLock { starts in for (partition, offset) in pairs where offset >= 0 { starts[partition] = offset } }
         }
     }
 
@@ -80,7 +82,8 @@ extension KafkaConsumer {
 
     /// How far behind the log end this member is on each partition it owns: the broker's high watermark (as last
     /// reported in a fetch response, so no request is made) minus the position of the next message to read.
-    /// Partitions with no position or watermark yet are left out. Thread-safe and non-blocking.
+    /// A partition with no position yet counts from the offset it was told to start at; partitions with no watermark
+    /// yet are left out. Thread-safe and non-blocking.
     /// - Note: The local memory broker (Tansu 0.6) under-reports its high watermark, so against it this is a lower
     ///   bound; Apache Kafka reports it exactly.
     public func lag() -> [KafkaTopicPartition: Int64] {
@@ -90,7 +93,10 @@ extension KafkaConsumer {
         defer { rd_kafka_topic_partition_list_destroy(list) }
         guard rd_kafka_position(client.handle, list) == RD_KAFKA_RESP_ERR_NO_ERROR else { return [:] }
         var result: [KafkaTopicPartition: Int64] = [:]
-        for (partition, position, _) in RDKafkaTopicPartitionList.read(list) where position >= 0 {
+        let starts = shared.startOffsets.withLock { $0 }
+        for (partition, reported, _) in RDKafkaTopicPartitionList.read(list) {
+            // No position until a message of the partition was consumed: count from where it was told to start.
+            guard let position = reported >= 0 ? reported : starts[partition] else { continue }
             var low: Int64 = -1
             var high: Int64 = -1
             guard rd_kafka_get_watermark_offsets(client.handle, partition.topic, partition.partition, &low, &high)

@@ -41,12 +41,15 @@ extension KafkaConsumer {
             let outcome = runBlocking { try await handler.onAssign(partitions) }
             switch outcome {
             case .success(let starts):
+                var startOffsets: [KafkaTopicPartition: Int64] = [:]
                 for index in 0..<Int(list.pointee.cnt) {
                     let element = list.pointee.elems + index
                     let partition = KafkaTopicPartition(topic: String(cString: element.pointee.topic), partition: element.pointee.partition)
                     element.pointee.offset = RDKafkaTopicPartitionList.rawOffset(starts[partition] ?? .committed)
+                    if element.pointee.offset >= 0 { startOffsets[partition] = element.pointee.offset }
                 }
                 shared.assignment.withLock { $0 = Set(partitions) }
+                shared.startOffsets.withLock { $0 = startOffsets }
                 let error = rd_kafka_assign(handle, list)
                 if error != RD_KAFKA_RESP_ERR_NO_ERROR {
                     shared.pendingError.withLock { $0 = .rdKafka(error, code: .rebalance, context: "assign") }
@@ -64,6 +67,7 @@ extension KafkaConsumer {
             let partitions = RDKafkaTopicPartitionList.read(list).map(\.0)
             logger.info("Kafka partitions revoked", metadata: ["kafka.partitions": "\(partitions.map(\.description))"])
             shared.assignment.withLock { $0 = [] }
+            shared.startOffsets.withLock { $0 = [:] }
             _ = runBlocking { await handler.onRevoke(partitions) }
             _ = rd_kafka_assign(handle, nil)
         case .error(let error, let handle):

@@ -23,6 +23,10 @@ public final class KafkaConsumer: Sendable {
     /// State shared with the rebalance callback and the iterator.
     final class Shared: Sendable {
         let assignment = LockedBox<Set<KafkaTopicPartition>>([])
+        /// Where each owned partition was last told to start (at assignment, or by a seek). librdkafka reports no
+        /// position for a partition until a message of it was consumed, and a consumer that cannot fetch consumes
+        /// none: ``lag()`` then counts from here, so that a stalled consumer still shows its lag.
+        let startOffsets = LockedBox<[KafkaTopicPartition: Int64]>([:])
         /// An error from a rebalance handler: the next `next()` throws it.
         let pendingError = LockedBox<KafkaError?>(nil)
         let isClosed = AtomicFlag()

@@ -1,4 +1,5 @@
 import Foundation
+import ScoreboardCLI
 import ScoreboardKafka
 import Testing
 
@@ -38,6 +39,74 @@ struct KafkaTests {
             await consumer.close()
             #expect(received.count == sent.count)
             #expect(received == sent)
+        }
+    }
+
+    /// A consumer configured as the roles configure theirs (`ConnectionSettings.consumer(groupID:)`, no override) reads a
+    /// deep partition: 40,000 records, each its own record batch, as a gateway under light load writes them. The local
+    /// broker answers a fetch empty when its own work, which grows with the partition, outlasts the fetch's wait:
+    /// with the 10 ms wait the roles had, this consumer read nothing (and the full worker-kill run stalled for good).
+    /// The deadline only catches that stall; it is not a speed target.
+    @Test func aDeepPartitionIsReadAndAStalledConsumerShowsItsLag() async throws {
+        try await TestEnvironment.withTopic(partitions: 1) { topic in
+            var producerConfiguration = KafkaProducerConfiguration(client: TestEnvironment.settings.kafkaClient)
+            producerConfiguration.linger = .zero
+            producerConfiguration.client.additionalProperties["batch.num.messages"] = "1"
+            // One record per produce request takes a while on a loaded machine.
+            producerConfiguration.deliveryTimeout = .seconds(150)
+            let producer = try KafkaProducer(configuration: producerConfiguration, logger: TestEnvironment.logger)
+            let count = 40_000
+            let reports = try await producer.send(batch: (0..<count).map { index in
+                KafkaProducerMessage(topic: topic, key: Array("k\(index % 100)".utf8), value: Array(repeating: UInt8(index % 251), count: 200))
+            })
+            #expect(try reports.map { try $0.get() }.count == count)
+            await producer.shutdown()
+
+            // 1. With the old 10 ms wait the consumer reads nothing, and still reports how far behind it is: librdkafka
+            //    has no position for a partition nothing was consumed from, so the lag counts from the offset the
+            //    partition was told to start at (the worker's stall check reads this lag; it was empty here).
+            var stalling = TestEnvironment.consumerConfiguration(group: TestEnvironment.uniqueName("stalling"))
+            stalling.fetchWait = .milliseconds(10)
+            let stalled = try KafkaConsumer(
+                configuration: stalling, topics: [topic],
+                rebalanceHandler: KafkaRebalanceHandler(onAssign: { partitions in Dictionary(uniqueKeysWithValues: partitions.map { ($0, .offset(0)) }) }),
+                logger: TestEnvironment.logger)
+            let polling = Task { for try await _ in stalled.batches {} }
+            let lagReported: Result<Int64, any Error>
+            do {
+                lagReported = .success(try await within(.seconds(30)) {
+                    while true {
+                        if let lag = stalled.lag()[KafkaTopicPartition(topic: topic, partition: 0)], lag > 0 { return lag }
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                })
+            } catch {
+                lagReported = .failure(error)
+            }
+            polling.cancel()
+            await stalled.close()
+            _ = await polling.result
+            let reported = try lagReported.get()
+            // The local broker under-reports its high watermark by at most one batch's records (one each here).
+            #expect(reported >= Int64(count) - 1)
+
+            // 2. As the roles configure it, the consumer reads them all.
+            let settings = try ConnectionSettings(environment: [
+                "SCOREBOARD_KAFKA_BROKERS": TestEnvironment.settings.kafkaBrokers.joined(separator: ","),
+                "SCOREBOARD_KAFKA_SESSION_TIMEOUT_MS": "3000",
+            ])
+            let consumer = try KafkaConsumer(
+                configuration: settings.consumer(groupID: TestEnvironment.uniqueName("deep")), topics: [topic], logger: TestEnvironment.logger)
+            let read = try await within(.seconds(120)) {
+                var read = 0
+                for try await batch in consumer.batches {
+                    read += batch.messages.count
+                    if read >= count { break }
+                }
+                return read
+            }
+            await consumer.close()
+            #expect(read == count)
         }
     }
 
