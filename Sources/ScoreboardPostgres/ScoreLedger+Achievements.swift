@@ -11,15 +11,7 @@ extension ScoreLedger {
     @discardableResult
     public func appendStageRecords(_ records: [StageRecord]) async throws -> Int {
         guard !records.isEmpty else { return 0 }
-        let rows = try await client.queryRows("""
-            INSERT INTO stage_records (stage, id, user_id, occurred_at, payload)
-            SELECT r.stage, r.id, NULLIF(r.user_id, ''), to_timestamp(r.at / 1000.0), r.payload::jsonb
-            FROM unnest(\(records.map(\.key.stage))::text[], \(records.map(\.key.key))::text[], \(records.map { $0.userID ?? "" })::text[],
-                        \(records.map(\.occurredAt.millisecondsSinceEpoch))::bigint[],
-                        \(records.map { String(decoding: $0.payload, as: UTF8.self) })::text[]) AS r(stage, id, user_id, at, payload)
-            ON CONFLICT (stage, id) DO NOTHING
-            RETURNING 1
-            """, logger: logger)
+        let rows = try await client.queryRows(Self.insertingRecords(records), logger: logger)
         return rows.count
     }
 
