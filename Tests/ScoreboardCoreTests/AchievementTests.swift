@@ -159,6 +159,21 @@ import Testing
         for expected in ["a.points", "b.board", "c.action", "c: declared twice"] { #expect(text.contains(expected), "missing \(expected) in \(text)") }
     }
 
+    /// Bad input: ranking achievements no rank could reach (a board the catalog does not declare, a top beyond the ranks
+    /// the workers compute); the repository's own pass.
+    @Test func rankingAchievementsAreCheckedAgainstTheBoards() throws {
+        let boards = try PipelineCatalog.load(directory: repositoryRoot.appendingPathComponent("pipelines")).leaderboards
+        try Self.catalog.validate(against: boards)
+        let unreachable = AchievementCatalog(achievements: [
+            .init(id: "a", kind: .ranking, board: "daily:global", top: boards.topN + 1),
+            .init(id: "b", kind: .ranking, board: "daily:guild:dragons", top: 10),
+        ])
+        let onlyAllTime = LeaderboardCatalog(topN: boards.topN, closedPeriodRetention: [:], boards: [BoardDefinition(window: .allTime, dimension: .global)])
+        let error = try #require(throws: ScoreboardError.self) { try unreachable.validate(against: onlyAllTime) }
+        let text = error.reasons.joined(separator: "\n")
+        for expected in ["a.top", "a.board", "b.board"] { #expect(text.contains(expected), "missing \(expected) in \(text)") }
+    }
+
     // MARK: - Player statistics
 
     @Test func statisticsComeFromTheMaintainedState() throws {

@@ -83,6 +83,25 @@ public struct AchievementCatalog: Hashable, Sendable, Codable {
     }
 }
 
+extension AchievementCatalog {
+    /// Checks the ranking achievements against the boards: a board stream that is not a declared board, or a `top`
+    /// beyond the ranks the workers compute (`topN`), could never be reached, silently.
+    /// - Throws: ``ScoreboardError`` with code `invalidDefinition`, listing every problem.
+    public func validate(against boards: LeaderboardCatalog) throws(ScoreboardError) {
+        var problems: [String] = []
+        for achievement in achievements where achievement.kind == .ranking {
+            guard let stream = try? BoardStream(id: achievement.board ?? "") else { continue }  // validate() names it
+            if !boards.boards.contains(BoardDefinition(window: stream.window, dimension: stream.dimension)) {
+                problems.append("achievements: \(achievement.id).board: \(stream.id) is not a board of leaderboards.yaml")
+            }
+            if let top = achievement.top, top > boards.topN {
+                problems.append("achievements: \(achievement.id).top: ranks are computed inside the top \(boards.topN) only (leaderboards.yaml topN)")
+            }
+        }
+        if !problems.isEmpty { throw ScoreboardError(code: .invalidDefinition, reasons: problems) }
+    }
+}
+
 /// An achievement reached by a user: stored once, sent on the user's personal channel.
 public struct AchievementUnlock: Hashable, Sendable, Codable {
     public var userID: String
