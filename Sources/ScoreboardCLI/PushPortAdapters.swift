@@ -13,6 +13,7 @@ import Synchronization
 // library knows only its ports, and the adapters know nothing of the push gateway.
 extension RedisBoardReads: LiveBoards {}
 extension ScoreLedger: StandingsArchive {}
+extension ScoreLedger: PlayerRecords {}
 
 /// The leaderboard-updates topic as the push gateway's ``UpdateSource``: a consumer group of its own per process
 /// (every push gateway reads every partition), from the end of the log. The JSON of an update is decoded here; a
@@ -144,6 +145,6 @@ extension PushPorts {
         PushPorts(
             live: RedisBoardReads(redis: redis), archive: ledger,
             updates: KafkaUpdateSource(consumer: consumer, topic: topics.leaderboardUpdates, admin: admin, logger: logger),
-            authenticator: authenticator)
+            authenticator: authenticator, players: ledger)
     }
 }

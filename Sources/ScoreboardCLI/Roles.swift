@@ -108,6 +108,13 @@ struct RoleContext {
         pipelines = try PipelineCatalog.load(directory: root.appendingPathComponent("pipelines"))
     }
 
+    /// `pipelines/achievements.yaml`, checked against the boards its ranking achievements name.
+    func achievements() throws -> AchievementCatalog {
+        let catalog = try PipelineCatalog.loadAchievements(directory: root.appendingPathComponent("pipelines"))
+        try catalog.validate(against: pipelines.leaderboards)
+        return catalog
+    }
+
     func producer(logger: Logger) throws -> KafkaProducer {
         var configuration = KafkaProducerConfiguration(client: settings.kafkaClient)
         configuration.linger = .milliseconds(2)
@@ -155,12 +162,14 @@ enum Roles {
         let ledger = ScoreLedger(client: store.client, consumerGroup: groupID, logger: logger)
         var consumer = context.settings.consumer(groupID: groupID)
         consumer.maxBatchSize = 5_000
+        var workerConfiguration = ScoreWorker.Configuration(consumer: consumer, topics: context.settings.topics)
+        workerConfiguration.achievements = try context.achievements()
         let ports = WorkerPorts.live(
             ledger: ledger, redis: redis, catalog: context.pipelines.leaderboards, producer: producer, admin: admin,
             topics: context.settings.topics, schema: store)
         let worker = buildWorker(
             configuration: WorkerConfiguration(
-                worker: .init(consumer: consumer, topics: context.settings.topics), boards: context.pipelines.leaderboards,
+                worker: workerConfiguration, boards: context.pipelines.leaderboards,
                 actions: context.pipelines.actions, server: server),
             ports: ports, logger: logger)
         return ([store, producer, worker], { redis.close() })
@@ -178,8 +187,9 @@ enum Roles {
         let ports = PushPorts.live(
             redis: redis, ledger: ScoreLedger(client: store.client, consumerGroup: "", logger: logger), consumer: context.settings.consumer(groupID: groupID),
             admin: admin, topics: context.settings.topics, authenticator: try await auth.authenticator(redis: redis), logger: logger)
-        let push = try await buildPush(
-            configuration: PushConfiguration(server: server, streams: configuration, boards: context.pipelines.leaderboards), ports: ports, logger: logger)
+        var pushConfiguration = PushConfiguration(server: server, streams: configuration, boards: context.pipelines.leaderboards)
+        pushConfiguration.achievements = try context.achievements()
+        let push = try await buildPush(configuration: pushConfiguration, ports: ports, logger: logger)
         return ([store, push], { redis.close() })
     }
 }

@@ -7,7 +7,8 @@ public struct PlayerStatistics: Hashable, Sendable, Codable {
     public var score: Int64
     /// Rank on the global all-time board (competition ranking), when the user is on it.
     public var rank: Int?
-    /// The share of the board's other members ranked below the user, 0 to 100 (100: first).
+    /// The share of the board's members at or below the user's score, in percent to one decimal (100: first): the
+    /// same figure `GET /v1/users/{id}/standing` gives for the same board.
     public var percentile: Double?
     public var todayScore: Int64
     public var todayActions: Int
@@ -55,7 +56,7 @@ public struct PlayerStatistics: Hashable, Sendable, Codable {
             trend = .stable
         }
         let percentile = rank.map { standing in
-            standing.members <= 1 ? 100 : 100 * Double(standing.members - standing.rank) / Double(standing.members - 1)
+            standing.members == 0 ? 0 : (Double(standing.members - standing.rank + 1) / Double(standing.members) * 1000).rounded() / 10
         }
         return PlayerStatistics(
             userID: progress.userID, score: progress.totalPoints, rank: rank?.rank, percentile: percentile.map { min(100, max(0, $0)) },

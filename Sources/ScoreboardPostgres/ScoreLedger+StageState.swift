@@ -62,16 +62,21 @@ extension ScoreLedger {
                 """, logger: logger)
         }
         if !writes.records.isEmpty {
-            let records = writes.records
-            try await connection.queryRows("""
-                INSERT INTO stage_records (stage, id, user_id, occurred_at, payload)
-                SELECT r.stage, r.id, NULLIF(r.user_id, ''), to_timestamp(r.at / 1000.0), r.payload::jsonb
-                FROM unnest(\(records.map(\.key.stage))::text[], \(records.map(\.key.key))::text[], \(records.map { $0.userID ?? "" })::text[],
-                            \(records.map(\.occurredAt.millisecondsSinceEpoch))::bigint[],
-                            \(records.map { String(decoding: $0.payload, as: UTF8.self) })::text[]) AS r(stage, id, user_id, at, payload)
-                ON CONFLICT (stage, id) DO NOTHING
-                """, logger: logger)
+            try await connection.queryRows(Self.insertingRecords(writes.records), logger: logger)
         }
+    }
+
+    /// Inserts records once per (stage, id) and returns one row per record that was new.
+    static func insertingRecords(_ records: [StageRecord]) -> PostgresQuery {
+        """
+        INSERT INTO stage_records (stage, id, user_id, occurred_at, payload)
+        SELECT r.stage, r.id, NULLIF(r.user_id, ''), to_timestamp(r.at / 1000.0), r.payload::jsonb
+        FROM unnest(\(records.map(\.key.stage))::text[], \(records.map(\.key.key))::text[], \(records.map { $0.userID ?? "" })::text[],
+                    \(records.map(\.occurredAt.millisecondsSinceEpoch))::bigint[],
+                    \(records.map { String(decoding: $0.payload, as: UTF8.self) })::text[]) AS r(stage, id, user_id, at, payload)
+        ON CONFLICT (stage, id) DO NOTHING
+        RETURNING 1
+        """
     }
 
     // MARK: Readers (query roles, tests)

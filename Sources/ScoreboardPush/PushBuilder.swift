@@ -19,6 +19,8 @@ public struct PushConfiguration: Sendable {
     public var memory = BoardMemory.Limits()
     /// Bound on one readiness probe of the live boards.
     public var probeDeadline: Duration = .seconds(2)
+    /// The achievements (`pipelines/achievements.yaml`) the player queries measure progress against.
+    public var achievements = AchievementCatalog(achievements: [])
 
     public init(
         server: HTTPServerSettings, streams: PushGateway.Configuration = .init(), boards: LeaderboardCatalog,
@@ -72,7 +74,8 @@ struct PushParts: Sendable {
             configuration: configuration.feed, source: BoardMemoryFeeding(source: ports.updates, memory: memory, live: ports.live), logger: logger,
             onBoardsChanged: { [archive = reader.archive] boards in archive.invalidate(boards: boards) })
         let gateway = PushGateway(
-            configuration: configuration.streams, feed: feed, reader: reader, authenticator: ports.authenticator, logger: logger, now: now)
+            configuration: configuration.streams, feed: feed, reader: reader, authenticator: ports.authenticator, logger: logger,
+            players: PlayerQueries(records: ports.players, catalog: configuration.achievements), now: now)
         let operations = OperationsRoutes(registry: registry) { [live = ports.live, deadline = configuration.probeDeadline] in
             // Public: what is down, never where or the raw error (logged instead).
             var problems: [String: String] = [:]

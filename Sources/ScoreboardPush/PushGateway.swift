@@ -40,13 +40,16 @@ public struct PushGateway: Sendable {
     public let authenticator: JWTAuthenticator
     public let admission: StreamAdmission
     public let openStreams = OpenStreams()
+    /// A player's achievements and statistics (PlayerQueries.swift).
+    public let players: PlayerQueries
     let logger: Logger
     let now: @Sendable () -> Timestamp
 
     public init(
         configuration: Configuration, feed: UpdateFeed, reader: BoardReader, authenticator: JWTAuthenticator, logger: Logger,
-        now: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
+        players: PlayerQueries = PlayerQueries(), now: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
     ) {
+        self.players = players
         self.configuration = configuration
         self.feed = feed
         self.reader = reader
@@ -78,6 +81,8 @@ public struct PushGateway: Sendable {
         router.get("/v1/leaderboards/:window/:dimension/around/:userId") { request, context in try await self.around(request, context) }
         router.get("/v1/leaderboards/:window/:dimension/:value/around/:userId") { request, context in try await self.around(request, context) }
         router.get("/v1/users/:userId/standing") { request, context in try await self.standing(request, context) }
+        router.get("/v1/users/:userId/achievements") { request, context in try await self.achievements(request, context) }
+        router.get("/v1/users/:userId/stats") { request, context in try await self.stats(request, context) }
         router.get("/v1/streams/sse/:window/:dimension") { request, context in try await self.sse(request, context) }
         router.get("/v1/streams/sse/:window/:dimension/:value") { request, context in try await self.sse(request, context) }
         router.get("/v1/streams/me") { request, context in try await self.personalSSE(request, context) }

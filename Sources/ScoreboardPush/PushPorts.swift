@@ -73,11 +73,17 @@ public struct PushPorts: Sendable {
     public var updates: any UpdateSource
     /// Bearer tokens of personal streams (and their revocations).
     public var authenticator: JWTAuthenticator
+    /// What the workers keep per player (PostgreSQL): progress and achievement unlocks.
+    public var players: any PlayerRecords
 
-    public init(live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator) {
+    public init(
+        live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator,
+        players: any PlayerRecords = MemoryPlayerRecords()
+    ) {
         self.live = live
         self.archive = archive
         self.updates = updates
         self.authenticator = authenticator
+        self.players = players
     }
 }

@@ -114,6 +114,17 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
         return true
     }
 
+    public func appendStageRecords(_ records: [StageRecord]) async throws -> Int {
+        try failures.throwIfScheduled()
+        return state.withLock { state in
+            records.reduce(0) { added, record in
+                guard state.records[record.key] == nil else { return added }
+                state.records[record.key] = record
+                return added + 1
+            }
+        }
+    }
+
     public func pendingOutbox(topic: String, partitions: [Int32]) async throws -> [PendingOutboxEntry] {
         let wanted = Set(partitions)
         return state.withLock { $0.outbox.filter { wanted.contains($0.entry.partition) } }

@@ -49,6 +49,9 @@ public final class ScoreWorker: Service, Sendable {
         /// (`BoardChanges`; the push gateway reads both versions); 1, one per member per board (`LeaderboardUpdate`),
         /// for consumers that read only version 1.
         public var updateSchemaVersion = 2
+        /// The achievements to unlock (`pipelines/achievements.yaml`), with the player statistics' state they keep;
+        /// `nil`: no achievement stage.
+        public var achievements: AchievementCatalog?
 
         public init(consumer: KafkaConsumerConfiguration, topics: TopicNames) {
             self.consumer = consumer
@@ -90,12 +93,17 @@ public final class ScoreWorker: Service, Sendable {
         self.health = WorkerHealth(stallAfter: configuration.stallAfter, logger: logger)
         let maximum = max(1, configuration.consumer.maxBatchSize)
         self.sizer = Mutex(BatchSizer(minimum: min(50, maximum), initial: min(250, maximum), maximum: maximum))
+        // Ranking achievements read the ranks of the leaderboard stage's board writes (AchievementStage.swift).
+        let achievements = configuration.achievements.map { AchievementEngine(catalog: $0) }
+        let boards: any BoardStore = achievements.map {
+            RankAchievementBoards(base: ports.boards, engine: $0, ledger: ports.ledger) as any BoardStore
+        } ?? ports.boards
         self.stages = [
             LeaderboardStage(
-                catalog: catalog, ledger: ports.ledger, boards: ports.boards, outputs: ports.outputs,
+                catalog: catalog, ledger: ports.ledger, boards: boards, outputs: ports.outputs,
                 updateSchemaVersion: configuration.updateSchemaVersion),
             DeadLetterStage(outputs: ports.outputs),
-        ]
+        ] + (achievements.map { [AchievementStage(engine: $0)] as [any WorkerStage] } ?? [])
     }
 
     public func run() async throws {

@@ -32,6 +32,12 @@ public protocol WorkerLedger: Sendable {
     /// The outbox rows left for `partitions`, in commit order.
     func pendingOutbox(topic: String, partitions: [Int32]) async throws -> [PendingOutboxEntry]
 
+    /// Appends stage records outside a batch, each once per id, in a short transaction of its own: for what is known
+    /// only after a batch's outputs (a ranking achievement reached, seen in a board write).
+    /// - Returns: How many were new.
+    @discardableResult
+    func appendStageRecords(_ records: [StageRecord]) async throws -> Int
+
     /// Every total row of these members in these window periods, as they are now.
     func totals(members: [String], periods: [PeriodKey]) async throws -> [BatchAggregation.TotalKey: Int64]
 

@@ -122,6 +122,30 @@ import Testing
         #expect(original == reloaded)
     }
 
+    /// Bad input: a progress value stored before a field existed (only some keys) reads with that field's start value,
+    /// instead of failing every batch of the user.
+    @Test func progressStoredWithFewerFieldsStillReads() throws {
+        let older = #"{"userID":"u","totalPoints":120,"currentStreak":2,"longestStreak":4,"lastActiveDay":20000}"#
+        let progress = try JSONDecoder().decode(PlayerProgress.self, from: Data(older.utf8))
+        #expect(progress.totalPoints == 120 && progress.currentStreak == 2 && progress.longestStreak == 4 && progress.lastActiveDay == 20_000)
+        #expect(progress.actionCounts.isEmpty && progress.recentDays.isEmpty && progress.unlocked.isEmpty && progress.recentEventIDs.isEmpty)
+        // Without the user id it is not a progress value at all.
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(PlayerProgress.self, from: Data(#"{"totalPoints":1}"#.utf8)) }
+    }
+
+    @Test func rankUnlocksNameTheRecordOfEachAchievementTheRankReaches() {
+        let time = utc(2026, 3, 2, 12)
+        let unlocks = Self.engine.rankUnlocks(userID: "u", rank: 7, board: "daily:2026-03-02:global", at: time)
+        #expect(unlocks.map(\.achievementID) == ["daily-top-10"])
+        #expect(unlocks.first?.recordKey == StageKey(stage: "achievements", key: "u:daily-top-10"))
+        #expect(unlocks.first?.triggeredBy == "rank:daily:global")
+        // Outside the top, on a board no achievement watches, or not a rank: nothing.
+        #expect(Self.engine.rankUnlocks(userID: "u", rank: 11, board: "daily:2026-03-02:global", at: time).isEmpty)
+        #expect(Self.engine.rankUnlocks(userID: "u", rank: 1, board: "weekly:2026-W10:global", at: time).isEmpty)
+        #expect(Self.engine.rankUnlocks(userID: "u", rank: 0, board: "all-time:global", at: time).isEmpty)
+        #expect(Self.engine.watchedRanks == ["daily:global": 10, "all-time:global": 10])
+    }
+
     @Test func aBadCatalogIsRefusedWithEveryReason() throws {
         // Bad input: a score without points, a ranking on a board that does not exist, a count without an action, a duplicate.
         let catalog = AchievementCatalog(achievements: [
@@ -133,6 +157,21 @@ import Testing
         let error = try #require(throws: ScoreboardError.self) { try catalog.validate() }
         let text = error.reasons.joined(separator: "\n")
         for expected in ["a.points", "b.board", "c.action", "c: declared twice"] { #expect(text.contains(expected), "missing \(expected) in \(text)") }
+    }
+
+    /// Bad input: ranking achievements no rank could reach (a board the catalog does not declare, a top beyond the ranks
+    /// the workers compute); the repository's own pass.
+    @Test func rankingAchievementsAreCheckedAgainstTheBoards() throws {
+        let boards = try PipelineCatalog.load(directory: repositoryRoot.appendingPathComponent("pipelines")).leaderboards
+        try Self.catalog.validate(against: boards)
+        let unreachable = AchievementCatalog(achievements: [
+            .init(id: "a", kind: .ranking, board: "daily:global", top: boards.topN + 1),
+            .init(id: "b", kind: .ranking, board: "daily:guild:dragons", top: 10),
+        ])
+        let onlyAllTime = LeaderboardCatalog(topN: boards.topN, closedPeriodRetention: [:], boards: [BoardDefinition(window: .allTime, dimension: .global)])
+        let error = try #require(throws: ScoreboardError.self) { try unreachable.validate(against: onlyAllTime) }
+        let text = error.reasons.joined(separator: "\n")
+        for expected in ["a.top", "a.board", "b.board"] { #expect(text.contains(expected), "missing \(expected) in \(text)") }
     }
 
     // MARK: - Player statistics
@@ -155,7 +194,8 @@ import Testing
         #expect(statistics.thisWeekScore == 200 && statistics.previousWeekScore == 200 && statistics.weeklyTrend == .stable)
         // The last 7 days (5–11 March): 500 + 150 + 50.
         #expect(statistics.velocity == 700.0 / 7)
-        #expect(statistics.percentile == 50 && statistics.rank == 3)
+        // Three of the five members are at or below the user's score: 60 %, as the standing endpoint says.
+        #expect(statistics.percentile == 60 && statistics.rank == 3)
         #expect(statistics.achievements == 2)  // beginner, novice
         #expect(statistics.nextMilestone?.achievementID == "expert" && statistics.nextMilestone?.current == 900)
 

@@ -83,6 +83,25 @@ public struct AchievementCatalog: Hashable, Sendable, Codable {
     }
 }
 
+extension AchievementCatalog {
+    /// Checks the ranking achievements against the boards: a board stream that is not a declared board, or a `top`
+    /// beyond the ranks the workers compute (`topN`), could never be reached, silently.
+    /// - Throws: ``ScoreboardError`` with code `invalidDefinition`, listing every problem.
+    public func validate(against boards: LeaderboardCatalog) throws(ScoreboardError) {
+        var problems: [String] = []
+        for achievement in achievements where achievement.kind == .ranking {
+            guard let stream = try? BoardStream(id: achievement.board ?? "") else { continue }  // validate() names it
+            if !boards.boards.contains(BoardDefinition(window: stream.window, dimension: stream.dimension)) {
+                problems.append("achievements: \(achievement.id).board: \(stream.id) is not a board of leaderboards.yaml")
+            }
+            if let top = achievement.top, top > boards.topN {
+                problems.append("achievements: \(achievement.id).top: ranks are computed inside the top \(boards.topN) only (leaderboards.yaml topN)")
+            }
+        }
+        if !problems.isEmpty { throw ScoreboardError(code: .invalidDefinition, reasons: problems) }
+    }
+}
+
 /// An achievement reached by a user: stored once, sent on the user's personal channel.
 public struct AchievementUnlock: Hashable, Sendable, Codable {
     public var userID: String
@@ -94,6 +113,33 @@ public struct AchievementUnlock: Hashable, Sendable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case userID = "userId", achievementID = "achievement", kind, unlockedAt, triggeredBy
+    }
+
+    public init(userID: String, achievementID: String, kind: AchievementDefinition.Kind, unlockedAt: Timestamp, triggeredBy: String) {
+        self.userID = userID
+        self.achievementID = achievementID
+        self.kind = kind
+        self.unlockedAt = unlockedAt
+        self.triggeredBy = triggeredBy
+    }
+
+    /// Its record: one per (user, achievement), so whatever reaches it again (a replayed batch, a rank seen again after
+    /// a restart) writes the same id, which the store keeps once.
+    public var recordKey: StageKey { AchievementRows.unlockKey(userID: userID, achievementID: achievementID) }
+}
+
+/// Where the achievements' state lives in the worker stages' tables (migration 0005): the worker's stage writes it,
+/// the query role reads it, both through these keys.
+public enum AchievementRows {
+    /// The stage's name (`WorkerStage.name`): the `stage` column of its rows.
+    public static let stage = "achievements"
+
+    /// A user's ``PlayerProgress`` (a state value).
+    public static func progressKey(userID: String) -> StageKey { StageKey(stage: stage, key: "user:\(userID)") }
+
+    /// A user's unlock of one achievement (a record, written once).
+    public static func unlockKey(userID: String, achievementID: String) -> StageKey {
+        StageKey(stage: stage, key: "\(userID):\(achievementID)")
     }
 }
 
@@ -142,6 +188,26 @@ public struct PlayerProgress: Hashable, Sendable, Codable {
 
     public init(userID: String) {
         self.userID = userID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case userID, totalPoints, actionCounts, currentStreak, longestStreak, lastActiveDay, bestRanks, unlocked, recentDays, recentEventIDs
+    }
+
+    /// Every field but the user's id may be missing: a value stored by an older worker, before a field was added, reads
+    /// as that field's start value instead of failing the batch that reads it.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        userID = try container.decode(String.self, forKey: .userID)
+        totalPoints = try container.decodeIfPresent(Int64.self, forKey: .totalPoints) ?? 0
+        actionCounts = try container.decodeIfPresent([String: Int].self, forKey: .actionCounts) ?? [:]
+        currentStreak = try container.decodeIfPresent(Int.self, forKey: .currentStreak) ?? 0
+        longestStreak = try container.decodeIfPresent(Int.self, forKey: .longestStreak) ?? 0
+        lastActiveDay = try container.decodeIfPresent(Int.self, forKey: .lastActiveDay)
+        bestRanks = try container.decodeIfPresent([String: Int].self, forKey: .bestRanks) ?? [:]
+        unlocked = try container.decodeIfPresent([String: Timestamp].self, forKey: .unlocked) ?? [:]
+        recentDays = try container.decodeIfPresent([Day].self, forKey: .recentDays) ?? []
+        recentEventIDs = try container.decodeIfPresent([String].self, forKey: .recentEventIDs) ?? []
     }
 }
 
@@ -203,6 +269,25 @@ public struct AchievementEngine: Sendable {
         progress.bestRanks[stream] = min(progress.bestRanks[stream] ?? .max, rank)
         return unlock(in: &progress, at: time, triggeredBy: "rank:\(stream)") { achievement, progress in
             achievement.kind == .ranking && achievement.board == stream && Int64(progress.bestRanks[stream] ?? .max) <= achievement.target
+        }
+    }
+
+    /// The ranking achievements a rank reaches, for a user whose progress is not at hand: ranks are known only after a
+    /// board write, outside the batch's transaction, so these are stored as records by their ids (a rank seen again
+    /// writes the same ids, kept once). `board` is a concrete board id or a stream id.
+    public func rankUnlocks(userID: String, rank: Int, board: String, at time: Timestamp) -> [AchievementUnlock] {
+        guard rank >= 1 else { return [] }
+        let stream = (try? BoardKey.streamID(ofBoardID: board)) ?? board
+        return catalog.achievements.filter { $0.kind == .ranking && $0.board == stream && Int64(rank) <= $0.target }.map { achievement in
+            AchievementUnlock(userID: userID, achievementID: achievement.id, kind: .ranking, unlockedAt: time, triggeredBy: "rank:\(stream)")
+        }
+    }
+
+    /// The board streams ranking achievements watch, with the largest `top` each needs.
+    public var watchedRanks: [String: Int] {
+        catalog.achievements.reduce(into: [:]) { watched, achievement in
+            guard achievement.kind == .ranking, let board = achievement.board else { return }
+            watched[board] = max(watched[board] ?? 0, Int(achievement.target))
         }
     }
 
