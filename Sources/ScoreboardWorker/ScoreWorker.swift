@@ -49,6 +49,8 @@ public final class ScoreWorker: Service, Sendable {
         /// (`BoardChanges`; the push gateway reads both versions); 1, one per member per board (`LeaderboardUpdate`),
         /// for consumers that read only version 1.
         public var updateSchemaVersion = 2
+        /// The fraud rules (`pipelines/fraud.yaml`) the fraud stage runs; `nil`: no fraud stage.
+        public var fraudRules: FraudRuleSet?
 
         public init(consumer: KafkaConsumerConfiguration, topics: TopicNames) {
             self.consumer = consumer
@@ -95,7 +97,7 @@ public final class ScoreWorker: Service, Sendable {
                 catalog: catalog, ledger: ports.ledger, boards: ports.boards, outputs: ports.outputs,
                 updateSchemaVersion: configuration.updateSchemaVersion),
             DeadLetterStage(outputs: ports.outputs),
-        ]
+        ] + (configuration.fraudRules.map { [FraudStage(rules: $0, outputs: ports.fraudFlags, logger: logger)] } ?? [])
     }
 
     public func run() async throws {
