@@ -73,11 +73,20 @@ public struct PushPorts: Sendable {
     public var updates: any UpdateSource
     /// Bearer tokens of personal streams (and their revocations).
     public var authenticator: JWTAuthenticator
+    /// Fraud review (`nil`: the admin fraud endpoints answer 503).
+    public var fraudReviews: (any FraudReviews)?
+    /// The fraud-flags topic, for the review feed (`nil`: no feed, its stream answers 503).
+    public var fraudFlags: (any FraudFlagSource)?
 
-    public init(live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator) {
+    public init(
+        live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator,
+        fraudReviews: (any FraudReviews)? = nil, fraudFlags: (any FraudFlagSource)? = nil
+    ) {
         self.live = live
         self.archive = archive
         self.updates = updates
         self.authenticator = authenticator
+        self.fraudReviews = fraudReviews
+        self.fraudFlags = fraudFlags
     }
 }
