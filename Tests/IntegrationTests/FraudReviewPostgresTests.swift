@@ -32,7 +32,7 @@ struct FraudReviewPostgresTests {
             try await store.migrate()
             let ledger = ScoreLedger(client: store.client, consumerGroup: "workers", logger: TestEnvironment.logger)
             var redisConfiguration = TestEnvironment.settings.redis
-            redisConfiguration.database = 22
+            redisConfiguration.database = 25
             let redis = RedisConnectionPool(configuration: redisConfiguration, logger: TestEnvironment.logger)
             defer { redis.close() }
             let catalog = Self.pipelines.leaderboards
