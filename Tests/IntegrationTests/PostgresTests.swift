@@ -26,7 +26,10 @@ struct PostgresTests {
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = \(schema) AND table_type = 'BASE TABLE' ORDER BY table_name")
             var tables: [String] = []
             for try await name in rows.decode(String.self) { tables.append(name) }
-            #expect(tables == ["consumer_offsets", "member_totals", "schema_migrations", "score_events", "worker_outbox"])
+            #expect(tables == [
+                "consumer_offsets", "fraud_audit", "fraud_bans", "fraud_reviews", "member_totals", "schema_migrations", "score_events", "stage_counters",
+                "stage_records", "stage_set_members", "stage_state", "worker_outbox",
+            ])
             // Migration 0004 keeps only the secondary index of member_totals that a read uses.
             let indexes = try await store.client.query(
                 "SELECT indexname FROM pg_indexes WHERE schemaname = \(schema) AND tablename = 'member_totals' ORDER BY indexname")

@@ -97,7 +97,10 @@ public struct FraudFlagCursor: Hashable, Sendable {
 
     public init?(_ text: String) {
         let parts = text.split(separator: ".", maxSplits: 1)
-        guard parts.count == 2, let at = Int64(parts[0]), at >= 0, parts[1].count <= 64, !parts[1].isEmpty else { return nil }
+        // As openapi.yaml spells it: digits, a dot, a flag id (lowercase hexadecimal and dashes).
+        let idCharacters = Set("0123456789abcdef-")
+        guard parts.count == 2, parts[0].count <= 18, parts[0].allSatisfy(\.isASCII), let at = Int64(parts[0]), at >= 0,
+              (1...64).contains(parts[1].count), parts[1].allSatisfy(idCharacters.contains) else { return nil }
         self.init(detectedAt: at, flagID: String(parts[1]))
     }
 

@@ -15,7 +15,8 @@ struct FraudLivePathTests {
             let worker = try await world.start("worker")
             defer { withExtendedLifetime(worker) {} }
             let push = try await world.start("push")
-            let gateway = try await world.gateway()
+            // The adaptive limit as deployed (one score a minute for a flagged user), unlike `world.gateway()`.
+            let gateway = try await world.start("gateway", arguments: ["--per-ip-per-minute", "1000000", "--per-user-per-minute", "1000"])
             try await ScorePathTests().waitUntilReady(port: push.port)
             let tag = world.namespace.dropLast()
             let (mallory, ann) = ("mallory-\(tag)", "ann-\(tag)")
