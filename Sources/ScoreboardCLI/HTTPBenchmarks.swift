@@ -54,7 +54,7 @@ struct HTTPBenchmark: Sendable {
 
     /// Roles started with limits that let throughput, not 429s, show.
     static let gatewayArguments = ["gateway", "--per-ip-per-minute", "1000000000", "--per-user-per-minute", "1000000000",
-                                   "--action-tokens-per-user-per-minute", "1000000000"]
+                                   "--action-tokens-per-user-per-minute", "1000000000", "--per-flagged-user-per-minute", "1000000000"]
 
     func load(
         _ path: LoadConfiguration.Path, gateway: Int, push: Int? = nil, runID: String, rate: Double = 0, seconds: Double, connections: Int,

@@ -140,11 +140,81 @@ extension PushPorts {
     /// - Parameter consumer: a consumer group of this process's own.
     static func live(
         redis: RedisConnectionPool, ledger: ScoreLedger, consumer: KafkaConsumerConfiguration, admin: KafkaAdminClient, topics: TopicNames,
-        authenticator: JWTAuthenticator, logger: Logger
+        authenticator: JWTAuthenticator, catalog: LeaderboardCatalog, logger: Logger
     ) -> PushPorts {
         PushPorts(
             live: RedisBoardReads(redis: redis), archive: ledger,
             updates: KafkaUpdateSource(consumer: consumer, topic: topics.leaderboardUpdates, admin: admin, logger: logger),
-            authenticator: authenticator, players: ledger)
+            authenticator: authenticator, players: ledger, fraudReviews: PostgresRedisFraudReviews(ledger: ledger, redis: redis, catalog: catalog),
+            fraudFlags: KafkaFraudFlagSource(consumer: consumer, topic: topics.fraudFlags, logger: logger))
     }
+}
+
+/// The fraud-flags topic as the review feed's ``FraudFlagSource``: the push process's own consumer group (every
+/// process reads every partition; the feed's group id is the updates' with a suffix), from the end of the log. A
+/// message that is not a flag is skipped.
+struct KafkaFraudFlagSource: FraudFlagSource {
+    let consumer: KafkaConsumerConfiguration
+    let topic: String
+    let logger: Logger
+
+    func run(_ handle: @escaping @Sendable ([PositionedFraudFlag]) -> Void) async throws {
+        var configuration = consumer
+        configuration.groupID += "-fraud"
+        let handler = KafkaRebalanceHandler(onAssign: { partitions in
+            Dictionary(uniqueKeysWithValues: partitions.map { ($0, KafkaStartOffset.end) })
+        })
+        let kafka = try KafkaConsumer(configuration: configuration, topics: [topic], rebalanceHandler: handler, logger: logger)
+        do {
+            let decoder = JSONDecoder()
+            for try await batch in kafka.batches.cancelOnGracefulShutdown() {
+                let flags = batch.messages.compactMap { message -> PositionedFraudFlag? in
+                    guard let flag = try? decoder.decode(FraudFlagMessage.self, from: Data(message.value)) else {
+                        logger.debug("skipped a fraud-flags message that is not a flag", metadata: [
+                            "kafka.partition": "\(message.partition)", "kafka.offset": "\(message.offset)",
+                        ])
+                        return nil
+                    }
+                    return PositionedFraudFlag(partition: message.partition, offset: message.offset, flag: flag)
+                }
+                if !flags.isEmpty { handle(flags) }
+            }
+        } catch {
+            await kafka.close()
+            throw error
+        }
+        await kafka.close()
+    }
+}
+
+/// Fraud review: the records in PostgreSQL (``ScoreLedger``), and what the gateway and the boards read in Redis,
+/// changed inside the review's transaction before it commits (``ScoreLedger/reviewFraudFlag(id:decision:note:reviewer:at:beforeCommit:)``):
+/// the flag closed (the adaptive limit ends), and for a confirmed flag the user banned (the gateway answers 403) and
+/// removed from every board their deleted totals made. All of it idempotent, so a review whose commit failed can be
+/// made again.
+struct PostgresRedisFraudReviews: FraudReviews {
+    let ledger: ScoreLedger
+    let redis: RedisConnectionPool
+    let catalog: LeaderboardCatalog
+
+    func flags(_ query: FraudFlagQuery) async throws -> [ReviewedFraudFlag] { try await ledger.fraudFlags(query) }
+
+    func review(flagID: String, decision: FraudReviewDecision, note: String, reviewer: String, at: Timestamp) async throws -> ReviewedFraudFlag {
+        let (redis, catalog) = (redis, catalog)
+        return try await ledger.reviewFraudFlag(id: flagID, decision: decision, note: note, reviewer: reviewer, at: at) { effects in
+            let marks = RedisFraudMarks(redis: redis)
+            if effects.decision == .confirm {
+                try await RedisIngestState(redis: redis).setBan(userID: effects.flag.userID, banned: true)
+                let boards = BatchAggregation.boardScores(totals: effects.removedTotals, catalog: catalog).keys.sorted { $0.id < $1.id }
+                try await marks.removeFromBoards(userID: effects.flag.userID, boards: boards)
+            }
+            try await marks.close(flagID: effects.flag.flagID, userID: effects.flag.userID)
+        }
+    }
+
+    func audit(userID: String?, from: Int64?, to: Int64?, limit: Int) async throws -> [FraudAuditEntry] {
+        try await ledger.fraudAudit(userID: userID, from: from, to: to, limit: limit)
+    }
+
+    func recentEvents(userID: String, limit: Int) async throws -> [ScoreEvent] { try await ledger.recentEvents(userID: userID, limit: limit) }
 }

@@ -110,6 +110,8 @@ public struct GatewayOptions: ParsableArguments {
     @Option(help: "Requests per minute per client IP.") var perIPPerMinute = 600
     @Option(help: "Scores per minute per user, across actions.") var perUserPerMinute = 120
     @Option(help: "Action tokens a user may mint per minute.") var actionTokensPerUserPerMinute = 120
+    @Option(help: "Scores per minute of a user with an open fraud flag (the adaptive limit, until a reviewer closes the flag).")
+    var perFlaggedUserPerMinute = 1
     @Option(
         name: .customLong("trusted-proxy"),
         help: "A CIDR of our own proxies whose X-Forwarded-For is believed (repeatable; env SCOREBOARD_TRUSTED_PROXIES, comma-separated).")
@@ -139,6 +141,7 @@ public struct GatewayOptions: ParsableArguments {
         options.perIPPerMinute = perIPPerMinute
         options.perUserPerMinute = perUserPerMinute
         options.actionTokensPerUserPerMinute = actionTokensPerUserPerMinute
+        options.perFlaggedUserPerMinute = perFlaggedUserPerMinute
         options.trustedProxies = trustedProxyTexts.compactMap(IPNetwork.init)
         return options
     }

@@ -167,9 +167,11 @@ enum Roles {
         let ports = WorkerPorts.live(
             ledger: ledger, redis: redis, catalog: context.pipelines.leaderboards, producer: producer, admin: admin,
             topics: context.settings.topics, schema: store)
+        var workerSettings = ScoreWorker.Configuration(consumer: consumer, topics: context.settings.topics)
+        workerSettings.fraudRules = try PipelineCatalog.loadFraudRules(directory: context.root.appendingPathComponent("pipelines"))
         let worker = buildWorker(
             configuration: WorkerConfiguration(
-                worker: workerConfiguration, boards: context.pipelines.leaderboards,
+                worker: workerSettings, boards: context.pipelines.leaderboards,
                 actions: context.pipelines.actions, server: server),
             ports: ports, logger: logger)
         return ([store, producer, worker], { redis.close() })
@@ -186,7 +188,8 @@ enum Roles {
         let groupID = "scoreboard-push-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
         let ports = PushPorts.live(
             redis: redis, ledger: ScoreLedger(client: store.client, consumerGroup: "", logger: logger), consumer: context.settings.consumer(groupID: groupID),
-            admin: admin, topics: context.settings.topics, authenticator: try await auth.authenticator(redis: redis), logger: logger)
+            admin: admin, topics: context.settings.topics, authenticator: try await auth.authenticator(redis: redis),
+            catalog: context.pipelines.leaderboards, logger: logger)
         var pushConfiguration = PushConfiguration(server: server, streams: configuration, boards: context.pipelines.leaderboards)
         pushConfiguration.achievements = try context.achievements()
         let push = try await buildPush(configuration: pushConfiguration, ports: ports, logger: logger)

@@ -1,3 +1,4 @@
+import Foundation
 import ScoreboardCore
 import ScoreboardKafka
 import ScoreboardPostgres
@@ -23,6 +24,24 @@ extension WorkerPorts {
     ) -> WorkerPorts {
         WorkerPorts(
             ledger: ledger, boards: RedisBoardStore(redis: redis, catalog: catalog), outputs: KafkaWorkerOutputs(producer: producer, topics: topics),
-            topics: admin, schema: schema)
+            topics: admin, schema: schema,
+            fraudFlags: KafkaRedisFraudFlagOutputs(producer: producer, topic: topics.fraudFlags, marks: RedisFraudMarks(redis: redis)))
+    }
+}
+
+/// The fraud stage's outputs: each flag marked open in Redis first (the gateway limits the user from then on), then
+/// published to the fraud-flags topic, keyed by user. Both are idempotent by flag id (`SET NX`; readers keep one
+/// message per flag id).
+struct KafkaRedisFraudFlagOutputs: FraudFlagOutputs {
+    let producer: KafkaProducer
+    let topic: String
+    let marks: RedisFraudMarks
+
+    func publishFlags(_ flags: [FraudFlagMessage]) async throws {
+        try await marks.markOpen(flags)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let messages = try flags.map { KafkaProducerMessage(topic: topic, key: Array($0.userID.utf8), value: Array(try encoder.encode($0))) }
+        for result in try await producer.send(batch: messages) { _ = try result.get() }
     }
 }

@@ -50,6 +50,8 @@ public struct RateLimit: Sendable, Hashable {
         case action(userID: String, action: String, window: String)
         /// One user's action-token mints.
         case mint(userID: String)
+        /// One user's scores while a fraud flag of theirs is open (the adaptive limit).
+        case flagged(userID: String)
     }
 
     public enum Window: Sendable, Hashable {
@@ -136,15 +138,17 @@ public struct IngestKey: Sendable, Hashable {
     }
 }
 
-/// What the state store holds for an ``IngestKey`` before anything is spent: is the user banned, and what does the
-/// key hold (if anything)?
+/// What the state store holds for an ``IngestKey`` before anything is spent: is the user banned, has the user an
+/// open fraud flag (the adaptive limit applies), and what does the key hold (if anything)?
 public struct IngestPrecheck: Sendable, Hashable {
     public var banned: Bool
     public var record: IdempotencyRecord?
+    public var flagged: Bool
 
-    public init(banned: Bool, record: IdempotencyRecord?) {
+    public init(banned: Bool, record: IdempotencyRecord?, flagged: Bool = false) {
         self.banned = banned
         self.record = record
+        self.flagged = flagged
     }
 }
 

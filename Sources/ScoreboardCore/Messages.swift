@@ -5,6 +5,7 @@ public struct TopicNames: Hashable, Sendable {
     public static let leaderboardUpdatesBase = "scoreboard.leaderboard-updates.v1"
     public static let rejectionsBase = "scoreboard.rejections.v1"
     public static let deadLetterBase = "scoreboard.dead-letter.v1"
+    public static let fraudFlagsBase = "scoreboard.fraud-flags.v1"
 
     public var namespace: String
 
@@ -17,6 +18,7 @@ public struct TopicNames: Hashable, Sendable {
     public var leaderboardUpdates: String { name(Self.leaderboardUpdatesBase) }
     public var rejections: String { name(Self.rejectionsBase) }
     public var deadLetter: String { name(Self.deadLetterBase) }
+    public var fraudFlags: String { name(Self.fraudFlagsBase) }
 }
 
 /// One change of a member's total on one board period, as published to the leaderboard-updates topic (its JSON

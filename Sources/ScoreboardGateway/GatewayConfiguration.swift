@@ -22,6 +22,8 @@ public struct GatewayConfiguration: Sendable {
     public struct Options: Sendable {
         public var perIPPerMinute = 600
         public var perUserPerMinute = 120
+        /// The adaptive limit: scores per minute of a user with an open fraud flag (until a reviewer closes it).
+        public var perFlaggedUserPerMinute = 1
         /// Action tokens a user may mint per minute (banned users get none).
         public var actionTokensPerUserPerMinute = 120
         /// Our own proxies: `X-Forwarded-For` is believed only from these peers (see ``ClientAddress``). Empty: the TCP

@@ -22,6 +22,8 @@ final class Outage: Sendable {
 public final class MemoryIngestState: IngestState, Sendable {
     struct State {
         var bans: Set<String> = []
+        /// Users with an open fraud flag (Redis: ``RedisFraudMarks``).
+        var flagged: Set<String> = []
         var records: [String: (record: IdempotencyRecord, expiresAt: Timestamp)] = [:]
         var spentTokens: [String: Timestamp] = [:]
         /// Sliding windows: request times and ids, oldest first.
@@ -53,6 +55,13 @@ public final class MemoryIngestState: IngestState, Sendable {
         return state.withLock { $0.records[Self.key(userID, idempotencyKey)].flatMap { $0.expiresAt > now ? $0.record : nil } }
     }
 
+    /// Marks the user as having an open fraud flag (or none), as the fraud stage and the review do in Redis.
+    public func setFlagged(userID: String, flagged: Bool) {
+        state.withLock { state in
+            if flagged { state.flagged.insert(userID) } else { state.flagged.remove(userID) }
+        }
+    }
+
     /// Whether the nonce is spent now, for tests.
     public func isSpent(nonce: String) -> Bool {
         let now = clock()
@@ -65,7 +74,9 @@ public final class MemoryIngestState: IngestState, Sendable {
         return state.withLock { state in
             keys.map { key in
                 let stored = state.records[Self.key(key.userID, key.idempotencyKey)]
-                return IngestPrecheck(banned: state.bans.contains(key.userID), record: stored.flatMap { $0.expiresAt > now ? $0.record : nil })
+                return IngestPrecheck(
+                    banned: state.bans.contains(key.userID), record: stored.flatMap { $0.expiresAt > now ? $0.record : nil },
+                    flagged: state.flagged.contains(key.userID))
             }
         }
     }

@@ -2,11 +2,16 @@ import ScoreboardCore
 
 extension RateLimit {
     /// The limits of one score: per client IP (`nil` for game servers, whose batches come from one address), per
-    /// user, and the action's own from the catalog.
+    /// user, the adaptive limit while the user has an open fraud flag, and the action's own from the catalog.
     public static func ingest(
-        clientIP: String?, userID: String, action: String, definition: ActionDefinition, options: GatewayConfiguration.Options, now: Timestamp
+        clientIP: String?, userID: String, action: String, definition: ActionDefinition, options: GatewayConfiguration.Options, now: Timestamp,
+        flagged: Bool = false
     ) -> [RateLimit] {
         var limits: [RateLimit] = []
+        if flagged {
+            limits.append(RateLimit(
+                name: "fraud-review", scope: .flagged(userID: userID), count: options.perFlaggedUserPerMinute, window: .sliding(milliseconds: 60_000)))
+        }
         if let clientIP {
             limits.append(RateLimit(name: "ip", scope: .clientIP(clientIP), count: options.perIPPerMinute, window: .sliding(milliseconds: 60_000)))
         }

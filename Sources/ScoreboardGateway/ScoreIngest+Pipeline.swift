@@ -184,7 +184,9 @@ extension ScoreIngest {
         let claim = IngestClaim(
             userID: item.userID, idempotencyKey: item.idempotencyKey, fingerprint: item.fingerprint, tokenNonce: nonce,
             tokenMemory: .milliseconds(ActionToken.lifetimeMilliseconds * 2), pendingLifetime: options.pendingClaimLifetime,
-            limits: RateLimit.ingest(clientIP: clientIP, userID: item.userID, action: item.action, definition: item.definition, options: options, now: now),
+            limits: RateLimit.ingest(
+                clientIP: clientIP, userID: item.userID, action: item.action, definition: item.definition, options: options, now: now,
+                flagged: precheck.flagged),
             requestID: event.eventID, now: now)
         return .claim(Candidate(index: index, event: event, nonce: nonce, claim: claim))
     }

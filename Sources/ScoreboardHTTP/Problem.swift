@@ -33,6 +33,8 @@ public struct Problem: HTTPResponseError, Sendable {
         case tooManySubscriptions = "too-many-subscriptions"
         case serverBusy = "server-busy"
         case headerTooLarge = "header-too-large"
+        case unknownFraudFlag = "unknown-fraud-flag"
+        case fraudFlagAlreadyReviewed = "fraud-flag-already-reviewed"
 
         public var status: HTTPResponse.Status {
             switch self {
@@ -41,8 +43,8 @@ public struct Problem: HTTPResponseError, Sendable {
             case .invalidBody, .invalidParameter: .badRequest
             case .bodyTooLarge: .contentTooLarge
             case .unsupportedMediaType: .unsupportedMediaType
-            case .unknownAction, .notFound: .notFound
-            case .actionTokenReplayed, .idempotencyKeyInUse: .conflict
+            case .unknownAction, .notFound, .unknownFraudFlag: .notFound
+            case .actionTokenReplayed, .idempotencyKeyInUse, .fraudFlagAlreadyReviewed: .conflict
             case .idempotencyKeyReused: .unprocessableContent
             case .rateLimited, .tooManyStreams, .tooManySubscriptions: .tooManyRequests
             case .serverBusy: .serviceUnavailable
@@ -79,6 +81,8 @@ public struct Problem: HTTPResponseError, Sendable {
             case .tooManySubscriptions: "Too many subscriptions on this connection"
             case .serverBusy: "The server is at capacity"
             case .headerTooLarge: "The request header is too large"
+            case .unknownFraudFlag: "No such fraud flag"
+            case .fraudFlagAlreadyReviewed: "The fraud flag was already reviewed"
             }
         }
 

@@ -47,7 +47,7 @@ public func buildPush(configuration: PushConfiguration, ports: PushPorts, logger
         maxFrameSize: streams.maxInboundMessageSize, autoPing: .enabled(timePeriod: streams.heartbeatInterval * 2), closeTimeout: .seconds(2))
     let limits = configuration.server.limits
     let app = configuration.server.application(
-        router: parts.router, name: "push", services: [parts.feed],
+        router: parts.router, name: "push", services: [parts.feed] + (parts.fraudFeed.map { [$0] } ?? []),
         server: parts.gateway.httpServer(
             http1: limits.http1, webSocket: webSocket, headLimits: RequestHeadLimits(timeout: limits.idleTimeout, maxSize: limits.maxHeaderSize)),
         logger: logger)
@@ -60,6 +60,8 @@ struct PushParts: Sendable {
     let gateway: PushGateway
     let feed: UpdateFeed
     let operations: OperationsRoutes
+    /// The fraud review feed, when the ports read the fraud-flags topic.
+    let fraudFeed: FraudFeed?
 
     var router: Router<PushRequestContext> { gateway.router(operations: operations) }
 
@@ -73,9 +75,13 @@ struct PushParts: Sendable {
         let feed = UpdateFeed(
             configuration: configuration.feed, source: BoardMemoryFeeding(source: ports.updates, memory: memory, live: ports.live), logger: logger,
             onBoardsChanged: { [archive = reader.archive] boards in archive.invalidate(boards: boards) })
-        let gateway = PushGateway(
+        var gateway = PushGateway(
             configuration: configuration.streams, feed: feed, reader: reader, authenticator: ports.authenticator, logger: logger,
             players: PlayerQueries(records: ports.players, catalog: configuration.achievements), now: now)
+        gateway.fraudReviews = ports.fraudReviews
+        let fraudFeed = ports.fraudFlags.map { FraudFeed(source: $0, reviews: ports.fraudReviews, logger: logger) }
+        gateway.fraudFeed = fraudFeed
+        self.fraudFeed = fraudFeed
         let operations = OperationsRoutes(registry: registry) { [live = ports.live, deadline = configuration.probeDeadline] in
             // Public: what is down, never where or the raw error (logged instead).
             var problems: [String: String] = [:]

@@ -42,6 +42,10 @@ public struct PushGateway: Sendable {
     public let openStreams = OpenStreams()
     /// A player's achievements and statistics (PlayerQueries.swift).
     public let players: PlayerQueries
+    /// Fraud review's store, for the admin endpoints (`nil`: they answer 503).
+    public var fraudReviews: (any FraudReviews)?
+    /// The fraud review feed (`nil`: its stream answers 503).
+    public var fraudFeed: FraudFeed?
     let logger: Logger
     let now: @Sendable () -> Timestamp
 
@@ -96,6 +100,7 @@ public struct PushGateway: Sendable {
                 inbound: inbound, outbound: outbound, request: context.request, address: Self.address(of: context.requestContext),
                 channel: context.requestContext.channel)
         })
+        FraudReviewRoutes(reviews: fraudReviews, feed: fraudFeed, authenticator: authenticator, now: now).add(to: router)
         methods.learn(router)
         return router
     }

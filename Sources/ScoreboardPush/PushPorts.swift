@@ -76,14 +76,21 @@ public struct PushPorts: Sendable {
     /// What the workers keep per player (PostgreSQL): progress and achievement unlocks.
     public var players: any PlayerRecords
 
+    /// Fraud review (`nil`: the admin fraud endpoints answer 503).
+    public var fraudReviews: (any FraudReviews)?
+    /// The fraud-flags topic, for the review feed (`nil`: no feed, its stream answers 503).
+    public var fraudFlags: (any FraudFlagSource)?
+
     public init(
         live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator,
-        players: any PlayerRecords = MemoryPlayerRecords()
+        players: any PlayerRecords = MemoryPlayerRecords(), fraudReviews: (any FraudReviews)? = nil, fraudFlags: (any FraudFlagSource)? = nil
     ) {
         self.live = live
         self.archive = archive
         self.updates = updates
         self.authenticator = authenticator
         self.players = players
+        self.fraudReviews = fraudReviews
+        self.fraudFlags = fraudFlags
     }
 }

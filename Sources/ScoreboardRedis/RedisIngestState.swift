@@ -26,6 +26,7 @@ public struct RedisIngestState: Sendable {
         case .user(let userID): "sb:rl:user:\(userID)"
         case .action(let userID, let action, let window): "sb:rl:action:\(userID):\(action):\(window)"
         case .mint(let userID): "sb:rl:mint:\(userID)"
+        case .flagged(let userID): "sb:rl:flagged:\(userID)"
         }
     }
 
@@ -35,23 +36,32 @@ public struct RedisIngestState: Sendable {
     /// admissions is bounded: a few milliseconds of Redis time, whatever the batch.
     public var chunkSize = 500
 
-    /// Before anything is spent, for each key: is the user banned, and has the idempotency key been seen (and with
-    /// what)? Two `MGET`s pipelined in one round trip per chunk.
+    /// Before anything is spent, for each key: is the user banned, has the user an open fraud flag
+    /// (``RedisFraudMarks``), and has the idempotency key been seen (and with what)? Two `MGET`s and an `EXISTS` per
+    /// distinct user, pipelined in one round trip per chunk.
     public func precheck(_ keys: [IngestKey]) async throws -> [IngestPrecheck] {
         var answers: [IngestPrecheck] = []
         answers.reserveCapacity(keys.count)
         for chunk in keys.chunks(of: chunkSize) {
-            let replies = try await redis.pipeline([
+            // Each distinct user once (a game server's batch has many items per user).
+            var seen: Set<String> = []
+            let users = chunk.map(\.userID).filter { seen.insert($0).inserted }
+            var commands: [[String]] = [
                 ["MGET"] + chunk.map { Self.banKey(userID: $0.userID) },
                 ["MGET"] + chunk.map { Self.idempotencyKey(userID: $0.userID, key: $0.idempotencyKey) },
-            ]).map { try $0.throwingServerError() }
+            ]
+            for user in users { commands.append(["EXISTS", RedisFraudMarks.openKey(userID: user)]) }
+            let replies = try await redis.pipeline(commands).map { try $0.throwingServerError() }
+            guard replies.count == 2 + users.count else { throw RedisError(code: .unexpectedReply, reason: "the precheck answered \(replies.count) replies") }
+            var flagged: Set<String> = []
+            for (user, reply) in zip(users, replies.dropFirst(2)) where reply.integer == 1 { flagged.insert(user) }
             guard let bans = replies[0].array, let records = replies[1].array, bans.count == chunk.count, records.count == chunk.count else {
                 throw RedisError(code: .unexpectedReply, reason: "MGET answered \(replies)")
             }
-            for (ban, record) in zip(bans, records) {
+            for (key, (ban, record)) in zip(chunk, zip(bans, records)) {
                 // An unreadable record is taken as none: the admission script still finds the key in use.
                 let decoded = record.string.flatMap { try? JSONDecoder().decode(IdempotencyRecord.self, from: Data($0.utf8)) }
-                answers.append(IngestPrecheck(banned: !ban.isNull, record: decoded))
+                answers.append(IngestPrecheck(banned: !ban.isNull, record: decoded, flagged: flagged.contains(key.userID)))
             }
         }
         return answers

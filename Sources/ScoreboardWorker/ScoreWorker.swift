@@ -52,6 +52,8 @@ public final class ScoreWorker: Service, Sendable {
         /// The achievements to unlock (`pipelines/achievements.yaml`), with the player statistics' state they keep;
         /// `nil`: no achievement stage.
         public var achievements: AchievementCatalog?
+        /// The fraud rules (`pipelines/fraud.yaml`) the fraud stage runs; `nil`: no fraud stage.
+        public var fraudRules: FraudRuleSet?
 
         public init(consumer: KafkaConsumerConfiguration, topics: TopicNames) {
             self.consumer = consumer
@@ -104,6 +106,7 @@ public final class ScoreWorker: Service, Sendable {
                 updateSchemaVersion: configuration.updateSchemaVersion),
             DeadLetterStage(outputs: ports.outputs),
         ] + (achievements.map { [AchievementStage(engine: $0)] as [any WorkerStage] } ?? [])
+            + (configuration.fraudRules.map { [FraudStage(rules: $0, outputs: ports.fraudFlags, logger: logger)] } ?? [])
     }
 
     public func run() async throws {

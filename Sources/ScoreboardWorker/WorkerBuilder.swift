@@ -40,8 +40,32 @@ public func buildWorker(configuration: WorkerConfiguration, ports: WorkerPorts, 
     router.add(middleware: methods)
     operations.add(to: router)
     methods.learn(router)
+    // The fraud stage's rejections consumer (FraudRejectionConsumer.swift), beside the score worker, when it has rules.
+    let rejections = configuration.worker.fraudRules.map { rules in
+        var consumer = configuration.worker.consumer
+        consumer.groupID += "-rejections"
+        return FraudRejectionsAfterMigration(
+            consumer: FraudRejectionConsumer(
+                topic: configuration.worker.topics.rejections, consumer: consumer, stage: FraudStage(rules: rules, outputs: ports.fraudFlags, logger: logger),
+                ports: ports, catalog: configuration.boards, retry: configuration.worker.retry, batchDeadline: configuration.worker.batchDeadline,
+                logger: logger),
+            migration: migration)
+    }
     return configuration.server.application(
-        router: router, name: "worker", services: [migration, WorkerAfterMigration(worker: worker, migration: migration)], logger: logger)
+        router: router, name: "worker",
+        services: [migration, WorkerAfterMigration(worker: worker, migration: migration)] + (rejections.map { [$0] } ?? []), logger: logger)
+}
+
+/// The rejections consumer, started once the schema is in place.
+struct FraudRejectionsAfterMigration: Service {
+    let consumer: FraudRejectionConsumer
+    let migration: SchemaMigration
+
+    func run() async throws {
+        await migration.wait()
+        guard migration.isFinished else { return }
+        await consumer.run()
+    }
 }
 
 /// Applies the ledger's schema migrations once at start, then waits for shutdown; ``WorkerAfterMigration`` waits for

@@ -75,6 +75,14 @@ public protocol WorkerOutputs: Sendable {
     func publishDeadLetters(_ letters: [DeadLetter]) async throws
 }
 
+/// Where the fraud stage's flags go after commit (Kafka's fraud-flags topic, and the Redis mark the gateway reads to
+/// limit a flagged user). Called again with the same flags after a crash between commit and outputs: idempotent by
+/// flag id.
+public protocol FraudFlagOutputs: Sendable {
+    /// Returns once every flag is acknowledged by the broker and marked open (a flag a reviewer closed stays closed).
+    func publishFlags(_ flags: [FraudFlagMessage]) async throws
+}
+
 /// Which incarnation of a topic the broker holds now (its topic id), `nil` when the topic does not exist.
 public protocol TopicIncarnations: Sendable {
     func topicID(of topic: String) async throws -> String?
@@ -94,15 +102,18 @@ public struct WorkerPorts: Sendable {
     public var topics: any TopicIncarnations
     /// `nil` for a ledger without a schema (the memory one).
     public var schema: (any LedgerSchema)?
+    /// Where fraud flags go (`nil`: stored with the batch, published nowhere).
+    public var fraudFlags: (any FraudFlagOutputs)?
 
     public init(
         ledger: any WorkerLedger, boards: any BoardStore, outputs: any WorkerOutputs, topics: any TopicIncarnations,
-        schema: (any LedgerSchema)? = nil
+        schema: (any LedgerSchema)? = nil, fraudFlags: (any FraudFlagOutputs)? = nil
     ) {
         self.ledger = ledger
         self.boards = boards
         self.outputs = outputs
         self.topics = topics
         self.schema = schema
+        self.fraudFlags = fraudFlags
     }
 }

@@ -27,8 +27,8 @@ struct PostgresTests {
             var tables: [String] = []
             for try await name in rows.decode(String.self) { tables.append(name) }
             #expect(tables == [
-                "consumer_offsets", "member_totals", "schema_migrations", "score_events", "stage_counters", "stage_records", "stage_set_members",
-                "stage_state", "worker_outbox",
+                "consumer_offsets", "fraud_audit", "fraud_bans", "fraud_reviews", "member_totals", "schema_migrations", "score_events", "stage_counters",
+                "stage_records", "stage_set_members", "stage_state", "worker_outbox",
             ])
             // Migration 0004 keeps only the secondary index of member_totals that a read uses.
             let indexes = try await store.client.query(

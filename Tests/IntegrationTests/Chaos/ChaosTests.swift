@@ -392,6 +392,7 @@ struct ChaosTests {
                 ("gateway as admin", gateway.port, ["admin"], admin),
                 ("push anonymous", push.port, ["query", "operations"], nil),
                 ("push as player", push.port, ["query"], player),
+                ("push as admin", push.port, ["review"], admin),
                 ("worker", worker.port, ["operations"], nil),
             ]
             var failed: [String] = []

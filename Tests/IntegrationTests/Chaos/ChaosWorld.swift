@@ -68,7 +68,9 @@ final class ChaosWorld: TestFixture, @unchecked Sendable {
     /// A gateway whose per-address and per-user limits are out of the way of the generator (the catalog's own
     /// per-action limits still apply).
     func gateway(acceptsSIGTERM: Bool = false) async throws -> RoleProcess {
-        try await start("gateway", arguments: ["--per-ip-per-minute", "100000000", "--per-user-per-minute", "100000"], acceptsSIGTERM: acceptsSIGTERM)
+        try await start(
+            "gateway", arguments: ["--per-ip-per-minute", "100000000", "--per-user-per-minute", "100000", "--per-flagged-user-per-minute", "100000"],
+            acceptsSIGTERM: acceptsSIGTERM)
     }
 
     /// Runs a `scoreboard` command (`rebuild`, `topics apply`) against this world to its end.
