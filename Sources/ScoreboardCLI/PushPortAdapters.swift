@@ -144,6 +144,9 @@ extension PushPorts {
         PushPorts(
             live: RedisBoardReads(redis: redis), archive: ledger,
             updates: KafkaUpdateSource(consumer: consumer, topic: topics.leaderboardUpdates, admin: admin, logger: logger),
-            authenticator: authenticator)
+            authenticator: authenticator, analytics: ledger)
     }
 }
+
+/// The analytics API reads the workers' analytics cells from the ledger's stage tables (ScoreLedger+Analytics.swift).
+extension ScoreLedger: AnalyticsCells {}

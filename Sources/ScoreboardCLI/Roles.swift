@@ -100,12 +100,15 @@ func runServices(_ services: [any Service], logger: Logger) async throws {
 struct RoleContext {
     let settings: ConnectionSettings
     let pipelines: PipelineCatalog
+    /// What the workers count and the push role answers about (`analytics/metrics.yaml`).
+    let analytics: AnalyticsCatalog
     let root: URL
 
     init(connection: ConnectionOptions) throws {
         settings = try connection.settings()
         root = DefinitionsLocation.root()
         pipelines = try PipelineCatalog.load(directory: root.appendingPathComponent("pipelines"))
+        analytics = try AnalyticsCatalog.load(directory: root.appendingPathComponent("analytics"))
     }
 
     func producer(logger: Logger) throws -> KafkaProducer {
@@ -158,9 +161,11 @@ enum Roles {
         let ports = WorkerPorts.live(
             ledger: ledger, redis: redis, catalog: context.pipelines.leaderboards, producer: producer, admin: admin,
             topics: context.settings.topics, schema: store)
+        var workerConfiguration = ScoreWorker.Configuration(consumer: consumer, topics: context.settings.topics)
+        workerConfiguration.analytics = context.analytics
         let worker = buildWorker(
             configuration: WorkerConfiguration(
-                worker: .init(consumer: consumer, topics: context.settings.topics), boards: context.pipelines.leaderboards,
+                worker: workerConfiguration, boards: context.pipelines.leaderboards,
                 actions: context.pipelines.actions, server: server),
             ports: ports, logger: logger)
         return ([store, producer, worker], { redis.close() })
@@ -178,8 +183,9 @@ enum Roles {
         let ports = PushPorts.live(
             redis: redis, ledger: ScoreLedger(client: store.client, consumerGroup: "", logger: logger), consumer: context.settings.consumer(groupID: groupID),
             admin: admin, topics: context.settings.topics, authenticator: try await auth.authenticator(redis: redis), logger: logger)
-        let push = try await buildPush(
-            configuration: PushConfiguration(server: server, streams: configuration, boards: context.pipelines.leaderboards), ports: ports, logger: logger)
+        var pushConfiguration = PushConfiguration(server: server, streams: configuration, boards: context.pipelines.leaderboards)
+        pushConfiguration.analytics = context.analytics
+        let push = try await buildPush(configuration: pushConfiguration, ports: ports, logger: logger)
         return ([store, push], { redis.close() })
     }
 }

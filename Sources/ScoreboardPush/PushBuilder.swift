@@ -19,6 +19,8 @@ public struct PushConfiguration: Sendable {
     public var memory = BoardMemory.Limits()
     /// Bound on one readiness probe of the live boards.
     public var probeDeadline: Duration = .seconds(2)
+    /// What the analytics API answers about (`analytics/metrics.yaml`).
+    public var analytics = AnalyticsCatalog.empty
 
     public init(
         server: HTTPServerSettings, streams: PushGateway.Configuration = .init(), boards: LeaderboardCatalog,
@@ -72,7 +74,8 @@ struct PushParts: Sendable {
             configuration: configuration.feed, source: BoardMemoryFeeding(source: ports.updates, memory: memory, live: ports.live), logger: logger,
             onBoardsChanged: { [archive = reader.archive] boards in archive.invalidate(boards: boards) })
         let gateway = PushGateway(
-            configuration: configuration.streams, feed: feed, reader: reader, authenticator: ports.authenticator, logger: logger, now: now)
+            configuration: configuration.streams, feed: feed, reader: reader, authenticator: ports.authenticator, logger: logger, now: now,
+            analytics: AnalyticsReader(catalog: configuration.analytics, cells: ports.analytics))
         let operations = OperationsRoutes(registry: registry) { [live = ports.live, deadline = configuration.probeDeadline] in
             // Public: what is down, never where or the raw error (logged instead).
             var problems: [String: String] = [:]

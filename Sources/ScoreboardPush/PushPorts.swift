@@ -73,8 +73,14 @@ public struct PushPorts: Sendable {
     public var updates: any UpdateSource
     /// Bearer tokens of personal streams (and their revocations).
     public var authenticator: JWTAuthenticator
+    /// The workers' analytics cells (PostgreSQL); `nil`: the analytics API answers 503.
+    public var analytics: (any AnalyticsCells)?
 
-    public init(live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator) {
+    public init(
+        live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator,
+        analytics: (any AnalyticsCells)? = nil
+    ) {
+        self.analytics = analytics
         self.live = live
         self.archive = archive
         self.updates = updates

@@ -49,6 +49,8 @@ public final class ScoreWorker: Service, Sendable {
         /// (`BoardChanges`; the push gateway reads both versions); 1, one per member per board (`LeaderboardUpdate`),
         /// for consumers that read only version 1.
         public var updateSchemaVersion = 2
+        /// What the analytics stage counts (`analytics/metrics.yaml`); nothing when empty.
+        public var analytics = AnalyticsCatalog.empty
 
         public init(consumer: KafkaConsumerConfiguration, topics: TopicNames) {
             self.consumer = consumer
@@ -95,6 +97,7 @@ public final class ScoreWorker: Service, Sendable {
                 catalog: catalog, ledger: ports.ledger, boards: ports.boards, outputs: ports.outputs,
                 updateSchemaVersion: configuration.updateSchemaVersion),
             DeadLetterStage(outputs: ports.outputs),
+            AnalyticsStage(catalog: configuration.analytics),
         ]
     }
 
