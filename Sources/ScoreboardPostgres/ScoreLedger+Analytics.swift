@@ -15,17 +15,7 @@ extension ScoreLedger {
             SELECT key, value FROM stage_counters
             WHERE stage = \(AnalyticsAggregation.stage) AND key >= \(range.lower) AND key < \(range.upper)
             """, logger: logger)
-        var cells: [AnalyticsCellKey: Int64] = [:]
-        for row in rows {
-            let (key, value) = try row.decode((String, Int64).self)
-            // The range is byte order's; a collation that orders otherwise could let a neighbour in: checked again.
-            if let cell = AnalyticsCellKey(parsing: key), cell.metric == metric, cell.window == window, cell.dimension == dimension,
-                cell.bucketStart >= from, cell.bucketStart < to
-            {
-                cells[cell] = value
-            }
-        }
-        return cells
+        return try Self.cells(rows, metric: metric, window: window, dimension: dimension, from: from, to: to)
     }
 
     /// The sizes of one distinct-count metric's sets in `window`, of the buckets starting in `[from, to)`.
@@ -36,13 +26,21 @@ extension ScoreLedger {
             WHERE stage = \(AnalyticsAggregation.stage) AND set_key >= \(range.lower) AND set_key < \(range.upper)
             GROUP BY set_key
             """, logger: logger)
+        return try Self.cells(rows, metric: metric, window: window, dimension: nil, from: from, to: to)
+    }
+
+    /// Rows of (key, number) as cells of the range asked for.
+    private static func cells(
+        _ rows: [PostgresRow], metric: String, window: AnalyticsWindow, dimension: AnalyticsDimension?, from: Int64, to: Int64
+    ) throws -> [AnalyticsCellKey: Int64] {
         var cells: [AnalyticsCellKey: Int64] = [:]
         for row in rows {
-            let (key, count) = try row.decode((String, Int64).self)
-            if let cell = AnalyticsCellKey(parsing: key), cell.metric == metric, cell.window == window, cell.dimension == nil,
+            let (key, value) = try row.decode((String, Int64).self)
+            // The range is byte order's; a collation that orders otherwise could let a neighbour in: checked again.
+            if let cell = AnalyticsCellKey(parsing: key), cell.metric == metric, cell.window == window, cell.dimension == dimension,
                 cell.bucketStart >= from, cell.bucketStart < to
             {
-                cells[cell] = count
+                cells[cell] = value
             }
         }
         return cells

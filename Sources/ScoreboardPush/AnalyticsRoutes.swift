@@ -88,9 +88,14 @@ extension PushGateway {
     }
 
     static func json(_ value: some Encodable) throws -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: try encodedJSON(value))))
+    }
+
+    /// Keys sorted, so that equal answers are equal bytes.
+    static func encodedJSON(_ value: some Encodable) throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+        return try encoder.encode(value)
     }
 
     /// The summary as server-sent events, one `summary` event a second (the dashboard's charts): while PostgreSQL does
@@ -118,9 +123,7 @@ extension PushGateway {
                             let event: ByteBuffer
                             do {
                                 let summary = try await analytics.summary(now: now())
-                                let encoder = JSONEncoder()
-                                encoder.outputFormatting = .sortedKeys
-                                event = ByteBuffer(string: "event: summary\ndata: \(String(decoding: try encoder.encode(summary), as: UTF8.self))\n\n")
+                                event = ByteBuffer(string: "event: summary\ndata: \(String(decoding: try Self.encodedJSON(summary), as: UTF8.self))\n\n")
                             } catch {
                                 logger.debug("analytics summary not read", metadata: ["error": "\(error)"])
                                 event = ByteBuffer(staticString: "event: unavailable\ndata: {\"type\":\"unavailable\"}\n\n")

@@ -155,24 +155,16 @@ struct AnalyticsAPITests {
         live.setScores(Dictionary(uniqueKeysWithValues: (1...200).map { ("m\($0)", Int64($0)) }), on: .allTime())
         let closedDay = BoardKey(window: .daily, period: "2025-11-20", dimension: .global, value: nil)
         archive.setScores(Dictionary(uniqueKeysWithValues: (1...10).map { ("m\($0)", Int64($0 * 10)) }), on: closedDay)
-        struct Distribution: Decodable {
-            var members: Int
-            var source: String
-            var max: Int64?
-            var p50: Int64?
-            var p90: Int64?
-            var p99: Int64?
-        }
         try await Self.withClient(Self.parts(cells: nil, live: live, archive: archive)) { client in
             try await client.execute(uri: "/v1/analytics/boards/all-time/global", method: .get) { response in
                 #expect(response.status == .ok)
-                let distribution = try JSONDecoder().decode(Distribution.self, from: Data(buffer: response.body))
+                let distribution = try JSONDecoder().decode(ScoreDistribution.self, from: Data(buffer: response.body))
                 #expect(distribution.members == 200 && distribution.source == "live" && distribution.max == 200)
                 #expect(distribution.p50 == 100 && distribution.p90 == 180 && distribution.p99 == 198)
             }
             try await client.execute(uri: "/v1/analytics/boards/daily/global?period=2025-11-20", method: .get) { response in
                 #expect(response.status == .ok)
-                let distribution = try JSONDecoder().decode(Distribution.self, from: Data(buffer: response.body))
+                let distribution = try JSONDecoder().decode(ScoreDistribution.self, from: Data(buffer: response.body))
                 #expect(distribution.members == 10 && distribution.source == "archive")
                 #expect(distribution.p50 == 50 && distribution.p90 == 90 && distribution.p99 == 100)
             }
