@@ -49,8 +49,7 @@ extension PushGateway {
         let distribution = try await Self.readingDependencies { () async throws -> ScoreDistribution in
             let first = try await reader.top(board, limit: 1, offset: 0)
             var distribution = ScoreDistribution(
-                board: first.board, window: first.window, period: first.period, dimension: first.dimension, value: first.value, members: first.members,
-                source: first.source, max: first.entries.first?.score)
+                board: first.board, period: first.period, members: first.members, source: first.source, max: first.entries.first?.score)
             let members = first.members
             guard members > 0 else { return distribution }
             func score(at quantile: Double) async throws -> Int64? {
@@ -65,14 +64,29 @@ extension PushGateway {
         return try Self.json(distribution)
     }
 
-    /// A time: epoch milliseconds, or ISO 8601 (`2026-11-25T10:00:00Z`).
+    /// A time: epoch milliseconds (an optional `-` and 1 to 15 digits), or an RFC 3339 date-time
+    /// (`2026-11-25T10:00:00Z`, fractions and offsets allowed), as openapi.yaml's schema says.
     static func time(_ text: Substring?, name: String) throws -> Timestamp? {
         guard let text else { return nil }
-        if let milliseconds = Int64(text) { return Timestamp(millisecondsSinceEpoch: milliseconds) }
-        if let date = try? Date.ISO8601FormatStyle().parse(String(text)) {
+        let digits = text.first == "-" ? text.dropFirst() : text
+        if (1...15).contains(digits.count), digits.allSatisfy({ $0.isASCII && $0.isNumber }), let milliseconds = Int64(text) {
+            return Timestamp(millisecondsSinceEpoch: milliseconds)
+        }
+        if let date = rfc3339Date(String(text)) {
             return Timestamp(millisecondsSinceEpoch: Int64((date.timeIntervalSince1970 * 1000).rounded()))
         }
-        throw Problem(.invalidParameter, detail: "\(name) must be epoch milliseconds or an ISO 8601 time such as 2026-11-25T10:00:00Z")
+        throw Problem(.invalidParameter, detail: "\(name) must be epoch milliseconds or an RFC 3339 time such as 2026-11-25T10:00:00Z")
+    }
+
+    static func rfc3339Date(_ text: String) -> Date? {
+        // RFC 3339 allows a lower-case t and z; ISO8601DateFormatter wants them upper-case.
+        let text = text.uppercased()
+        for options: ISO8601DateFormatter.Options in [[.withInternetDateTime], [.withInternetDateTime, .withFractionalSeconds]] {
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = options
+            if let date = formatter.date(from: text) { return date }
+        }
+        return nil
     }
 
     /// A read of the analytics cells: PostgreSQL down, or no store configured, is 503 with Retry-After.
@@ -146,12 +160,12 @@ extension PushGateway {
 }
 
 /// A board's score distribution (`GET /v1/analytics/boards/...`).
+///
+/// The board is named by its id only: fields named like the path's parameters (window, dimension, value) would let a
+/// client (schemathesis infers such links) feed a global board's dimension into a region board's path.
 struct ScoreDistribution: Codable, Sendable, Hashable {
     var board: String
-    var window: LeaderboardWindow
     var period: String
-    var dimension: BoardDimension
-    var value: String?
     var members: Int
     /// `live` (Redis) or `archive` (PostgreSQL's totals of a closed period).
     var source: String

@@ -162,6 +162,10 @@ struct AnalyticsAggregationTests {
         #expect(problem("events", from: at, to: Timestamp(millisecondsSinceEpoch: Self.start + 2 * 86_400_000), step: "minute")?.hasPrefix("to:") == true)
         #expect(problem("events", from: at, to: Timestamp(millisecondsSinceEpoch: Self.start + 2 * 86_400_000), step: "hour") == nil)
         #expect(problem("lag", by: "le") == nil)
+        // Times at Int64's limits: clamped to the years events can have, so too many points, not an overflow.
+        #expect(problem(
+            "events", from: Timestamp(millisecondsSinceEpoch: .min), to: Timestamp(millisecondsSinceEpoch: .max), step: "minute")?.hasPrefix("to:") == true)
+        #expect(problem("events", from: Timestamp(millisecondsSinceEpoch: .max), to: Timestamp(millisecondsSinceEpoch: .max), step: "day") == nil)
         // Defaults: the last 60 buckets of the first window, the current one included.
         let defaulted = try AnalyticsSeriesQuery.make(catalog: Self.catalog, metric: "events", from: nil, to: nil, step: nil, by: nil, now: later)
         #expect(defaulted.bucketStarts.count == 60 && defaulted.bucketStarts.last == Self.start + 60_000)

@@ -44,9 +44,13 @@ public struct AnalyticsSeriesQuery: Sendable, Hashable {
                 problems.append("by: \(name) is broken down by \(known), not \(by)")
             }
         }
-        let end = (to ?? now).millisecondsSinceEpoch
-        let start = from?.millisecondsSinceEpoch ?? (window.bucketStart(of: Timestamp(millisecondsSinceEpoch: end)) - 59 * window.milliseconds)
-        if start > end { problems.append("from: must not be after to") }
+        if let from, let to, from > to { problems.append("from: must not be after to") }
+        // Times outside the years events can have are clamped to them: nothing was counted there, and the arithmetic
+        // below stays far from Int64's limits whatever a client sends.
+        let bounds = 0...ScoreEvent.Limits.latest.millisecondsSinceEpoch
+        let end = (to ?? now).millisecondsSinceEpoch.clamped(to: bounds)
+        let start = (from?.millisecondsSinceEpoch ?? (window.bucketStart(of: Timestamp(millisecondsSinceEpoch: end)) - 59 * window.milliseconds))
+            .clamped(to: bounds)
         if !problems.isEmpty { throw ScoreboardError(code: .invalidParameter, reasons: problems) }
         let first = window.bucketStart(of: Timestamp(millisecondsSinceEpoch: start))
         // `to` itself is excluded, except when it is `now` by default: the current bucket is shown while it fills.
@@ -152,4 +156,8 @@ extension AnalyticsHistogram {
     public func reportedPercentile(_ quantile: Double) -> Int64? {
         percentile(quantile).flatMap { $0 == .max ? nil : $0 }
     }
+}
+
+extension Comparable {
+    func clamped(to range: ClosedRange<Self>) -> Self { min(max(self, range.lowerBound), range.upperBound) }
 }
