@@ -111,13 +111,31 @@ struct AnalyticsAPITests {
         try await Self.withClient(Self.parts(cells: cells)) { client in
             for uri in [
                 "/v1/analytics/nope", "/v1/analytics/events?from=2000&to=1000", "/v1/analytics/lag?step=day", "/v1/analytics/active-users?by=region",
-                "/v1/analytics/events?from=0&to=999999999999&step=minute", "/v1/analytics/events?from=yesterday",
+                "/v1/analytics/events?from=0&to=999999999999&step=minute", "/v1/analytics/events?from=yesterday", "/v1/analytics/events?from=",
+                "/v1/analytics/events?to=%2B5", "/v1/analytics/events?from=2025-11-25",
             ] {
                 try await client.execute(uri: uri, method: .get) { response in
                     #expect(response.status == .badRequest, "\(uri)")
                     #expect(response.headers[.contentType] == "application/problem+json", "\(uri)")
                     let problem = try JSONDecoder().decode(PushQueryTests.ProblemBody.self, from: Data(buffer: response.body))
                     #expect(problem.type == Problem.Kind.invalidParameter.uri, "\(uri)")
+                }
+            }
+        }
+    }
+
+    /// RFC 3339 as schemathesis writes it: lower-case t and z, fractions, offsets.
+    @Test func timesAreEpochMillisecondsOrRFC3339() async throws {
+        let (cells, _) = Self.world()
+        try await Self.withClient(Self.parts(cells: cells)) { client in
+            for (from, expected) in [
+                ("2025-11-25t11:00:00z", 1_764_068_400_000), ("2025-11-25T11:00:00.250Z", 1_764_068_400_000),
+                ("2025-11-25T12:00:00%2B01:00", 1_764_068_400_000), ("1764068400000", 1_764_068_400_000),
+            ] as [(String, Int64)] {
+                try await client.execute(uri: "/v1/analytics/events?from=\(from)&to=1764072000000", method: .get) { response in
+                    #expect(response.status == .ok, "\(from)")
+                    let series = try JSONDecoder().decode(AnalyticsSeries.self, from: Data(buffer: response.body))
+                    #expect(series.from == expected && series.series[0].points.count == 60, "\(from)")
                 }
             }
         }
