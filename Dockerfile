@@ -33,6 +33,7 @@ COPY --from=build /staging/bin/ /opt/scoreboard/bin/
 COPY --from=build /staging/lib/ /opt/scoreboard/lib/
 COPY topics /opt/scoreboard/topics
 COPY pipelines /opt/scoreboard/pipelines
+COPY analytics/metrics.yaml /opt/scoreboard/analytics/metrics.yaml
 ENV LD_LIBRARY_PATH=/opt/scoreboard/lib \
     SCOREBOARD_HOME=/opt/scoreboard \
     PATH=/opt/scoreboard/bin:$PATH

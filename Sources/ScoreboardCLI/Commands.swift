@@ -126,9 +126,11 @@ extension ScoreboardCommand {
             @Option(help: "The leaderboard-updates schema version the worker publishes (1: per member, 2: per board).")
             var updateSchemaVersion = WorkerBenchmark.Configuration().updateSchemaVersion
             @Option(help: "Append the results as JSON lines to this file (for scripts/bench-chart.py).") var record: String?
+            @Flag(help: "Run the analytics stage too (analytics/metrics.yaml), as the worker role does.") var analytics = false
 
             public func run() async throws {
                 var configuration = WorkerBenchmark.Configuration()
+                if analytics { configuration.analytics = try AnalyticsCatalog.load(directory: DefinitionsLocation.root().appendingPathComponent("analytics")) }
                 configuration.updateSchemaVersion = updateSchemaVersion
                 configuration.events = events
                 configuration.users = users

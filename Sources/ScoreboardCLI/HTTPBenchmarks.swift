@@ -8,6 +8,7 @@ import ScoreboardHTTP
 import ScoreboardKafka
 import ScoreboardLoadgen
 import ScoreboardPostgres
+import ScoreboardPush
 import ScoreboardRedis
 
 /// The benchmarks of the HTTP paths (`scoreboard bench ingest|latency|queries|fanout`): each starts the roles it
@@ -302,6 +303,7 @@ extension ScoreboardCommand.Bench {
             let bench = try options.benchmark()
             let record = options.record
             var baseline: [Double] = [], rates: [LoadConfiguration.Path: [Double]] = [:], p99: [LoadConfiguration.Path: [Double]] = [:]
+            var gzipLines: [BenchLine] = []
             try await bench.withStack { processes, runID in
                 let base = try await processes.start("baseline", ["bench", "baseline-server"])
                 let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
@@ -327,6 +329,7 @@ extension ScoreboardCommand.Bench {
                 // What the push gateway held in memory by the end (its answers came from there, not from Redis).
                 let metrics = try await LoadProbe.get(port: push.port, path: "/metrics").body
                 for line in metrics.split(separator: "\n") where line.hasPrefix("push_board_memory_") { print("  push gateway: \(line)") }
+                gzipLines = try await GzipMeasurement.measure(push: push.port)
             }
             print("")
             print("queries over HTTP (medians of \(repetitions); baseline: a bare Hummingbird GET; around/standing of players drawn by Zipf, some 404)")
@@ -334,6 +337,9 @@ extension ScoreboardCommand.Bench {
                 try BenchLine(name: path.rawValue, values: rates[path] ?? [], unit: "req/s", baseline: baseline).report(benchmark: "queries", to: record)
                 try BenchLine(name: "  p99 over HTTP", values: p99[path] ?? [], unit: "ms").report(benchmark: "queries", to: record)
             }
+            print("")
+            print("gzip of large JSON answers (Accept-Encoding: gzip): the push gateway's answers, compressed here as it compresses them")
+            for line in gzipLines { try line.report(benchmark: "queries", to: record) }
         }
     }
 
@@ -384,5 +390,38 @@ extension ScoreboardCommand.Bench {
             print("fan-out (\(rate) events/s, one board, every subscriber receives every update)")
             lines.forEach { print($0) }
         }
+    }
+}
+
+/// What gzip saves on the large answers and what one compression costs: the answers are read from the push gateway
+/// (identity), then compressed in this process by the gateway's own function (``ResponseGzip``), timed over repeats.
+enum GzipMeasurement {
+    static let answers = [
+        ("gzip top-1000 page", "/v1/leaderboards/all-time/global?limit=1000"),
+        ("gzip analytics series", "/v1/analytics/points?step=minute&by=guild"),
+    ]
+
+    static func measure(push: Int) async throws -> [BenchLine] {
+        var lines: [BenchLine] = []
+        for (name, path) in answers {
+            let answer = try await LoadProbe.get(port: push, path: path)
+            guard answer.status == 200 else { throw BenchError("\(path) answered \(answer.status)") }
+            let body = ByteBuffer(string: answer.body)
+            let compressed = try ResponseGzip.compress(body)
+            // Five rounds of 20 compressions: the median round's time per compression.
+            var microseconds: [Double] = []
+            for _ in 0..<5 {
+                let start = ContinuousClock.now
+                for _ in 0..<20 { _ = try ResponseGzip.compress(body) }
+                let elapsed = ContinuousClock.now - start
+                microseconds.append(Double(elapsed.components.seconds) * 1e6 / 20 + Double(elapsed.components.attoseconds) / 1e12 / 20)
+            }
+            lines.append(BenchLine(name: name, values: [Double(body.readableBytes)], unit: "B identity"))
+            lines.append(BenchLine(name: "  gzipped", values: [Double(compressed.readableBytes)], unit: "B"))
+            lines.append(BenchLine(
+                name: "  saved", values: [100 * (1 - Double(compressed.readableBytes) / Double(max(1, body.readableBytes)))], unit: "%"))
+            lines.append(BenchLine(name: "  CPU per compression", values: microseconds, unit: "µs"))
+        }
+        return lines
     }
 }

@@ -145,7 +145,7 @@ extension PushPorts {
         PushPorts(
             live: RedisBoardReads(redis: redis), archive: ledger,
             updates: KafkaUpdateSource(consumer: consumer, topic: topics.leaderboardUpdates, admin: admin, logger: logger),
-            authenticator: authenticator, players: ledger, fraudReviews: PostgresRedisFraudReviews(ledger: ledger, redis: redis, catalog: catalog),
+            authenticator: authenticator, players: ledger, analytics: ledger, fraudReviews: PostgresRedisFraudReviews(ledger: ledger, redis: redis, catalog: catalog),
             fraudFlags: KafkaFraudFlagSource(consumer: consumer, topic: topics.fraudFlags, logger: logger))
     }
 }
@@ -218,3 +218,6 @@ struct PostgresRedisFraudReviews: FraudReviews {
 
     func recentEvents(userID: String, limit: Int) async throws -> [ScoreEvent] { try await ledger.recentEvents(userID: userID, limit: limit) }
 }
+
+/// The analytics API reads the workers' analytics cells from the ledger's stage tables (ScoreLedger+Analytics.swift).
+extension ScoreLedger: AnalyticsCells {}

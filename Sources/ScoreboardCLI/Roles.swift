@@ -100,12 +100,15 @@ func runServices(_ services: [any Service], logger: Logger) async throws {
 struct RoleContext {
     let settings: ConnectionSettings
     let pipelines: PipelineCatalog
+    /// What the workers count and the push role answers about (`analytics/metrics.yaml`).
+    let analytics: AnalyticsCatalog
     let root: URL
 
     init(connection: ConnectionOptions) throws {
         settings = try connection.settings()
         root = DefinitionsLocation.root()
         pipelines = try PipelineCatalog.load(directory: root.appendingPathComponent("pipelines"))
+        analytics = try AnalyticsCatalog.load(directory: root.appendingPathComponent("analytics"))
     }
 
     /// `pipelines/achievements.yaml`, checked against the boards its ranking achievements name.
@@ -167,11 +170,11 @@ enum Roles {
         let ports = WorkerPorts.live(
             ledger: ledger, redis: redis, catalog: context.pipelines.leaderboards, producer: producer, admin: admin,
             topics: context.settings.topics, schema: store)
-        var workerSettings = ScoreWorker.Configuration(consumer: consumer, topics: context.settings.topics)
-        workerSettings.fraudRules = try PipelineCatalog.loadFraudRules(directory: context.root.appendingPathComponent("pipelines"))
+        workerConfiguration.fraudRules = try PipelineCatalog.loadFraudRules(directory: context.root.appendingPathComponent("pipelines"))
+        workerConfiguration.analytics = context.analytics
         let worker = buildWorker(
             configuration: WorkerConfiguration(
-                worker: workerSettings, boards: context.pipelines.leaderboards,
+                worker: workerConfiguration, boards: context.pipelines.leaderboards,
                 actions: context.pipelines.actions, server: server),
             ports: ports, logger: logger)
         return ([store, producer, worker], { redis.close() })
@@ -192,6 +195,7 @@ enum Roles {
             catalog: context.pipelines.leaderboards, logger: logger)
         var pushConfiguration = PushConfiguration(server: server, streams: configuration, boards: context.pipelines.leaderboards)
         pushConfiguration.achievements = try context.achievements()
+        pushConfiguration.analytics = context.analytics
         let push = try await buildPush(configuration: pushConfiguration, ports: ports, logger: logger)
         return ([store, push], { redis.close() })
     }

@@ -21,6 +21,8 @@ public struct WorkerBenchmark: Sendable {
         public var redisDatabase = 8
         /// The leaderboard-updates schema the worker publishes (1: a message per member per board, 2: per board).
         public var updateSchemaVersion = 2
+        /// What the worker's analytics stage counts (empty: the stage counts nothing, as before it existed).
+        public var analytics = AnalyticsCatalog.empty
 
         public init() {}
     }
@@ -106,6 +108,7 @@ public struct WorkerBenchmark: Sendable {
         consumer.sessionTimeout = .seconds(3)
         var workerConfiguration = ScoreWorker.Configuration(consumer: consumer, topics: settings.topics)
         workerConfiguration.updateSchemaVersion = configuration.updateSchemaVersion
+        workerConfiguration.analytics = configuration.analytics
         let worker = ScoreWorker(
             configuration: workerConfiguration, catalog: catalog, actions: actions,
             ports: .live(

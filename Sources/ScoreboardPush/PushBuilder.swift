@@ -21,6 +21,8 @@ public struct PushConfiguration: Sendable {
     public var probeDeadline: Duration = .seconds(2)
     /// The achievements (`pipelines/achievements.yaml`) the player queries measure progress against.
     public var achievements = AchievementCatalog(achievements: [])
+    /// What the analytics API answers about (`analytics/metrics.yaml`).
+    public var analytics = AnalyticsCatalog.empty
 
     public init(
         server: HTTPServerSettings, streams: PushGateway.Configuration = .init(), boards: LeaderboardCatalog,
@@ -77,7 +79,8 @@ struct PushParts: Sendable {
             onBoardsChanged: { [archive = reader.archive] boards in archive.invalidate(boards: boards) })
         var gateway = PushGateway(
             configuration: configuration.streams, feed: feed, reader: reader, authenticator: ports.authenticator, logger: logger,
-            players: PlayerQueries(records: ports.players, catalog: configuration.achievements), now: now)
+            players: PlayerQueries(records: ports.players, catalog: configuration.achievements), now: now,
+            analytics: AnalyticsReader(catalog: configuration.analytics, cells: ports.analytics))
         gateway.fraudReviews = ports.fraudReviews
         let fraudFeed = ports.fraudFlags.map { FraudFeed(source: $0, reviews: ports.fraudReviews, logger: logger) }
         gateway.fraudFeed = fraudFeed

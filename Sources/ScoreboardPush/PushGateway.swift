@@ -46,15 +46,19 @@ public struct PushGateway: Sendable {
     public var fraudReviews: (any FraudReviews)?
     /// The fraud review feed (`nil`: its stream answers 503).
     public var fraudFeed: FraudFeed?
+    /// The analytics API's reads (AnalyticsRoutes.swift).
+    public let analytics: AnalyticsReader
     let logger: Logger
     let now: @Sendable () -> Timestamp
 
     public init(
         configuration: Configuration, feed: UpdateFeed, reader: BoardReader, authenticator: JWTAuthenticator, logger: Logger,
-        players: PlayerQueries = PlayerQueries(), now: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
+        players: PlayerQueries = PlayerQueries(), now: @escaping @Sendable () -> Timestamp = { Timestamp.now() },
+        analytics: AnalyticsReader = .unconfigured
     ) {
         self.players = players
         self.configuration = configuration
+        self.analytics = analytics
         self.feed = feed
         self.reader = reader
         self.authenticator = authenticator
@@ -74,6 +78,7 @@ public struct PushGateway: Sendable {
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: methods)
+        router.add(middleware: GzipResponseMiddleware())
         operations.add(to: router)
         switch DashboardRoutes.bundled {
         case .success(let dashboard): dashboard.add(to: router)
@@ -90,6 +95,7 @@ public struct PushGateway: Sendable {
         router.get("/v1/streams/sse/:window/:dimension") { request, context in try await self.sse(request, context) }
         router.get("/v1/streams/sse/:window/:dimension/:value") { request, context in try await self.sse(request, context) }
         router.get("/v1/streams/me") { request, context in try await self.personalSSE(request, context) }
+        addAnalyticsRoutes(to: router)
         // Every client may upgrade and follow boards, within the caps per address; the personal channel checks the
         // upgrade request's bearer token when asked for (see `handleCommand`).
         router.ws("/v1/streams/ws", shouldUpgrade: { request, context in

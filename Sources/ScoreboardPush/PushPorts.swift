@@ -76,6 +76,8 @@ public struct PushPorts: Sendable {
     /// What the workers keep per player (PostgreSQL): progress and achievement unlocks.
     public var players: any PlayerRecords
 
+    /// The workers' analytics cells (PostgreSQL); `nil`: the analytics API answers 503.
+    public var analytics: (any AnalyticsCells)?
     /// Fraud review (`nil`: the admin fraud endpoints answer 503).
     public var fraudReviews: (any FraudReviews)?
     /// The fraud-flags topic, for the review feed (`nil`: no feed, its stream answers 503).
@@ -83,8 +85,10 @@ public struct PushPorts: Sendable {
 
     public init(
         live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator,
-        players: any PlayerRecords = MemoryPlayerRecords(), fraudReviews: (any FraudReviews)? = nil, fraudFlags: (any FraudFlagSource)? = nil
+        players: any PlayerRecords = MemoryPlayerRecords(), analytics: (any AnalyticsCells)? = nil, fraudReviews: (any FraudReviews)? = nil,
+        fraudFlags: (any FraudFlagSource)? = nil
     ) {
+        self.analytics = analytics
         self.live = live
         self.archive = archive
         self.updates = updates

@@ -54,6 +54,8 @@ public final class ScoreWorker: Service, Sendable {
         public var achievements: AchievementCatalog?
         /// The fraud rules (`pipelines/fraud.yaml`) the fraud stage runs; `nil`: no fraud stage.
         public var fraudRules: FraudRuleSet?
+        /// What the analytics stage counts (`analytics/metrics.yaml`); nothing when empty.
+        public var analytics = AnalyticsCatalog.empty
 
         public init(consumer: KafkaConsumerConfiguration, topics: TopicNames) {
             self.consumer = consumer
@@ -105,6 +107,7 @@ public final class ScoreWorker: Service, Sendable {
                 catalog: catalog, ledger: ports.ledger, boards: boards, outputs: ports.outputs,
                 updateSchemaVersion: configuration.updateSchemaVersion),
             DeadLetterStage(outputs: ports.outputs),
+            AnalyticsStage(catalog: configuration.analytics),
         ] + (achievements.map { [AchievementStage(engine: $0)] as [any WorkerStage] } ?? [])
             + (configuration.fraudRules.map { [FraudStage(rules: $0, outputs: ports.fraudFlags, logger: logger)] } ?? [])
     }

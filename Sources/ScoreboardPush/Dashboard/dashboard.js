@@ -196,6 +196,173 @@ const activity = {
 };
 setInterval(() => activity.tick(), 1000);
 
+// ---- Whole-system analytics: the summary stream (one `summary` event a second), drawn as small SVG charts ----
+
+const analytics = {
+  eventsPerSecond: [],
+  activeUsers: [],
+  last: null,
+  received: 0,
+  changes: 0,
+  apply(summary) {
+    const previous = this.last;
+    this.last = summary;
+    this.received += 1;
+    const day = summary.events ? summary.events.day || 0 : 0;
+    // Events/s from two summaries' day totals (what was committed in between); across midnight, the server's own
+    // estimate over the last 60 seconds.
+    let rate = summary.eventsPerSecond || 0;
+    if (previous && previous.events && summary.at > previous.at && day >= (previous.events.day || 0)) {
+      rate = (day - (previous.events.day || 0)) / ((summary.at - previous.at) / 1000);
+    }
+    if (previous && previous.events && (previous.events.day || 0) !== day) this.changes += 1;
+    push(this.eventsPerSecond, rate);
+    push(this.activeUsers, summary.activeUsers ? summary.activeUsers.minute || 0 : 0);
+    draw("events-chart", this.eventsPerSecond);
+    draw("active-users-chart", this.activeUsers);
+    setText("events-per-second", rate.toFixed(1));
+    setText("events-today", day.toLocaleString("en"));
+    setText("points-today", summary.points ? (summary.points.day || 0).toLocaleString("en") : "–");
+    const active = summary.activeUsers || {};
+    setText("active-minute", String(active.minute || 0));
+    setText("active-hour", String(active.hour || 0));
+    setText("active-day", String(active.day || 0));
+    drawBars(summary.pointsByRegionLastHour || {});
+    const actions = document.querySelector("#top-actions tbody");
+    actions.replaceChildren(...((summary.topActions || {}).hour || []).map((figure) => {
+      const row = document.createElement("tr");
+      row.dataset.action = figure.action;
+      row.append(cell(figure.action), cell(figure.events.toLocaleString("en"), "number"), cell(figure.points.toLocaleString("en"), "number"));
+      return row;
+    }));
+    const lag = summary.lastFiveMinutesLag;
+    const ms = (value) => (value === undefined || value === null ? "> last bucket" : "≤ " + value + " ms");
+    setText("lag", lag && lag.count ? "p50 " + ms(lag.p50) + " · p90 " + ms(lag.p90) + " · p99 " + ms(lag.p99) + " (" + lag.count + " events)" : "no events");
+    setText("rejections", "counted by each gateway: " + (summary.rejections || "gateway_rejections_total"));
+    // What the browser test reads: the last figures shown, and how often they changed.
+    const panel = document.getElementById("analytics-panel");
+    panel.dataset.at = String(summary.at);
+    panel.dataset.eventsDay = String(day);
+    panel.dataset.activeDay = String(active.day || 0);
+    panel.dataset.received = String(this.received);
+    panel.dataset.changes = String(this.changes);
+  },
+};
+
+function push(series, value) {
+  series.push(value);
+  if (series.length > 120) series.shift();
+}
+
+function setText(id, text) {
+  document.getElementById(id).textContent = text;
+}
+
+/** A polyline of the values, scaled to the chart's height. */
+function draw(id, values) {
+  const max = Math.max(1, ...values);
+  const step = 300 / Math.max(1, values.length - 1);
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  line.setAttribute("points", values.map((value, index) => (index * step).toFixed(1) + "," + (80 - (value / max) * 75).toFixed(1)).join(" "));
+  document.getElementById(id).replaceChildren(line);
+}
+
+function drawBars(byRegion) {
+  const entries = Object.entries(byRegion).sort((a, b) => b[1] - a[1]).slice(0, 8);
+  const max = Math.max(1, ...entries.map((entry) => entry[1]));
+  document.getElementById("regions-chart").replaceChildren(...entries.map(([region, points]) => {
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.dataset.region = region;
+    bar.dataset.points = String(points);
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = ((points / max) * 100).toFixed(1) + "%";
+    const label = document.createElement("span");
+    label.textContent = region;
+    const value = document.createElement("span");
+    value.className = "number";
+    value.textContent = points.toLocaleString("en");
+    bar.append(label, fill, value);
+    return bar;
+  }));
+}
+
+function followAnalytics() {
+  const state = document.getElementById("analytics-state");
+  const stream = new EventSource("/v1/analytics/summary/stream");
+  stream.onopen = () => { state.dataset.state = "live"; state.textContent = "live"; };
+  stream.addEventListener("summary", (event) => analytics.apply(JSON.parse(event.data)));
+  stream.addEventListener("unavailable", () => { state.dataset.state = "unavailable"; state.textContent = "analytics store unavailable"; });
+  stream.onerror = () => {
+    state.dataset.state = "reconnecting";
+    state.textContent = "reconnecting…";
+    // Refused (429, 503): the browser does not retry a refused EventSource by itself.
+    if (stream.readyState === EventSource.CLOSED) setTimeout(followAnalytics, 2000);
+  };
+}
+
+// ---- The fraud review feed (admin role only; the server checks the token, the page only hides the panel) ----
+
+let fraudFeed = null;
+
+/** Reads the admin SSE feed with fetch, since EventSource cannot send a bearer token. */
+async function followFraudFlags(token) {
+  if (fraudFeed) fraudFeed.abort();
+  const controller = new AbortController();
+  fraudFeed = controller;
+  const state = document.getElementById("fraud-state");
+  let delay = 1000;
+  while (!controller.signal.aborted) {
+    try {
+      const response = await fetch("/v1/admin/fraud-flags/stream", { headers: { Authorization: "Bearer " + token, Accept: "text/event-stream" }, signal: controller.signal });
+      if (response.status === 404) { state.dataset.state = "not-available"; state.textContent = "not available on this server"; return; }
+      if (response.status === 401 || response.status === 403) { state.dataset.state = "refused"; state.textContent = "refused: an admin token is needed"; return; }
+      if (!response.ok || !response.body) throw new Error("status " + response.status);
+      state.dataset.state = "live";
+      state.textContent = "live";
+      delay = 1000;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let pending = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        pending += value;
+        let end;
+        while ((end = pending.indexOf("\n\n")) >= 0) {
+          const block = pending.slice(0, end);
+          pending = pending.slice(end + 2);
+          const data = block.split("\n").filter((line) => line.startsWith("data:")).map((line) => line.slice(5).trim()).join("\n");
+          if (data) showFlag(data);
+        }
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+    }
+    state.dataset.state = "reconnecting";
+    state.textContent = "reconnecting…";
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(delay * 2, 30000);
+  }
+}
+
+function showFlag(data) {
+  let text = data;
+  try {
+    const flag = JSON.parse(data);
+    if (flag.type === "end" || flag.type === "heartbeat") return;
+    const about = flag.flag || flag;
+    text = [about.userId, about.rule || about.reason || about.kind, about.score !== undefined ? "score " + about.score : null].filter(Boolean).join(" · ") || data;
+  } catch (error) {
+    // Not JSON: shown as it came.
+  }
+  const list = document.getElementById("fraud-flags");
+  const item = document.createElement("li");
+  item.textContent = new Date().toLocaleTimeString() + " " + text;
+  list.prepend(item);
+  while (list.children.length > 100) list.lastChild.remove();
+}
+
 // ---- Signing in, and the personal channel (WebSocket: a browser's EventSource cannot send a bearer token) ----
 
 let personal = null;
@@ -219,6 +386,10 @@ function signIn(token) {
   who.textContent = "signed in as " + claims.sub + " (" + (claims.role || "player") + ")";
   document.body.dataset.role = claims.role || "player";
   connectPersonal(token);
+  const isAdmin = claims.role === "admin";
+  document.getElementById("fraud-panel").hidden = !isAdmin;
+  if (isAdmin) followFraudFlags(token);
+  else if (fraudFeed) fraudFeed.abort();
 }
 
 function connectPersonal(token) {
@@ -281,6 +452,8 @@ document.getElementById("sign-out").addEventListener("click", () => {
   if (personal) personal.close();
   document.getElementById("who").textContent = "not signed in";
   delete document.body.dataset.role;
+  document.getElementById("fraud-panel").hidden = true;
+  if (fraudFeed) fraudFeed.abort();
 });
 
 // The board in the address (?window=&dimension=&value=), else the daily global board.
@@ -291,5 +464,6 @@ for (const name of ["window", "dimension", "value"]) {
 }
 picker.elements.value.disabled = picker.elements.dimension.value === "global";
 follow(picker.elements.window.value, picker.elements.dimension.value, picker.elements.dimension.value === "global" ? null : picker.elements.value.value);
+followAnalytics();
 const savedToken = sessionStorage.getItem("scoreboard.token");
 if (savedToken) signIn(savedToken);

@@ -53,6 +53,30 @@ struct DashboardBrowserTests {
                 #expect(page.changesSeen > 0, "the activity chart counts the changes it received")
                 try await expectPageMatchesQueryAPI(browser: browser, push: push.port)
 
+                // The whole-system charts follow the analytics summary stream: more traffic changes them, and once it
+                // is committed they show what the analytics API answers.
+                let shownBefore = try await browser.analytics()
+                // Players already on the board, so that the board's own checks below keep their counts.
+                try await scores(Array(0..<10), action: "pvp-match")
+                // The ten were accepted (the batch answered 200), so the count reaches at least ten more once committed.
+                let shown = try await expectAnalyticsMatchAPI(browser: browser, push: push.port, atLeast: shownBefore.eventsToday + 10)
+                #expect(shown.changes > shownBefore.changes, "the events chart moved")
+                #expect(shown.topActions.contains("pvp-match"))
+
+                // The fraud review feed: hidden for a player, shown for an admin (live, or "not available" where the
+                // push gateway does not serve the feed).
+                #expect(try await browser.run("return document.getElementById('fraud-panel').hidden") as? Bool == true)
+                let admin = try await world.token("ops-\(tag)", role: .admin)
+                _ = try await browser.run("signIn('\(admin)'); return true")
+                try await within(.seconds(30)) {
+                    while true {
+                        let state = try await browser.run(
+                            "return document.getElementById('fraud-panel').hidden ? 'hidden' : document.getElementById('fraud-state').dataset.state") as? String
+                        if state == "live" || state == "not-available" { return }
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+
                 // The network drops: the push gateway dies and comes back on the same port. The page reconnects and
                 // resumes (EventSource sends the last sequence) without a reload, and catches up with what happened
                 // while it was away.
@@ -73,6 +97,24 @@ struct DashboardBrowserTests {
             }
             await browser.quit()
         }
+    }
+
+    /// The analytics panel shows the analytics API's figures (waits until the API counts at least `atLeast` events
+    /// today and the page shows the same: the page follows a stream of the summary, once a second).
+    @discardableResult
+    func expectAnalyticsMatchAPI(browser: Browser, push: Int, atLeast: Int64) async throws -> AnalyticsShown {
+        var api: Int64 = -1
+        var shown = try await browser.analytics()
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let answer = try await HTTPConnection.with(port: push) { try await $0.send(.GET, "/v1/analytics/summary") }
+            api = ((answer.json["events"] as? [String: Any])?["day"] as? NSNumber)?.int64Value ?? -1
+            shown = try await browser.analytics()
+            if api >= atLeast && shown.eventsToday == api { return shown }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("the page shows \(shown.eventsToday) events today, the analytics API answers \(api), expected at least \(atLeast)")
+        return shown
     }
 
     /// The rows the page shows are the query API's top 20, rank for rank (waits until they agree: the page follows a
@@ -112,6 +154,30 @@ struct DashboardState: Sendable {
             changes: Number(document.getElementById('activity-chart').dataset.total || 0),
             problem: document.getElementById('board-problem').textContent });
         """
+}
+
+/// What the dashboard's analytics panel shows, read from its DOM.
+struct AnalyticsShown: Sendable {
+    var eventsToday: Int64
+    var received: Int
+    var changes: Int
+    var topActions: [String]
+
+    static let script = """
+        const panel = document.getElementById('analytics-panel');
+        return JSON.stringify({ eventsDay: Number(panel.dataset.eventsDay || 0), received: Number(panel.dataset.received || 0),
+            changes: Number(panel.dataset.changes || 0), actions: [...document.querySelectorAll('#top-actions tbody tr')].map(r => r.dataset.action) });
+        """
+}
+
+extension Browser {
+    func analytics() async throws -> AnalyticsShown {
+        let text = try #require(try await run(AnalyticsShown.script) as? String)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        return AnalyticsShown(
+            eventsToday: (json["eventsDay"] as? NSNumber)?.int64Value ?? 0, received: (json["received"] as? NSNumber)?.intValue ?? 0,
+            changes: (json["changes"] as? NSNumber)?.intValue ?? 0, topActions: json["actions"] as? [String] ?? [])
+    }
 }
 
 /// Headless Chromium through chromedriver's W3C WebDriver API, over the tests' own loopback HTTP client.

@@ -1,0 +1,23 @@
+import Metrics
+import ScoreboardCore
+
+/// Real-time analytics (`analytics/metrics.yaml`) as stream state: each batch's new events add to the analytics cells
+/// (counters per metric, window bucket and dimension value; active-user sets; lag histograms) in the batch's own
+/// transaction, so they count every accepted event exactly once, however often a batch is replayed. It owes nothing
+/// after commit: the push role reads the cells from PostgreSQL.
+struct AnalyticsStage: WorkerStage {
+    let catalog: AnalyticsCatalog
+    /// The commit time the lag is measured to (read inside the transaction, just before COMMIT).
+    var now: @Sendable () -> Timestamp = { Timestamp.now() }
+
+    var name: String { AnalyticsAggregation.stage }
+
+    func rows(for batch: StageInput, state: StageState) throws -> StageRows<Void> {
+        let writes = AnalyticsAggregation.writes(for: batch.applied.newEvents, committedAt: now(), catalog: catalog)
+        return StageRows(writes: writes, due: ())
+    }
+
+    func outputs(_ due: Void) async throws {}
+
+    func recover(_ entries: [OutboxEntry]) async throws {}
+}
