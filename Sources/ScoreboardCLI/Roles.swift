@@ -167,11 +167,11 @@ enum Roles {
         consumer.maxBatchSize = 5_000
         var workerConfiguration = ScoreWorker.Configuration(consumer: consumer, topics: context.settings.topics)
         workerConfiguration.achievements = try context.achievements()
+        workerConfiguration.fraudRules = try PipelineCatalog.loadFraudRules(directory: context.root.appendingPathComponent("pipelines"))
+        workerConfiguration.analytics = context.analytics
         let ports = WorkerPorts.live(
             ledger: ledger, redis: redis, catalog: context.pipelines.leaderboards, producer: producer, admin: admin,
             topics: context.settings.topics, schema: store)
-        workerConfiguration.fraudRules = try PipelineCatalog.loadFraudRules(directory: context.root.appendingPathComponent("pipelines"))
-        workerConfiguration.analytics = context.analytics
         let worker = buildWorker(
             configuration: WorkerConfiguration(
                 worker: workerConfiguration, boards: context.pipelines.leaderboards,

@@ -19,7 +19,7 @@ import Synchronization
 /// as the score worker recovers its own. A replay after a crash starts from the offsets committed with the profiles,
 /// so no rejection counts twice (and the detector also ignores a rejection id it has seen). A user's events and
 /// rejections lock the same profile row, so the two consumers take turns on it.
-final class FraudRejectionConsumer: Sendable {
+final class FraudRejectionConsumer: Service, Sendable {
     let topic: String
     let consumer: KafkaConsumerConfiguration
     let stage: FraudStage

@@ -12,7 +12,7 @@ import Synchronization
 /// Batches flow through a pipeline of three steps, each running one batch at a time and overlapping the others:
 /// 1. **Decode** (the consume loop): parse, price from the catalog and pre-aggregate batch n+1 while batch n is in the
 ///    steps below.
-/// 2. **Ledger** (one PostgreSQL transaction, ``WorkerLedger/apply(_:aggregate:beforeCommit:)``): events deduplicated
+/// 2. **Ledger** (one PostgreSQL transaction, ``WorkerLedger/apply(_:aggregate:reads:beforeCommit:)``): events deduplicated
 ///    by id, window totals, next offsets fenced by the partition's epoch, and each ``WorkerStage``'s rows, among them
 ///    the *outbox* entries naming what the batch owes outside PostgreSQL. No network round trip but PostgreSQL's own
 ///    happens while its row locks are held.

@@ -44,8 +44,8 @@ public func buildWorker(configuration: WorkerConfiguration, ports: WorkerPorts, 
     let rejections = configuration.worker.fraudRules.map { rules in
         var consumer = configuration.worker.consumer
         consumer.groupID += "-rejections"
-        return FraudRejectionsAfterMigration(
-            consumer: FraudRejectionConsumer(
+        return AfterMigration(
+            body: FraudRejectionConsumer(
                 topic: configuration.worker.topics.rejections, consumer: consumer, stage: FraudStage(rules: rules, outputs: ports.fraudFlags, logger: logger),
                 ports: ports, catalog: configuration.boards, retry: configuration.worker.retry, batchDeadline: configuration.worker.batchDeadline,
                 logger: logger),
@@ -53,22 +53,10 @@ public func buildWorker(configuration: WorkerConfiguration, ports: WorkerPorts, 
     }
     return configuration.server.application(
         router: router, name: "worker",
-        services: [migration, WorkerAfterMigration(worker: worker, migration: migration)] + (rejections.map { [$0] } ?? []), logger: logger)
+        services: [migration, AfterMigration(body: worker, migration: migration)] + (rejections.map { [$0] } ?? []), logger: logger)
 }
 
-/// The rejections consumer, started once the schema is in place.
-struct FraudRejectionsAfterMigration: Service {
-    let consumer: FraudRejectionConsumer
-    let migration: SchemaMigration
-
-    func run() async throws {
-        await migration.wait()
-        guard migration.isFinished else { return }
-        await consumer.run()
-    }
-}
-
-/// Applies the ledger's schema migrations once at start, then waits for shutdown; ``WorkerAfterMigration`` waits for
+/// Applies the ledger's schema migrations once at start, then waits for shutdown; ``AfterMigration`` waits for
 /// it. PostgreSQL that is down at start is waited for (capped backoff, logged once), not a reason to exit.
 final class SchemaMigration: Service, Sendable {
     let schema: (any LedgerSchema)?
@@ -108,14 +96,15 @@ final class SchemaMigration: Service, Sendable {
     func wait() async { await done.wait() }
 }
 
-/// The consume loop, started once the schema is in place.
-struct WorkerAfterMigration: Service {
-    let worker: ScoreWorker
+/// A consume loop (the score worker's, the rejections consumer's), started once the schema is in place; never, when
+/// the worker stops before the migrations are applied.
+struct AfterMigration<Body: Service>: Service {
+    let body: Body
     let migration: SchemaMigration
 
     func run() async throws {
         await migration.wait()
         guard migration.isFinished else { return }
-        try await worker.run()
+        try await body.run()
     }
 }
