@@ -26,6 +26,8 @@ final class BenchProcesses: Sendable {
         environment["SCOREBOARD_REDIS_URL"] = redisURL
         environment["SCOREBOARD_WORKER_GROUP"] = "\(namespace)bench-workers"
         environment["SCOREBOARD_LOG_LEVEL"] = environment["SCOREBOARD_LOG_LEVEL"] ?? "warning"
+        // A benchmark stopped by SIGKILL (or `timeout`) cannot stop its roles: they stop themselves.
+        environment["SCOREBOARD_STOP_WITH_PARENT"] = "\(getpid())"
         self.environment = environment
     }
 
@@ -47,14 +49,23 @@ final class BenchProcesses: Sendable {
         return role
     }
 
-    /// SIGTERM to every started role, then waits for each to exit.
-    func stopAll() {
+    /// SIGTERM to every started role, then waits for each to exit; one still running after `grace` gets SIGKILL (a
+    /// role whose graceful shutdown hangs must not hang the benchmark).
+    func stopAll(grace: Duration = .seconds(20)) async {
         let roles = started.withLock { roles -> [Started] in
             defer { roles = [] }
             return roles
         }
         for role in roles.reversed() where role.process.isRunning { role.process.terminate() }
-        for role in roles { role.process.waitUntilExit() }
+        let deadline = ContinuousClock.now + grace
+        for role in roles {
+            while role.process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+            if role.process.isRunning {
+                FileHandle.standardError.write(Data("\(role.name) did not stop within \(grace) of SIGTERM: killed\n".utf8))
+                kill(role.process.processIdentifier, SIGKILL)
+            }
+            role.process.waitUntilExit()
+        }
     }
 
     /// Resident memory of a started role, in bytes (from /proc).

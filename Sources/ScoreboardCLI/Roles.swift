@@ -90,10 +90,42 @@ enum RoleLogging {
 /// Runs services until SIGTERM or SIGINT, then shuts them down in reverse order (the HTTP server first: it stops
 /// accepting and drains requests in flight; producers flush last).
 func runServices(_ services: [any Service], logger: Logger) async throws {
+    var configurations = services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
+    if let watch = ParentProcessWatch(environment: ProcessInfo.processInfo.environment, logger: logger) {
+        // When the parent is gone the watch returns, and the group shuts down as on SIGTERM.
+        configurations.append(.init(service: watch, successTerminationBehavior: .gracefullyShutdownGroup))
+    }
     let group = ServiceGroup(configuration: .init(
-        services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
-        gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [.sigquit], logger: logger))
+        services: configurations, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [.sigquit], logger: logger))
     try await group.run()
+}
+
+/// Ends a role whose parent process is gone, for roles that a benchmark or a test harness starts as children
+/// (`SCOREBOARD_STOP_WITH_PARENT=<the parent's pid>`): a harness killed with SIGKILL, or by `timeout`, cannot stop
+/// its children, and they would keep running (and keep the ports, the consumer group and the CPU) after it.
+/// Linux re-parents an orphan, so `getppid()` no longer answers the pid it was started under.
+struct ParentProcessWatch: Service {
+    let parent: Int32
+    let logger: Logger
+    var interval: Duration = .milliseconds(500)
+
+    init?(environment: [String: String], logger: Logger) {
+        guard let text = environment["SCOREBOARD_STOP_WITH_PARENT"], let parent = Int32(text), parent > 1 else { return nil }
+        self.parent = parent
+        self.logger = logger
+    }
+
+    func run() async throws {
+        let (parent, interval) = (self.parent, self.interval)
+        // A group that shuts down for another reason ends the watch too, without an error.
+        let parentGone = await cancelWhenGracefulShutdown { () async -> Bool in
+            while getppid() == parent {
+                do { try await Task.sleep(for: interval) } catch { return false }
+            }
+            return true
+        }
+        if parentGone { logger.warning("parent process is gone: shutting down", metadata: ["parent": "\(parent)"]) }
+    }
 }
 
 /// The pieces each role builds from the settings and the repository's definitions.

@@ -42,6 +42,8 @@ enum Repository {
         var merged = ProcessInfo.processInfo.environment
         merged.merge(overrides) { _, new in new }
         merged["SCOREBOARD_HOME"] = root.path
+        // A test run that is killed cannot stop its roles: they stop themselves when it is gone.
+        merged["SCOREBOARD_STOP_WITH_PARENT"] = merged["SCOREBOARD_STOP_WITH_PARENT"] ?? "\(getpid())"
         return merged
     }
 }
