@@ -111,7 +111,10 @@ public struct JSONSchema: Sendable {
     /// A member name as a JSON Pointer token (RFC 6901): `~` and `/` escaped, so a name such as `events/3` cannot
     /// pass for the path of an array element.
     static func escape(_ name: String) -> String {
-        name.replacing("~", with: "~0").replacing("/", with: "~1")
+        // Almost every name needs no escape, and this runs for every member of every validated item: the
+        // replacements (string searches) were 8 % of the gateway's CPU on batch ingest.
+        guard name.utf8.contains(where: { $0 == UInt8(ascii: "~") || $0 == UInt8(ascii: "/") }) else { return name }
+        return name.replacing("~", with: "~0").replacing("/", with: "~1")
     }
 
     private static func formatted(_ number: Double) -> String {

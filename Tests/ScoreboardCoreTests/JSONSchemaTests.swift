@@ -45,6 +45,12 @@ import Testing
         #expect(violations.contains(JSONSchema.Violation(pointer: "/2/id", message: "is required")))
     }
 
+    @Test func memberNamesAreEscapedAsPointerTokensOnlyWhenTheyNeedIt() {
+        #expect(JSONSchema.escape("userId") == "userId")
+        #expect(JSONSchema.escape("a~b/c") == "a~0b~1c")
+        #expect(JSONSchema.escape("~/") == "~0~1")
+    }
+
     @Test func unsupportedKeywordIsASchemaError() throws {
         // A schema must never silently check less than it says: "oneOf" is not implemented, so it is refused.
         #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"oneOf":[{"type":"string"}]}"#) }

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import ScoreboardCore
-import ScoreboardGateway
+@testable import ScoreboardGateway
 import ScoreboardHTTP
 import Testing
 
@@ -76,5 +76,15 @@ struct EventIdentityTests {
         #expect(id == ScoreIngest.eventID(userID: "alice", idempotencyKey: key.uppercased()))
         #expect(id != ScoreIngest.eventID(userID: "bob", idempotencyKey: key))
         #expect(id != ScoreIngest.eventID(userID: "alice", idempotencyKey: "1b5e2c1a-7f7e-4a6e-9f0e-3a1d2c3b4a59"))
+        // Pinned: ids already in the log must come out the same from every version of the gateway (a retry after an
+        // upgrade is deduplicated by this id). Computed independently: SHA-256 of "alice\n<key>", first 16 bytes,
+        // version 8 and the RFC 9562 variant set, lowercase hex 8-4-4-4-12.
+        #expect(id == "3531b169-e2ee-87e0-9675-e8067da9f32f")
+    }
+
+    @Test func uuidTextSpellsEveryByteInLowercaseHexWithDashes() {
+        #expect(ScoreIngest.uuidText(Array(0..<16)) == "00010203-0405-0607-0809-0a0b0c0d0e0f")
+        #expect(ScoreIngest.uuidText(Array(repeating: 0xFF, count: 16)) == "ffffffff-ffff-ffff-ffff-ffffffffffff")
+        #expect(ScoreIngest.uuidText([0xA0, 0x0B] + Array(repeating: 0x5C, count: 14)) == "a00b5c5c-5c5c-5c5c-5c5c-5c5c5c5c5c5c")
     }
 }
