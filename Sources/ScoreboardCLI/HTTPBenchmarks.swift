@@ -1,7 +1,11 @@
 import ArgumentParser
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Hummingbird
 import Logging
+import NIOCore
 import ScoreboardCore
 import ScoreboardDefinitions
 import ScoreboardHTTP
@@ -45,10 +49,10 @@ struct HTTPBenchmark: Sendable {
         let processes = BenchProcesses(namespace: namespace, postgresSchema: "bench", redisURL: redisURL)
         do {
             let result = try await body(processes, runID)
-            processes.stopAll()
+            await processes.stopAll()
             return result
         } catch {
-            processes.stopAll()
+            await processes.stopAll()
             throw error
         }
     }
@@ -56,6 +60,20 @@ struct HTTPBenchmark: Sendable {
     /// Roles started with limits that let throughput, not 429s, show.
     static let gatewayArguments = ["gateway", "--per-ip-per-minute", "1000000000", "--per-user-per-minute", "1000000000",
                                    "--action-tokens-per-user-per-minute", "1000000000", "--per-flagged-user-per-minute", "1000000000"]
+
+    /// Runs one load phase and prints what it cost in CPU per 1,000 units (accepted events by default) for each
+    /// part: the given role processes, the load generator (this process) and the stack's servers (``BenchCPU``).
+    func withCPU(
+        _ roles: [BenchProcesses.Started], unit: String = "events", units: @Sendable (LoadReport) -> Double = { Double($0.acceptedEvents) },
+        _ phase: () async throws -> LoadReport
+    ) async throws -> LoadReport {
+        var processes = Dictionary(roles.map { ($0.name, $0.process.processIdentifier) }, uniquingKeysWith: { first, _ in first })
+        processes["load generator"] = getpid()
+        let before = BenchCPU.sample(processes)
+        let report = try await phase()
+        print("    " + before.cost(until: BenchCPU.sample(processes), units: units(report)).line(unit: unit))
+        return report
+    }
 
     func load(
         _ path: LoadConfiguration.Path, gateway: Int, push: Int? = nil, runID: String, rate: Double = 0, seconds: Double, connections: Int,
@@ -172,14 +190,28 @@ extension ScoreboardCommand.Bench {
             let router = Router()
             let body = ByteBuffer(string: #"{"ok":true}"#)
             router.get("/health/ready") { _, _ in Response(status: .ok, body: .init(byteBuffer: body)) }
+            // The least an open event stream costs in Hummingbird: one event, then the response stays open, parked on
+            // a continuation, until the client goes (the fan-out benchmark's memory baseline per subscriber).
+            router.get("/stream") { _, context in
+                Response(status: .ok, headers: [.contentType: "text/event-stream"], body: ResponseBody { writer in
+                    try await writer.write(ByteBuffer(staticString: ": connected\n\n"))
+                    // A heartbeat, as the push gateway sends: a client that went away makes a write fail, which ends
+                    // the stream (a closed socket alone is only a half-closure the server may never see).
+                    while true {
+                        try await Task.sleep(for: .seconds(5))
+                        try await writer.write(ByteBuffer(staticString: ": heartbeat\n\n"))
+                    }
+                })
+            }
             router.get("**") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body)) }
             router.post("**") { request, _ in
                 // Read the body, as the gateway must.
                 _ = try await request.body.collect(upTo: 2 << 20)
                 return Response(status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
             }
-            let app = server.settings(defaultPort: 8090).application(router: router, name: "baseline", logger: RoleLogging.logger("scoreboard.baseline"))
-            try await app.runService()
+            let logger = RoleLogging.logger("scoreboard.baseline")
+            let app = server.settings(defaultPort: 8090).application(router: router, name: "baseline", logger: logger)
+            try await runServices([app], logger: logger)
         }
     }
 
@@ -206,12 +238,16 @@ extension ScoreboardCommand.Bench {
                     print("repetition \(repetition) of \(repetitions)")
                     // Throughput runs spread events over many players, uniformly: the catalog's per-player limits
                     // (10 quests a minute, 5 matches an hour…) would otherwise turn most of them into 429s.
-                    let bare = try await bench.load(.batch, gateway: base.port, runID: runID, seconds: seconds, connections: connections, batchSize: 1)
+                    let bare = try await bench.withCPU([base], unit: "requests", units: { Double($0.requests) }) {
+                        try await bench.load(.batch, gateway: base.port, runID: runID, seconds: seconds, connections: connections, batchSize: 1)
+                    }
                     baseline.append(bare.requestsPerSecond)
                     print(String(format: "  bare POST                 %10.0f req/s", bare.requestsPerSecond))
-                    let large = try await bench.load(
-                        .batch, gateway: gateway.port, runID: "\(runID)a\(repetition)", seconds: seconds, connections: connections, batchSize: 1_000,
-                        users: 10_000_000, zipf: 0)
+                    let large = try await bench.withCPU([gateway]) {
+                        try await bench.load(
+                            .batch, gateway: gateway.port, runID: "\(runID)a\(repetition)", seconds: seconds, connections: connections, batchSize: 1_000,
+                            users: 10_000_000, zipf: 0)
+                    }
                     batch1000.append(large.acceptedPerSecond)
                     print(String(format: "  batch, 1000 items         %10.0f events/s  p50 %.1f ms per request", large.acceptedPerSecond, large.serviceTime.p50))
                     let small = try await bench.load(
@@ -220,8 +256,11 @@ extension ScoreboardCommand.Bench {
                     batch100.append(small.acceptedPerSecond)
                     batch100p50.append(small.serviceTime.p50)
                     print(String(format: "  batch, 100 items          %10.0f events/s  p50 %.1f ms per request", small.acceptedPerSecond, small.serviceTime.p50))
-                    let flows = try await bench.load(
-                        .player, gateway: gateway.port, runID: "\(runID)c\(repetition)", seconds: seconds, connections: connections * 2, users: 100_000, zipf: 0)
+                    let flows = try await bench.withCPU([gateway], unit: "scores") {
+                        try await bench.load(
+                            .player, gateway: gateway.port, runID: "\(runID)c\(repetition)", seconds: seconds, connections: connections * 2, users: 100_000,
+                            zipf: 0)
+                    }
                     player.append(flows.acceptedPerSecond)
                     print(String(format: "  player flow, closed loop  %10.0f scores/s (2 requests each)  p99 %.1f ms", flows.acceptedPerSecond, flows.serviceTime.p99))
                     let paced = try await bench.load(
@@ -255,6 +294,10 @@ extension ScoreboardCommand.Bench {
         @Option(help: "Events per second, open loop.") var rate: Double = 5_000
         @Option(help: "Events per batch.") var batchSize = 100
         @Option(help: "SSE subscribers measuring.") var subscribers = 4
+        // Many players, uniformly: at 5k events/s a Zipf-drawn few thousand players would hit the catalog's
+        // per-player limits (10 quests a minute, 5 matches an hour…) and most events would be 429s, not latency.
+        @Option(help: "Players the events are drawn from.") var users = 1_000_000
+        @Option(help: "Zipf exponent of the players drawn (0: uniform).") var zipf: Double = 0
 
         public func run() async throws {
             let bench = try options.benchmark()
@@ -262,12 +305,14 @@ extension ScoreboardCommand.Bench {
             var p50: [Double] = [], p99: [Double] = [], accepted: [Double] = [], unseen: [Double] = []
             try await bench.withStack { processes, runID in
                 let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
-                _ = try await processes.start("worker", ["worker"])
+                let worker = try await processes.start("worker", ["worker"])
                 let push = try await processes.start("push", ["push", "--max-streams-per-address", "100000"])
                 for repetition in 1...repetitions {
-                    let report = try await bench.load(
-                        .batch, gateway: gateway.port, push: push.port, runID: "\(runID)r\(repetition)", rate: rate, seconds: seconds,
-                        connections: 32, batchSize: batchSize, subscribers: subscribers)
+                    let report = try await bench.withCPU([gateway, worker, push]) {
+                        try await bench.load(
+                            .batch, gateway: gateway.port, push: push.port, runID: "\(runID)r\(repetition)", rate: rate, seconds: seconds,
+                            connections: 32, batchSize: batchSize, users: users, zipf: zipf, subscribers: subscribers)
+                    }
                     let endToEnd = report.endToEnd
                     p50.append(endToEnd?.p50 ?? .nan)
                     p99.append(endToEnd?.p99 ?? .nan)
@@ -316,11 +361,15 @@ extension ScoreboardCommand.Bench {
                 try await bench.waitForWorkers(port: worker.port)
                 for repetition in 1...repetitions {
                     print("repetition \(repetition) of \(repetitions)")
-                    let bare = try await bench.load(.top, gateway: gateway.port, push: base.port, runID: runID, seconds: seconds, connections: connections, users: users)
+                    let bare = try await bench.withCPU([base], unit: "requests", units: { Double($0.requests) }) {
+                        try await bench.load(.top, gateway: gateway.port, push: base.port, runID: runID, seconds: seconds, connections: connections, users: users)
+                    }
                     baseline.append(bare.requestsPerSecond)
                     print(String(format: "  bare GET      %10.0f req/s", bare.requestsPerSecond))
                     for path in [LoadConfiguration.Path.top, .around, .standing] {
-                        let report = try await bench.load(path, gateway: gateway.port, push: push.port, runID: runID, seconds: seconds, connections: connections, users: users)
+                        let report = try await bench.withCPU([push], unit: "requests", units: { Double($0.requests) }) {
+                            try await bench.load(path, gateway: gateway.port, push: push.port, runID: runID, seconds: seconds, connections: connections, users: users)
+                        }
                         rates[path, default: []].append(report.requestsPerSecond)
                         p99[path, default: []].append(report.serviceTime.p99)
                         print(String(format: "  %-12@  %10.0f req/s  p99 %.2f ms", path.rawValue as NSString, report.requestsPerSecond, report.serviceTime.p99))
@@ -360,6 +409,13 @@ extension ScoreboardCommand.Bench {
             let rate = self.rate, seconds = self.seconds
             for count in subscribers {
                 try await bench.withStack { processes, runID in
+                    // Baseline in the same run: the same number of idle streams held open on a bare Hummingbird server.
+                    let base = try await processes.start("baseline", ["bench", "baseline-server"])
+                    let bare = try await IdleStreams.measure(count, port: base.port, process: base.process)
+                    let bareLine = String(format: "%6d idle streams on a bare Hummingbird server: %.1f KiB each", count, bare)
+                    print(bareLine)
+                    lines.append(bareLine)
+                    try BenchLine(name: "\(count) bare streams: memory each", values: [bare], unit: "KiB").record(benchmark: "fanout", to: record)
                     let gateway = try await processes.start("gateway", HTTPBenchmark.gatewayArguments)
                     _ = try await processes.start("worker", ["worker"])
                     let push = try await processes.start(
@@ -423,5 +479,64 @@ enum GzipMeasurement {
             lines.append(BenchLine(name: "  CPU per compression", values: microseconds, unit: "µs"))
         }
         return lines
+    }
+}
+
+/// Idle streams held open on a server by plain sockets (a GET, then nothing read beyond the first bytes), for the
+/// server's resident memory per open stream: the fan-out benchmark's baseline.
+enum IdleStreams {
+    /// Opens `count` streams to `port`'s `/stream`, waits until every one got its first bytes, and returns the
+    /// server's resident memory growth per stream, in KiB. The sockets are closed before it returns.
+    static func measure(_ count: Int, port: Int, process: Process) async throws -> Double {
+        let before = BenchProcesses.residentBytes(of: process) ?? 0
+        // Blocking socket calls: on a thread of their own, not the cooperative pool.
+        let sockets = try await withCheckedThrowingContinuation { (opened: CheckedContinuation<[Int32], any Error>) in
+            Thread {
+                var sockets: [Int32] = []
+                do {
+                    for _ in 0..<count {
+                        let socket = try connect(port: port)
+                        sockets.append(socket)
+                        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+                        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                        let request = "GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                        guard request.withCString({ write(socket, $0, strlen($0)) }) > 0 else { throw BenchError("write to the baseline stream failed") }
+                    }
+                    // Every stream answered (its head and first event read): the server holds all of them now.
+                    var buffer = [UInt8](repeating: 0, count: 512)
+                    for socket in sockets {
+                        guard read(socket, &buffer, buffer.count) > 0 else { throw BenchError("a baseline stream did not answer within 10 s") }
+                    }
+                    opened.resume(returning: sockets)
+                } catch {
+                    for socket in sockets { close(socket) }
+                    opened.resume(throwing: error)
+                }
+            }.start()
+        }
+        defer { for socket in sockets { close(socket) } }
+        var peak = before
+        for _ in 0..<4 {
+            try await Task.sleep(for: .milliseconds(250))
+            peak = max(peak, BenchProcesses.residentBytes(of: process) ?? 0)
+        }
+        return Double(peak - before) / Double(count) / 1024
+    }
+
+    private static func connect(port: Int) throws -> Int32 {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw BenchError("socket() failed: errno \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(socket)
+            throw BenchError("connect to port \(port) failed: errno \(errno)")
+        }
+        return socket
     }
 }

@@ -82,6 +82,8 @@ extension ScoreboardCommand.Bench {
                 var started: [BenchProcesses.Started] = []
                 for index in 1...count { started.append(try await processes.start("worker \(index)", ["worker"])) }
                 let cpuBefore = started.map { BenchProcesses.cpuSeconds(of: $0.process) ?? 0 }.reduce(0, +)
+                let roles = Dictionary(uniqueKeysWithValues: started.map { ($0.name, $0.process.processIdentifier) })
+                let stackBefore = BenchCPU.sample(roles)
                 let total = Int64(events)
                 var first: (ContinuousClock.Instant, Int64)?
                 let deadline = ContinuousClock.now + .seconds(600)
@@ -92,6 +94,7 @@ extension ScoreboardCommand.Bench {
                     if done >= total, let (start, atStart) = first {
                         let elapsed = (ContinuousClock.now - start).seconds
                         let cpu = started.map { BenchProcesses.cpuSeconds(of: $0.process) ?? 0 }.reduce(0, +) - cpuBefore
+                        print("  " + stackBefore.cost(until: BenchCPU.sample(roles), units: Double(total)).line(unit: "events"))
                         return WorkerMeasurement(rate: Double(total - atStart) / max(elapsed, 0.001), cpuPerThousand: cpu * 1000 / Double(total) * 1000)
                     }
                     try await Task.sleep(for: .milliseconds(20))
@@ -105,7 +108,8 @@ extension ScoreboardCommand.Bench {
             var p99: Double
         }
 
-        /// One gateway and one worker; `count` push gateways. One load generator per push gateway, each sending
+        /// One gateway and one worker; `count` push gateways. Players are drawn uniformly from a million, as in
+        /// `bench latency`: a Zipf draw over a few thousand would make the catalog's per-player limits answer 429. One load generator per push gateway, each sending
         /// `rate / count` events/s with its share of the subscribers: together the same traffic and subscribers
         /// as with one push gateway. Reported: the median over the generators of their p50 and the worst p99.
         func measurePush(_ count: Int, bench: HTTPBenchmark, processes: BenchProcesses, runID: String) async throws -> PushMeasurement {
@@ -121,7 +125,7 @@ extension ScoreboardCommand.Bench {
                     group.addTask {
                         try await bench.load(
                             .batch, gateway: gateway.port, push: push.port, runID: "\(runID)p\(index)", rate: rate / Double(count), seconds: seconds,
-                            connections: max(4, 16 / count), batchSize: 20, subscribers: share)
+                            connections: max(4, 16 / count), batchSize: 20, users: 1_000_000, zipf: 0, subscribers: share)
                     }
                 }
                 var reports: [LoadReport] = []

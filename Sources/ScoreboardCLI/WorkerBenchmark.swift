@@ -90,6 +90,7 @@ public struct WorkerBenchmark: Sendable {
             result.redisFloorRates.append(redisFloor)
             progress(String(format: "repetition %d: worker %.0f events/s in %d batches, PostgreSQL floor %.0f rows/s, Redis floor %.0f ZADD/s",
                             repetition, worker.rate, worker.batches, floor, redisFloor))
+            progress("  " + worker.cpu.line(unit: "events"))
         }
         try await redis.send(["FLUSHDB"])
         return result
@@ -101,7 +102,9 @@ public struct WorkerBenchmark: Sendable {
             configuration.events, users: configuration.users, topic: settings.topics.scoreEvents, kafka: settings.kafkaClient, logger: logger)
     }
 
-    private func measureWorker(settings: ConnectionSettings, store: PostgresStore, redis: RedisConnectionPool) async throws -> (rate: Double, batches: Int) {
+    private func measureWorker(
+        settings: ConnectionSettings, store: PostgresStore, redis: RedisConnectionPool
+    ) async throws -> (rate: Double, batches: Int, cpu: BenchCPU.Cost) {
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(client: settings.kafkaClient), logger: logger)
         let groupID = "bench-workers-\(settings.topicNamespace)"
         var consumer = settings.consumer(groupID: groupID)
@@ -120,6 +123,7 @@ public struct WorkerBenchmark: Sendable {
         struct Measured: Sendable {
             var rate: Double
             var batches: Int
+            var cpu: BenchCPU.Cost
         }
         return try await withThrowingTaskGroup(of: Measured?.self) { group in
             group.addTask { try await producer.run(); return nil }
@@ -128,6 +132,7 @@ public struct WorkerBenchmark: Sendable {
                 // The clock starts once the group assigned the partitions: the join is not the worker's work.
                 while worker.health.snapshot.assignedPartitions.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
                 let start = ContinuousClock.now
+                let cpuBefore = BenchCPU.sample(["worker (in this process)": getpid()])
                 // Done when every offset is committed and every committed batch's outputs are out (its outbox row gone).
                 while true {
                     let rows = try await store.client.query("""
@@ -138,7 +143,8 @@ public struct WorkerBenchmark: Sendable {
                     if done >= total && owed == 0 { break }
                     try await Task.sleep(for: .milliseconds(20))
                 }
-                return Measured(rate: Double(total) / (ContinuousClock.now - start).seconds, batches: worker.health.snapshot.batches)
+                let cpu = cpuBefore.cost(until: BenchCPU.sample(["worker (in this process)": getpid()]), units: Double(total))
+                return Measured(rate: Double(total) / (ContinuousClock.now - start).seconds, batches: worker.health.snapshot.batches, cpu: cpu)
             }
             var measured: Measured?
             while let next = try await group.next() {
@@ -149,7 +155,7 @@ public struct WorkerBenchmark: Sendable {
             }
             await producer.shutdown()
             guard let measured else { throw BenchError("the worker benchmark ended without a measurement") }
-            return (measured.rate, measured.batches)
+            return (measured.rate, measured.batches, measured.cpu)
         }
     }
 
