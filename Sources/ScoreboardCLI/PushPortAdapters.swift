@@ -143,12 +143,12 @@ extension PushPorts {
         redis: RedisConnectionPool, ledger: ScoreLedger, consumer: KafkaConsumerConfiguration, admin: KafkaAdminClient, producer: KafkaProducer,
         topics: TopicNames, authenticator: JWTAuthenticator, logger: Logger
     ) -> PushPorts {
-        let bans = KafkaUserBans(producer: producer, topics: topics)
+        let scoreEvents = KafkaScoreEvents(producer: producer, topics: topics)
         return PushPorts(
             live: RedisBoardReads(redis: redis), archive: ledger,
             updates: KafkaUpdateSource(consumer: consumer, topic: topics.leaderboardUpdates, admin: admin, logger: logger),
             authenticator: authenticator, players: ledger, analytics: ledger,
-            fraudReviews: PostgresRedisFraudReviews(ledger: ledger, redis: redis, publishBan: { try await bans.publish($0) }),
+            fraudReviews: PostgresRedisFraudReviews(ledger: ledger, redis: redis, publishBan: { try await scoreEvents.publish($0) }),
             fraudFlags: KafkaFraudFlagSource(consumer: consumer, topic: topics.fraudFlags, logger: logger))
     }
 }

@@ -16,7 +16,7 @@ extension WorkerInProcessTests {
     /// The ban record as the push role publishes it, on the user's partition.
     static func banMessage(_ user: String, offset: Int64) throws -> KafkaConsumerMessage {
         let ban = UserBanned(userID: user, flagID: "flag-\(user)", bannedAt: 1_764_000_100_000)
-        let message = try KafkaUserBans.message(for: ban, topic: topic)
+        let message = try KafkaScoreEvents.message(for: ban, topic: topic)
         return KafkaConsumerMessage(
             topic: topic, partition: 0, offset: offset, key: ArraySlice(message.key ?? []), value: ArraySlice(message.value), timestampMilliseconds: nil)
     }
@@ -148,7 +148,7 @@ struct BanMessageTests {
 
         let events = try #require(try topics.valueSchema(of: TopicNames.scoreEventsBase))
         let ban = UserBanned(userID: "mallory", flagID: "0b5e2c1a-7f7e-4a6e-9f0e-3a1d2c3b4a59", bannedAt: 1_795_000_000_000)
-        let banMessage = try KafkaUserBans.message(for: ban, topic: "t")
+        let banMessage = try KafkaScoreEvents.message(for: ban, topic: "t")
         #expect(events.validate(try JSONValue.parse(banMessage.value)).isEmpty, "\(String(decoding: banMessage.value, as: UTF8.self))")
         #expect(banMessage.key == Array("mallory".utf8), "the user's partition, as their events")
         #expect(try ScoreEventsRecord.decode(Data(banMessage.value)) == .ban(ban))
