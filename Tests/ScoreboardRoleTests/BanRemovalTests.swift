@@ -88,8 +88,8 @@ extension WorkerInProcessTests {
 }
 
 extension BoardMemoryTests {
-    /// A removal drops the member from the held board: everyone below moves up a place, the encoded answer kept for
-    /// the board is not answered again, and a removal read while the board loads is applied when it is installed.
+    /// A removal drops the member from the held board: everyone below moves up a place, and the encoded answer kept for
+    /// the board is not answered again. Before the fix nothing removed a member: the held board kept a banned user.
     @Test func aRemovalDropsTheMemberAndTheMembersBelowMoveUp() async throws {
         let live = MemoryLiveBoards([Self.board: ["mallory": 90, "ann": 80, "bob": 40]])
         try await withMemory(live: live) { memory in
