@@ -138,14 +138,17 @@ private final class SeenTopicID: Sendable {
 extension PushPorts {
     /// The production ports: Redis's boards, PostgreSQL's stored totals, Kafka's leaderboard-updates topic.
     /// - Parameter consumer: a consumer group of this process's own.
+    /// - Parameter producer: publishes a confirmed review's ban on the score-events topic.
     static func live(
-        redis: RedisConnectionPool, ledger: ScoreLedger, consumer: KafkaConsumerConfiguration, admin: KafkaAdminClient, topics: TopicNames,
-        authenticator: JWTAuthenticator, catalog: LeaderboardCatalog, logger: Logger
+        redis: RedisConnectionPool, ledger: ScoreLedger, consumer: KafkaConsumerConfiguration, admin: KafkaAdminClient, producer: KafkaProducer,
+        topics: TopicNames, authenticator: JWTAuthenticator, logger: Logger
     ) -> PushPorts {
-        PushPorts(
+        let scoreEvents = KafkaScoreEvents(producer: producer, topics: topics)
+        return PushPorts(
             live: RedisBoardReads(redis: redis), archive: ledger,
             updates: KafkaUpdateSource(consumer: consumer, topic: topics.leaderboardUpdates, admin: admin, logger: logger),
-            authenticator: authenticator, players: ledger, analytics: ledger, fraudReviews: PostgresRedisFraudReviews(ledger: ledger, redis: redis, catalog: catalog),
+            authenticator: authenticator, players: ledger, analytics: ledger,
+            fraudReviews: PostgresRedisFraudReviews(ledger: ledger, redis: redis, publishBan: { try await scoreEvents.publish($0) }),
             fraudFlags: KafkaFraudFlagSource(consumer: consumer, topic: topics.fraudFlags, logger: logger))
     }
 }
@@ -187,28 +190,33 @@ struct KafkaFraudFlagSource: FraudFlagSource {
     }
 }
 
-/// Fraud review: the records in PostgreSQL (``ScoreLedger``), and what the gateway and the boards read in Redis,
-/// changed inside the review's transaction before it commits (``ScoreLedger/reviewFraudFlag(id:decision:note:reviewer:at:beforeCommit:)``):
-/// the flag closed (the adaptive limit ends), and for a confirmed flag the user banned (the gateway answers 403) and
-/// removed from every board their deleted totals made. All of it idempotent, so a review whose commit failed can be
-/// made again.
+/// Fraud review: the records in PostgreSQL (``ScoreLedger``), and the effects outside it, run inside the review's
+/// transaction before it commits (``ScoreLedger/reviewFraudFlag(id:decision:note:reviewer:at:beforeCommit:)``): the flag
+/// closed in Redis (the adaptive limit ends), and for a confirmed flag the user's ban mark set (the gateway answers 403
+/// at once) and the ban published on the score-events topic (`publishBan`, awaiting the broker's ack), where the worker
+/// that owns the user's events takes them off every board, in order with those events (docs/architecture.md, "Fraud
+/// flags and review"). All of it idempotent, so a review whose commit failed is made again.
+///
+/// Published before COMMIT rather than from an outbox after it: a ban that the broker did not take fails the review
+/// (503, nothing recorded, made again), and a ban in the log whose review then failed to commit is still a ban: the
+/// worker records it in `fraud_bans` itself, and the repeated review finds it. An outbox would need a process of its
+/// own to publish what a push process left behind when it died between its COMMIT and the publish.
 struct PostgresRedisFraudReviews: FraudReviews {
     let ledger: ScoreLedger
     let redis: RedisConnectionPool
-    let catalog: LeaderboardCatalog
+    let publishBan: @Sendable (UserBanned) async throws -> Void
 
     func flags(_ query: FraudFlagQuery) async throws -> [ReviewedFraudFlag] { try await ledger.fraudFlags(query) }
 
     func review(flagID: String, decision: FraudReviewDecision, note: String, reviewer: String, at: Timestamp) async throws -> ReviewedFraudFlag {
-        let (redis, catalog) = (redis, catalog)
+        let (redis, publishBan) = (redis, publishBan)
         return try await ledger.reviewFraudFlag(id: flagID, decision: decision, note: note, reviewer: reviewer, at: at) { effects in
-            let marks = RedisFraudMarks(redis: redis)
-            if effects.decision == .confirm {
-                try await RedisIngestState(redis: redis).setBan(userID: effects.flag.userID, banned: true)
-                let boards = BatchAggregation.boardScores(totals: effects.removedTotals, catalog: catalog).keys.sorted { $0.id < $1.id }
-                try await marks.removeFromBoards(userID: effects.flag.userID, boards: boards)
-            }
-            try await marks.close(flagID: effects.flag.flagID, userID: effects.flag.userID)
+            // The ban mark before the flag is closed: a review that fails half-way never leaves the user less restricted.
+            if let ban = effects.ban { try await RedisIngestState(redis: redis).setBan(userID: ban.userID, banned: true) }
+            try await RedisFraudMarks(redis: redis).close(flagID: effects.flag.flagID, userID: effects.flag.userID)
+            // Last: once the ban is in the log only COMMIT is left, which a worker applying it may be waiting for (its
+            // `fraud_bans` insert waits for this transaction's row).
+            if let ban = effects.ban { try await publishBan(ban) }
         }
     }
 

@@ -221,14 +221,15 @@ enum Roles {
         let admin = try KafkaAdminClient(configuration: context.settings.kafkaClient, logger: logger)
         // A group of its own per process: every push gateway reads every update.
         let groupID = "scoreboard-push-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+        // Publishes confirmed reviews' bans (score-events topic); before the HTTP server in the group, so it stops after.
+        let producer = try context.producer(logger: logger)
         let ports = PushPorts.live(
             redis: redis, ledger: ScoreLedger(client: store.client, consumerGroup: "", logger: logger), consumer: context.settings.consumer(groupID: groupID),
-            admin: admin, topics: context.settings.topics, authenticator: try await auth.authenticator(redis: redis),
-            catalog: context.pipelines.leaderboards, logger: logger)
+            admin: admin, producer: producer, topics: context.settings.topics, authenticator: try await auth.authenticator(redis: redis), logger: logger)
         var pushConfiguration = PushConfiguration(server: server, streams: configuration, boards: context.pipelines.leaderboards)
         pushConfiguration.achievements = try context.achievements()
         pushConfiguration.analytics = context.analytics
         let push = try await buildPush(configuration: pushConfiguration, ports: ports, logger: logger)
-        return ([store, push], { redis.close() })
+        return ([store, producer, push], { redis.close() })
     }
 }

@@ -8,7 +8,7 @@ import ScoreboardWorker
 // The adapters implement the worker's ports. The conformances live here, where the roles are composed: the worker
 // library knows only its ports, and the adapters know nothing of the worker.
 extension ScoreLedger: WorkerLedger {}
-extension RedisBoardStore: BoardStore {}
+extension RedisBoardStore: BoardStore, BoardRemovals {}
 extension KafkaWorkerOutputs: WorkerOutputs {}
 extension KafkaAdminClient: TopicIncarnations {}
 extension PostgresStore: LedgerSchema {

@@ -2,7 +2,9 @@
 ///
 /// Supported keywords: `type` (a name or a list), `properties`, `required`, `additionalProperties` (boolean),
 /// `enum`, `const`, `minimum`, `maximum`, `minLength`, `maxLength`, `pattern`, `format` (`uuid`), `items`,
-/// `minItems`, `maxItems`. An unknown keyword is a schema error, so a schema never silently checks less than it says.
+/// `minItems`, `maxItems`, `oneOf` (exactly one branch matches; when none does, the violations of the branch that came
+/// closest are reported, so a bad value of a topic with two record kinds reads as before). An unknown keyword is a
+/// schema error, so a schema never silently checks less than it says.
 public struct JSONSchema: Sendable {
     public let document: JSONValue
 
@@ -26,7 +28,7 @@ public struct JSONSchema: Sendable {
     static let knownKeywords: Set<String> = [
         "$schema", "$id", "title", "description", "examples", "type", "properties", "required",
         "additionalProperties", "enum", "const", "minimum", "maximum", "minLength", "maxLength", "pattern", "format",
-        "items", "minItems", "maxItems", "default",
+        "items", "minItems", "maxItems", "default", "oneOf",
     ]
 
     /// - Throws: ``SchemaError`` when the schema uses a keyword this validator does not implement, or a bad pattern.
@@ -47,6 +49,10 @@ public struct JSONSchema: Sendable {
             for (name, sub) in properties { try check(sub, pointer: pointer + "/properties/" + name) }
         }
         if let items = members["items"] { try check(items, pointer: pointer + "/items") }
+        if let branches = members["oneOf"] {
+            guard let list = branches.arrayValue, !list.isEmpty else { throw SchemaError(pointer: pointer, message: "oneOf is a non-empty list") }
+            for (index, branch) in list.enumerated() { try check(branch, pointer: pointer + "/oneOf/\(index)") }
+        }
     }
 
     /// Every violation of the schema by `value`; empty when it matches.
@@ -58,6 +64,19 @@ public struct JSONSchema: Sendable {
 
     private static func validate(_ value: JSONValue, against schema: JSONValue, pointer: String, into violations: inout [Violation]) {
         func fail(_ message: String) { violations.append(Violation(pointer: pointer, message: message)) }
+
+        if let branches = schema["oneOf"]?.arrayValue {
+            let outcomes = branches.map { branch in
+                var found: [Violation] = []
+                validate(value, against: branch, pointer: pointer, into: &found)
+                return found
+            }
+            switch outcomes.filter(\.isEmpty).count {
+            case 1: break
+            case 0: violations += outcomes.min { $0.count < $1.count } ?? []
+            default: fail("must match exactly one of \(branches.count) schemas")
+            }
+        }
 
         if let type = schema["type"] {
             let allowed = Set(type.arrayValue?.compactMap(\.stringValue) ?? [type.stringValue].compactMap { $0 })

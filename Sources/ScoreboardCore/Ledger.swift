@@ -27,29 +27,44 @@ public struct SourcedEvent: Sendable, Hashable {
     }
 }
 
-/// One batch for the ledger: its events, each partition's next offset after it, and the epoch claimed for each.
+/// One batch for the ledger: its events and bans, each partition's next offset after it, and the epoch claimed for each.
 public struct LedgerBatch: Sendable {
     public var topic: String
     public var events: [SourcedEvent]
     public var nextOffsets: [Int32: Int64]
     public var epochs: [Int32: Int64]
+    /// The users banned by records of this batch (``UserBanned``).
+    public var bans: [SourcedBan]
 
-    public init(topic: String, events: [SourcedEvent], nextOffsets: [Int32: Int64], epochs: [Int32: Int64]) {
+    public init(topic: String, events: [SourcedEvent], nextOffsets: [Int32: Int64], epochs: [Int32: Int64], bans: [SourcedBan] = []) {
         self.topic = topic
         self.events = events
         self.nextOffsets = nextOffsets
         self.epochs = epochs
+        self.bans = bans
     }
 }
 
-/// What a batch changed: the events that were new, and every total row of the members and periods they touched.
+/// What a batch changed: the events that were new and counted, every total row of the members and periods they
+/// touched, and the total rows its bans deleted.
 public struct LedgerApplied: Sendable {
+    /// New events of users not banned (a banned user's events are stored, never counted, and reach no stage).
     public var newEvents: [ScoreEvent]
     public var totals: [BatchAggregation.TotalKey: Int64]
+    /// Every total row the batch's bans deleted (the boards their users were on are made from them); empty when the
+    /// bans were applied before (a replay).
+    public var removedTotals: [BatchAggregation.TotalKey: Int64]
+    /// Where each ban of the batch came from, by user: its outbox entry belongs to that partition.
+    public var banPartitions: [String: Int32]
 
-    public init(newEvents: [ScoreEvent], totals: [BatchAggregation.TotalKey: Int64]) {
+    public init(
+        newEvents: [ScoreEvent], totals: [BatchAggregation.TotalKey: Int64], removedTotals: [BatchAggregation.TotalKey: Int64] = [:],
+        banPartitions: [String: Int32] = [:]
+    ) {
         self.newEvents = newEvents
         self.totals = totals
+        self.removedTotals = removedTotals
+        self.banPartitions = banPartitions
     }
 }
 

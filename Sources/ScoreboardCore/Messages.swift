@@ -59,22 +59,50 @@ public struct LeaderboardUpdate: Hashable, Sendable, Codable {
 /// The changes of one board period in one worker batch, coalesced into one leaderboard-updates message (schema
 /// version 2): one message per board per batch instead of one per member, so a batch that moves a thousand members
 /// of a board costs one message, one partition offset (its sequence) and one frame per subscriber. Members are
-/// applied exactly as the same number of ``LeaderboardUpdate``s would be (``memberUpdates``), in the order listed.
+/// applied exactly as the same number of ``LeaderboardUpdate``s would be (``memberUpdates``), in the order listed; a
+/// member marked ``Member/isRemoved`` (a ban) is taken off the board instead (version 2 only).
 public struct BoardChanges: Hashable, Sendable, Codable {
     public struct Member: Hashable, Sendable, Codable {
         public var userID: String
         public var total: Int64
         /// Competition rank, when the member is inside the catalog's top N.
         public var rank: Int?
+        /// The member left the board (a ban): drop them, everyone below moves up one place. `total` is 0 then. Absent
+        /// (not `false`) otherwise, so a message without removals is the bytes it always was.
+        public var isRemoved: Bool
 
         enum CodingKeys: String, CodingKey {
-            case userID = "userId", total, rank
+            case userID = "userId", total, rank, isRemoved = "removed"
         }
 
         public init(userID: String, total: Int64, rank: Int?) {
             self.userID = userID
             self.total = total
             self.rank = rank
+            self.isRemoved = false
+        }
+
+        /// The member taken off the board.
+        public static func removed(_ userID: String) -> Member {
+            var member = Member(userID: userID, total: 0, rank: nil)
+            member.isRemoved = true
+            return member
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            userID = try container.decode(String.self, forKey: .userID)
+            total = try container.decode(Int64.self, forKey: .total)
+            rank = try container.decodeIfPresent(Int.self, forKey: .rank)
+            isRemoved = try container.decodeIfPresent(Bool.self, forKey: .isRemoved) ?? false
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(userID, forKey: .userID)
+            try container.encode(total, forKey: .total)
+            try container.encodeIfPresent(rank, forKey: .rank)
+            if isRemoved { try container.encode(true, forKey: .isRemoved) }
         }
     }
 

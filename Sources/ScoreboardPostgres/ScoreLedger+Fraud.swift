@@ -48,10 +48,11 @@ extension ScoreLedger {
     }
 
     /// Reviews a flag in one transaction: the review (once per flag: a second finds it and is refused), the audit
-    /// entry, and the decision's own changes. **Confirm** bans the user (fraud_bans) and deletes every total row they
-    /// have, so the stored standings (and a board rebuild) no longer hold them. **Dismiss** reopens the rule in the
-    /// user's fraud profile, so it can fire again. `beforeCommit` runs the effects outside PostgreSQL (Redis) with what
-    /// changed, before COMMIT: if they fail, nothing is recorded and the review can be made again (they are idempotent).
+    /// entry, and the decision's own changes. **Confirm** bans the user (fraud_bans); their totals are left to the
+    /// worker that owns their events, which deletes them when the ban published by `beforeCommit` reaches it (ordered
+    /// with those events: ScoreLedger+Bans.swift). **Dismiss** reopens the rule in the user's fraud profile, so it can
+    /// fire again. `beforeCommit` runs the effects outside PostgreSQL (Redis, the ban's publishing) with what changed,
+    /// before COMMIT: if they fail, nothing is recorded and the review can be made again (they are idempotent).
     /// - Throws: ``FraudReviewRefusal`` (nothing changed) when the flag does not exist or was reviewed already.
     public func reviewFraudFlag(
         id: String, decision: FraudReviewDecision, note: String, reviewer: String, at: Timestamp,
@@ -78,22 +79,18 @@ extension ScoreLedger {
                 INSERT INTO fraud_audit (at, actor, action, user_id, flag_id, detail)
                 VALUES (to_timestamp(\(atMilliseconds)::bigint / 1000.0), \(reviewer), \("review-" + decision.rawValue), \(flag.userID), \(id), \(detail)::jsonb)
                 """, logger: logger)
-            var removed: [BatchAggregation.TotalKey: Int64] = [:]
+            var ban: UserBanned?
             switch decision {
             case .confirm:
                 try await connection.queryRows("""
                     INSERT INTO fraud_bans (user_id, flag_id, banned_at) VALUES (\(flag.userID), \(id), to_timestamp(\(atMilliseconds)::bigint / 1000.0))
                     ON CONFLICT (user_id) DO NOTHING
                     """, logger: logger)
-                let rows = try await connection.queryRows("""
-                    DELETE FROM member_totals WHERE user_id = \(flag.userID)
-                    RETURNING board_window, period, user_id, region, guild, points
-                    """, logger: logger)
-                removed = try Self.decodeTotals(rows)
+                ban = UserBanned(userID: flag.userID, flagID: id, bannedAt: atMilliseconds)
             case .dismiss:
                 try await reopenRule(flag.ruleID, userID: flag.userID, connection: connection)
             }
-            try await beforeCommit(FraudReviewEffects(flag: flag, decision: decision, removedTotals: removed))
+            try await beforeCommit(FraudReviewEffects(flag: flag, decision: decision, ban: ban))
             return ReviewedFraudFlag(
                 flag: flag, review: FraudReview(decision: decision, note: note, reviewer: reviewer, reviewedAt: atMilliseconds))
         }

@@ -76,11 +76,15 @@ public struct ScoreLedger: Sendable {
             _ = try await connection.queryRows(
                 "SELECT pg_advisory_xact_lock_shared(hashtext(current_schema()), \(Self.projectionLockID))", logger: logger)
             try await checkEpochs(batch, connection: connection)
-            let newEvents = try await insertEvents(batch, connection: connection)
-            let aggregation = aggregate(newEvents)
+            let storedEvents = try await insertEvents(batch, connection: connection)
+            // Stored, as evidence, but a banned user's events are not counted (ScoreLedger+Bans.swift).
+            let bans = try await applyBans(batch, eventUsers: Set(storedEvents.map(\.userID)), connection: connection)
+            let aggregation = aggregate(bans.banned.isEmpty ? storedEvents : storedEvents.filter { !bans.banned.contains($0.userID) })
             let totals = try await addTotals(aggregation, connection: connection)
             try await storeOffsets(batch, connection: connection)
-            let applied = LedgerApplied(newEvents: aggregation.events, totals: totals)
+            let applied = LedgerApplied(
+                newEvents: aggregation.events, totals: totals, removedTotals: bans.removedTotals,
+                banPartitions: Dictionary(batch.bans.map { ($0.ban.userID, $0.partition) }, uniquingKeysWith: { first, _ in first }))
             let state = try await readStageState(reads(applied), connection: connection)
             let (entries, writes, due) = try await beforeCommit(applied, state)
             try await writeStageState(writes, connection: connection)

@@ -400,7 +400,7 @@ public final class BoardMemory: Sendable {
             // Taken out of the dictionary while it changes, so that the ranking is changed in place, not copied.
             if var held = state.held.removeValue(forKey: board) {
                 let before = held.weight
-                for member in changes.members { held.ranking.set(member.userID, score: member.total) }
+                for member in changes.members { held.ranking.apply(member) }
                 held.exists = true
                 held.version += 1
                 state.answerBytes -= held.answerBytes
@@ -474,7 +474,7 @@ public final class BoardMemory: Sendable {
                 return false
             }
             for changes in loading.changes {
-                for member in changes { ranking.set(member.userID, score: member.total) }
+                for member in changes { ranking.apply(member) }
             }
             let previous = state.held[board]
             state.drop(board)

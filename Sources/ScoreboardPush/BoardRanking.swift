@@ -37,6 +37,21 @@ struct BoardRanking: Sendable {
         tree.insert(score: score, member: member)
     }
 
+    /// Takes `member` off the board (what a worker's `ZREM` of a banned user does): everyone below moves up one place.
+    mutating func remove(_ member: String) {
+        guard let old = scores.removeValue(forKey: member) else { return }
+        tree.remove(score: old, member: member)
+    }
+
+    /// One member's published change: a new total, or a removal.
+    mutating func apply(_ change: BoardChanges.Member) {
+        if change.isRemoved {
+            remove(change.userID)
+        } else {
+            set(change.userID, score: change.total)
+        }
+    }
+
     /// The competition rank of `score`: one more than the number of strictly higher scores.
     func rank(of score: Int64) -> Int { tree.countHigher(than: score) + 1 }
 

@@ -35,6 +35,7 @@ enum FrameEncoding {
         for (index, member) in changes.members.enumerated() {
             buffer.writeString(index == 0 ? "{" : ",{")
             if let rank = member.rank { buffer.writeString("\"rank\":\(rank),") }
+            if member.isRemoved { buffer.writeString("\"removed\":true,") }
             buffer.writeString("\"total\":\(member.total),\"userId\":")
             writeJSONString(member.userID, to: &buffer)
             buffer.writeString("}")

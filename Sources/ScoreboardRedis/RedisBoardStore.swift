@@ -82,6 +82,14 @@ public struct RedisBoardStore: Sendable {
         return write
     }
 
+    /// Takes members off boards (`ZREM`, a banned user's): idempotent, so a recovering worker may do it again.
+    public func removeMembers(_ members: [BoardKey: [String]]) async throws {
+        let commands = members.filter { !$0.value.isEmpty }.sorted { $0.key.id < $1.key.id }.map { ["ZREM", $0.key.redisKey] + $0.value }
+        for chunk in commands.chunks(of: 500) {
+            for reply in try await redis.pipeline(Array(chunk)) { _ = try reply.throwingServerError() }
+        }
+    }
+
     /// `PING`: answers when Redis does.
     public func probe() async throws {
         try await redis.send(["PING"])

@@ -34,13 +34,6 @@ public struct RedisFraudMarks: Sendable {
         _ = try reply.throwingServerError()
     }
 
-    /// Takes a banned user off these boards (`ZREM`: a board without them is ranked without them at once).
-    public func removeFromBoards(userID: String, boards: [BoardKey]) async throws {
-        for chunk in boards.chunks(of: 500) {
-            for reply in try await redis.pipeline(chunk.map { ["ZREM", $0.redisKey, userID] }) { _ = try reply.throwingServerError() }
-        }
-    }
-
     /// Whether the user has an open flag.
     public func isFlagged(userID: String) async throws -> Bool {
         try await redis.send(["EXISTS", Self.openKey(userID: userID)]).throwingServerError().integer == 1

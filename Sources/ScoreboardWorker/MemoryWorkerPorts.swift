@@ -21,6 +21,8 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
         public var counters: [StageKey: Int64] = [:]
         public var members: Set<StageSetMember> = []
         public var records: [StageKey: StageRecord] = [:]
+        /// Banned users (PostgreSQL's `fraud_bans`): their events are stored, never counted.
+        public var banned: Set<String> = []
     }
 
     private let state = Mutex(State())
@@ -63,22 +65,32 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
     ) async throws -> (outbox: [PendingOutboxEntry], due: Due) {
         try failures.throwIfScheduled()
         // Reads as the transaction would see them; the state changes only at "COMMIT", below.
-        let (fresh, totals) = try state.withLock { state -> (BatchAggregation, [BatchAggregation.TotalKey: Int64]) in
+        let banUsers = Set(batch.bans.map(\.ban.userID))
+        let (stored, fresh, totals, removed) = try state.withLock { state -> ([ScoreEvent], BatchAggregation, [BatchAggregation.TotalKey: Int64], [BatchAggregation.TotalKey: Int64]) in
             try Self.checkEpochs(batch, state)
-            let aggregation = aggregate(batch.events.map(\.event).filter { !state.eventIDs.contains($0.eventID) })
-            var totals = state.totals
+            let stored = batch.events.map(\.event).filter { !state.eventIDs.contains($0.eventID) }
+            // A banned user's events are stored, not counted; their totals go with the batch's ban.
+            let banned = state.banned.union(banUsers)
+            let aggregation = aggregate(stored.filter { !banned.contains($0.userID) })
+            var totals = state.totals.filter { !banUsers.contains($0.key.userID) }
             for (key, points) in aggregation.pointsByTotal { totals[key, default: 0] += points }
             let touched = Set(aggregation.pointsByTotal.keys.map(TouchedRow.init))
-            return (aggregation, totals.filter { touched.contains(TouchedRow($0.key)) })
+            return (
+                stored, aggregation, totals.filter { touched.contains(TouchedRow($0.key)) },
+                state.totals.filter { banUsers.contains($0.key.userID) })
         }
-        let applied = LedgerApplied(newEvents: fresh.events, totals: totals)
+        let applied = LedgerApplied(
+            newEvents: fresh.events, totals: totals, removedTotals: removed,
+            banPartitions: Dictionary(batch.bans.map { ($0.ban.userID, $0.partition) }, uniquingKeysWith: { first, _ in first }))
         let wanted = reads(applied)
         let stageState = state.withLock { state in StageState(values: state.stageState.filter { wanted.state.contains($0.key) }) }
         let (entries, writes, due) = try await beforeCommit(applied, stageState)
         let written = try state.withLock { state in
             // PostgreSQL's row locks serialise batches on the same rows; here the commit re-checks instead.
             try Self.checkEpochs(batch, state)
-            for event in fresh.events where state.eventIDs.insert(event.eventID).inserted {
+            state.banned.formUnion(banUsers)
+            state.totals = state.totals.filter { !banUsers.contains($0.key.userID) }
+            for event in stored where state.eventIDs.insert(event.eventID).inserted && !state.banned.contains(event.userID) {
                 for (key, points) in aggregate([event]).pointsByTotal { state.totals[key, default: 0] += points }
             }
             for (partition, next) in batch.nextOffsets {
@@ -167,7 +179,7 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
 }
 
 /// Boards in memory; ranks computed as Redis would (one more than the number of strictly higher scores).
-public final class MemoryBoardStore: BoardStore, Sendable {
+public final class MemoryBoardStore: BoardStore, BoardRemovals, Sendable {
     private let boards = Mutex<[BoardKey: [String: Int64]]>([:])
     private let failures = FailureSchedule()
     let topN: Int
@@ -203,6 +215,13 @@ public final class MemoryBoardStore: BoardStore, Sendable {
     public func replaceBoards(_ scores: [BoardKey: [String: Int64]]) async throws {
         try failures.throwIfScheduled()
         boards.withLock { boards in for (board, members) in scores { boards[board] = members } }
+    }
+
+    public func removeMembers(_ members: [BoardKey: [String]]) async throws {
+        try failures.throwIfScheduled()
+        boards.withLock { boards in
+            for (board, users) in members { for user in users { boards[board]?.removeValue(forKey: user) } }
+        }
     }
 
     /// Fails while writes are scheduled to fail: the store is "down".

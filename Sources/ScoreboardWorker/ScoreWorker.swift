@@ -104,7 +104,9 @@ public final class ScoreWorker: Service, Sendable {
         } ?? ports.boards
         self.stages = [
             LeaderboardStage(
-                catalog: catalog, ledger: ports.ledger, boards: boards, outputs: ports.outputs,
+                catalog: catalog, ledger: ports.ledger, boards: boards,
+                // The port itself, not the ranking wrapper: a removal unlocks nothing.
+                removals: ports.boards as? any BoardRemovals, outputs: ports.outputs,
                 updateSchemaVersion: configuration.updateSchemaVersion),
             DeadLetterStage(outputs: ports.outputs),
             AnalyticsStage(catalog: configuration.analytics),
@@ -515,11 +517,18 @@ public final class ScoreWorker: Service, Sendable {
     func decode(_ batch: KafkaConsumerBatch, topic: String) -> DecodedBatch {
         let start = ContinuousClock.now
         var events: [SourcedEvent] = []
+        var bans: [SourcedBan] = []
         var deadLetters: [DeadLetter] = []
         let decoder = JSONDecoder()
         for message in batch.messages {
             do {
-                var event = try decoder.decode(ScoreEvent.self, from: Data(message.value))
+                var event: ScoreEvent
+                switch try ScoreEventsRecord.decode(Data(message.value), decoder: decoder) {
+                case .event(let decoded): event = decoded
+                case .ban(let ban):
+                    bans.append(SourcedBan(ban: ban, partition: message.partition, offset: message.offset))
+                    continue
+                }
                 try event.validate()
                 // Points come from the catalog, never from the message: anyone who can write to the topic could
                 // otherwise award any score the schema allows.
@@ -536,7 +545,7 @@ public final class ScoreWorker: Service, Sendable {
         let claimed = claims.withLock { $0.epochs }
         let ledgerBatch = LedgerBatch(
             topic: topic, events: events, nextOffsets: nextOffsets,
-            epochs: claimed.filter { nextOffsets[$0.key] != nil })
+            epochs: claimed.filter { nextOffsets[$0.key] != nil }, bans: bans)
         return DecodedBatch(
             ledgerBatch: ledgerBatch, deadLetters: deadLetters, aggregation: BatchAggregation(events: events.map(\.event), catalog: catalog),
             start: start, messages: batch.messages.count)

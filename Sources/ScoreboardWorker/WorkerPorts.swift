@@ -65,6 +65,13 @@ public protocol BoardStore: Sendable {
     func probe() async throws
 }
 
+/// Takes members off boards (Redis `ZREM`): what a ban does to the boards its user's deleted totals made. Idempotent.
+/// Apart from ``BoardStore`` so that a store wrapping another (the ranking achievements') need not forward it: the
+/// worker takes it from ``WorkerPorts/boards`` itself.
+public protocol BoardRemovals: Sendable {
+    func removeMembers(_ members: [BoardKey: [String]]) async throws
+}
+
 /// Where the worker's outputs go (Kafka's leaderboard-updates and dead-letter topics). Each call returns once
 /// everything is acknowledged.
 public protocol WorkerOutputs: Sendable {

@@ -4,11 +4,14 @@ import ScoreboardCore
 import ScoreboardDefinitions
 import ScoreboardPostgres
 import ScoreboardRedis
+import Synchronization
 @testable import ScoreboardCLI
 import Testing
 
-/// Fraud review against the real PostgreSQL and Redis: a confirmed flag bans its user and takes them off every board
-/// in both stores (the others re-ranked), is audited once and cannot be reviewed again; a dismissed flag reopens its
+/// Fraud review against the real PostgreSQL and Redis: a confirmed flag bans its user and publishes the ban, whose
+/// batch in the ledger deletes their totals once (a replay deletes nothing, their later events are stored and not
+/// counted) and takes them off every board in both stores (the others re-ranked); the review is audited once and
+/// cannot be made again; a dismissed flag reopens its
 /// rule in the user's profile and ends the adaptive limit; the audit log refuses changes.
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct FraudReviewPostgresTests {
@@ -69,14 +72,51 @@ struct FraudReviewPostgresTests {
             let malloryBoards = boards.filter { $0.value[mallory] != nil }.keys
             #expect(malloryBoards.count >= 4, "global and eu boards of several windows")
 
-            let reviews = PostgresRedisFraudReviews(ledger: ledger, redis: redis, catalog: catalog)
+            let published = Mutex<[UserBanned]>([])
+            let reviews = PostgresRedisFraudReviews(ledger: ledger, redis: redis, publishBan: { ban in published.withLock { $0.append(ban) } })
             let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
             await #expect(throws: FraudReviewRefusal.unknownFlag) {
                 try await reviews.review(flagID: UUID().uuidString.lowercased(), decision: .confirm, note: "", reviewer: "root", at: now)
             }
+            // A broker that does not take the ban fails the review: nothing recorded, the flag still open.
+            let brokerDown = PostgresRedisFraudReviews(ledger: ledger, redis: redis, publishBan: { _ in throw CancellationError() })
+            await #expect(throws: CancellationError.self) {
+                try await brokerDown.review(flagID: confirmed.flagID, decision: .confirm, note: "a bot", reviewer: "root", at: now)
+            }
+            #expect(try await reviews.flags(FraudFlagQuery(userID: mallory)).map(\.status) == [.open])
+            #expect(try await ledger.isBanned(userID: mallory) == false)
 
             let reviewed = try await reviews.review(flagID: confirmed.flagID, decision: .confirm, note: "a bot", reviewer: "root", at: now)
             #expect(reviewed.status == .confirmed && reviewed.review?.reviewer == "root")
+            // The review bans (fraud_bans, the gateway's mark) and publishes the ban; the totals are the worker's to
+            // delete, in order with the user's events.
+            let ban = UserBanned(userID: mallory, flagID: confirmed.flagID, bannedAt: now.millisecondsSinceEpoch)
+            #expect(published.withLock { $0 } == [ban])
+            #expect(try await ledger.isBanned(userID: mallory))
+            let allTime = BoardKey(window: .allTime, period: "all", dimension: .global, value: nil)
+            #expect(try await ledger.page(of: allTime, offset: 0, limit: 10).entries.first?.userID == mallory, "until the worker applies the ban")
+
+            // The worker's batch with the ban, and one of mallory's events behind it; then the same batch again (a
+            // replay): her totals are deleted once, her event is stored and not counted, the replay changes nothing.
+            let late = Self.event(mallory, points: 40, region: "eu")
+            let banBatch = LedgerBatch(
+                topic: topic, events: [SourcedEvent(event: late, partition: 0, offset: 4)], nextOffsets: [0: 5], epochs: [0: claim.epoch],
+                bans: [SourcedBan(ban: ban, partition: 0, offset: 3)])
+            let first = try await ledger.apply(banBatch, aggregate: { BatchAggregation(events: $0, catalog: catalog) }) { applied, _ in
+                (outbox: [OutboxEntry](), writes: StageWrites.none, due: applied)
+            }.due
+            #expect(first.newEvents.isEmpty && first.totals.isEmpty && first.banPartitions == [mallory: 0])
+            #expect(Set(first.removedTotals.keys.map(\.userID)) == [mallory] && first.removedTotals.values.allSatisfy { $0 == 500 })
+            let replayed = try await ledger.apply(banBatch, aggregate: { BatchAggregation(events: $0, catalog: catalog) }) { applied, _ in
+                (outbox: [OutboxEntry](), writes: StageWrites.none, due: applied)
+            }.due
+            #expect(replayed.newEvents.isEmpty && replayed.removedTotals.isEmpty)
+            #expect(try await ledger.recentEvents(userID: mallory, limit: 10).contains { $0.eventID == late.eventID }, "stored as evidence")
+            // What the worker's outputs then do to Redis (LeaderboardStage).
+            let removed = BatchAggregation.boardScores(totals: first.removedTotals, catalog: catalog).mapValues { Array($0.keys) }
+            #expect(Set(removed.keys) == Set(malloryBoards))
+            try await RedisBoardStore(redis: redis, catalog: catalog).removeMembers(removed)
+
             // Off every board, in Redis and in the stored standings; the others move up.
             for board in malloryBoards {
                 #expect(try await redis.send(["ZSCORE", board.redisKey, mallory]).isNull, "\(board.id) in Redis")

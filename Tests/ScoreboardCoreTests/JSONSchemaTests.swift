@@ -51,9 +51,24 @@ import Testing
         #expect(JSONSchema.escape("~/") == "~0~1")
     }
 
+    /// `oneOf`: exactly one branch. A value matching none gets the violations of the branch it came closest to (so a
+    /// bad score event reads as before the topic had a second record kind); one matching two is refused too.
+    @Test func oneOfAcceptsExactlyOneBranchAndReportsTheClosest() throws {
+        let either = try schema(#"{"oneOf":[{"type":"object","additionalProperties":false,"required":["a"],"properties":{"a":{"type":"integer","maximum":5}}},{"type":"object","additionalProperties":false,"required":["kind","b"],"properties":{"kind":{"const":"b"},"b":{"type":"string"}}}]}"#)
+        #expect(either.validate(try value(#"{"a":1}"#)) == [])
+        #expect(either.validate(try value(#"{"kind":"b","b":"x"}"#)) == [])
+        #expect(either.validate(try value(#"{"a":9}"#)) == [JSONSchema.Violation(pointer: "/a", message: "must be at most 5")])
+        #expect(either.validate(try value(#"{"kind":"b"}"#)) == [JSONSchema.Violation(pointer: "/b", message: "is required")])
+        let both = try schema(#"{"oneOf":[{"type":"integer"},{"minimum":0}]}"#)
+        #expect(both.validate(try value("3")) == [JSONSchema.Violation(pointer: "", message: "must match exactly one of 2 schemas")])
+        #expect(both.validate(try value("-3")) == [])
+    }
+
     @Test func unsupportedKeywordIsASchemaError() throws {
-        // A schema must never silently check less than it says: "oneOf" is not implemented, so it is refused.
-        #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"oneOf":[{"type":"string"}]}"#) }
+        // A schema must never silently check less than it says: "anyOf" is not implemented, so it is refused.
+        #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"anyOf":[{"type":"string"}]}"#) }
+        #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"oneOf":[{"minimun":1}]}"#) }
+        #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"oneOf":[]}"#) }
         #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"properties":{"a":{"minimun":1}}}"#) }
         #expect(throws: JSONSchema.SchemaError.self) { try schema(#"{"pattern":"(unclosed"}"#) }
     }

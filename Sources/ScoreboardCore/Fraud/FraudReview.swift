@@ -140,16 +140,17 @@ public enum FraudReviewRefusal: Error, Hashable, Sendable {
     case alreadyReviewed(FraudFlagStatus)
 }
 
-/// What a review changed, for the effects outside PostgreSQL (Redis) that run before it commits.
+/// What a review changed, for the effects outside PostgreSQL (Redis, Kafka) that run before it commits.
 public struct FraudReviewEffects: Hashable, Sendable {
     public var flag: FraudFlagMessage
     public var decision: FraudReviewDecision
-    /// A confirmed flag's user: every total row they had, now deleted (the boards they were on are made from them).
-    public var removedTotals: [BatchAggregation.TotalKey: Int64]
+    /// A confirmed flag's ban, to publish on the score-events topic: the worker that owns the user's events applies
+    /// it (their totals deleted, off every board, later events not counted).
+    public var ban: UserBanned?
 
-    public init(flag: FraudFlagMessage, decision: FraudReviewDecision, removedTotals: [BatchAggregation.TotalKey: Int64]) {
+    public init(flag: FraudFlagMessage, decision: FraudReviewDecision, ban: UserBanned?) {
         self.flag = flag
         self.decision = decision
-        self.removedTotals = removedTotals
+        self.ban = ban
     }
 }

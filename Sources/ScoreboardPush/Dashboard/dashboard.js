@@ -46,6 +46,11 @@ function applyUpdate(frame) {
   // Frames carry a board's changed members; a push gateway from before coalescing sent one member per frame.
   const members = update.members || (update.userId ? [{ userId: update.userId, total: update.total, rank: update.rank }] : []);
   for (const member of members) {
+    if (member.removed) {
+      // Off the board (a ban): its row goes, everyone below moves up.
+      if (board.entries.delete(member.userId)) board.members = Math.max(0, board.members - 1);
+      continue;
+    }
     if (!board.entries.has(member.userId)) board.members += 1;
     board.entries.set(member.userId, member.total);
     changed.add(member.userId);
@@ -402,6 +407,7 @@ function connectPersonal(token) {
     if (frame.type === "update") {
       const update = frame.update || {};
       for (const member of update.members || (update.userId ? [update] : [])) {
+        if (member.removed) { notify(update.board + ": removed"); continue; }
         notify(update.board + ": " + member.total.toLocaleString("en") + " points" + (member.rank ? ", rank " + member.rank : ""));
       }
     } else if (frame.type === "error") {

@@ -96,9 +96,16 @@ struct FraudLivePathTests {
                     json: ["action": "pvp-win", "actionToken": minted ?? "", "idempotencyKey": UUID().uuidString.lowercased()])
             }
             #expect(refused.status == 403 && refused.problemType == "banned")
-            let board = try await HTTPConnection.with(port: push.port) { try await $0.send(.GET, "/v1/leaderboards/all-time/global?limit=100") }
-            let members = (board.json["entries"] as? [[String: Any]] ?? []).compactMap { $0["userId"] as? String }
-            #expect(members.contains(ann) && !members.contains(mallory))
+            // Off the board once the worker has applied the ban the review published (BanPathTests follows it closely).
+            let members = try await within(.seconds(30)) {
+                while true {
+                    let board = try await HTTPConnection.with(port: push.port) { try await $0.send(.GET, "/v1/leaderboards/all-time/global?limit=100") }
+                    let members = (board.json["entries"] as? [[String: Any]] ?? []).compactMap { $0["userId"] as? String }
+                    if !members.contains(mallory) { return members }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            #expect(members.contains(ann))
             #expect(try await world.redisBoard(BoardKey(window: .allTime, period: "all", dimension: .global, value: nil))[mallory] == nil)
             let audit = try await HTTPConnection.with(port: push.port) { connection in
                 try await connection.send(.GET, "/v1/admin/audit?userId=\(mallory)", headers: ["Authorization": "Bearer \(admin)"])

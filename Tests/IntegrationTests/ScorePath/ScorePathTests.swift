@@ -206,7 +206,12 @@ final class BoardView: Sendable {
                 // An update frame carries the board's changed members, applied in order.
                 for member in update["members"] as? [[String: Any]] ?? [] {
                     state.updates += 1
-                    state.scores[member["userId"] as! String] = (member["total"] as! NSNumber).int64Value
+                    // A member marked removed left the board (a ban).
+                    if member["removed"] as? Bool == true {
+                        state.scores[member["userId"] as! String] = nil
+                    } else {
+                        state.scores[member["userId"] as! String] = (member["total"] as! NSNumber).int64Value
+                    }
                 }
             default: break
             }
