@@ -176,7 +176,7 @@ enum Roles {
             configuration: WorkerConfiguration(
                 worker: workerConfiguration, boards: context.pipelines.leaderboards,
                 actions: context.pipelines.actions, server: server),
-            ports: ports, logger: logger)
+            ports: ports, analyticsRetention: ledger, logger: logger)
         return ([store, producer, worker], { redis.close() })
     }
 
@@ -200,3 +200,6 @@ enum Roles {
         return ([store, push], { redis.close() })
     }
 }
+
+// The workers delete analytics cells past their retention (AnalyticsRetention) from PostgreSQL's ledger.
+extension ScoreLedger: AnalyticsCellRetention {}
