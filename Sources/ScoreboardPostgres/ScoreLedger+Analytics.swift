@@ -26,13 +26,16 @@ extension ScoreLedger {
     public func deleteAnalyticsCells(metric: String, window: AnalyticsWindow, dimension: AnalyticsDimension?, before: Int64, limit: Int) async throws -> Int {
         let range = AnalyticsCellKey.range(metric: metric, window: window, dimension: dimension, from: 0, to: before)
         var deleted = 0
-        // The two tables of cells, named in code (never from input), with the same primary key (stage, key).
+        // The two tables of cells, named in code (never from input), with the same primary key (stage, key). Rows
+        // locked by a batch (an event late enough to write an old cell) or another worker's retention are skipped,
+        // not waited for: the next pass deletes them, and no delete can deadlock with another.
         for table in ["stage_counters", "stage_state"] {
             deleted += try await client.queryRows("""
                 DELETE FROM \(unescaped: table) c USING (
                     SELECT key FROM \(unescaped: table)
                     WHERE stage = \(AnalyticsAggregation.stage) AND key >= \(range.lower) AND key < \(range.upper)
                     ORDER BY key LIMIT \(limit)
+                    FOR UPDATE SKIP LOCKED
                 ) old
                 WHERE c.stage = \(AnalyticsAggregation.stage) AND c.key = old.key
                 RETURNING 1
