@@ -26,8 +26,9 @@ struct AnalyticsRetention: Service {
     let retention: AnalyticsCatalog.Retention
     let cells: any AnalyticsCellRetention
     let retry: RetryBackoff
-    /// Bound on one delete call.
-    let deadline: Duration
+    /// Bound on one delete call: at most a thousand rows of a primary-key range, milliseconds when PostgreSQL is
+    /// well; a server that stops answering fails the pass, which is retried.
+    var deadline: Duration = .seconds(10)
     let logger: Logger
     /// Time between passes.
     var interval: Duration = .seconds(60)

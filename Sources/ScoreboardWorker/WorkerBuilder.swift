@@ -62,8 +62,7 @@ public func buildWorker(
     if let analyticsRetention, let retention = analytics.retentionDays {
         services.append(AfterMigration(
             body: AnalyticsRetention(
-                catalog: analytics, retention: retention, cells: analyticsRetention, retry: configuration.worker.retry,
-                deadline: configuration.worker.probeDeadline * 5, logger: logger),
+                catalog: analytics, retention: retention, cells: analyticsRetention, retry: configuration.worker.retry, logger: logger),
             migration: migration))
     }
     return configuration.server.application(router: router, name: "worker", services: services, logger: logger)
