@@ -208,7 +208,7 @@ enum Roles {
             configuration: WorkerConfiguration(
                 worker: workerConfiguration, boards: context.pipelines.leaderboards,
                 actions: context.pipelines.actions, server: server),
-            ports: ports, logger: logger)
+            ports: ports, analyticsRetention: ledger, logger: logger)
         return ([store, producer, worker], { redis.close() })
     }
 
@@ -233,3 +233,6 @@ enum Roles {
         return ([store, producer, push], { redis.close() })
     }
 }
+
+// The workers delete analytics cells past their retention (AnalyticsRetention) from PostgreSQL's ledger.
+extension ScoreLedger: AnalyticsCellRetention {}

@@ -2,7 +2,8 @@ import PostgresNIO
 import ScoreboardCore
 
 // Readers of the analytics cells that the workers' AnalyticsStage keeps in the stage tables (migration 0005), for the
-// push role's analytics API. A cell's key sorts by time within its metric, window and dimension
+// push role's analytics API, and their deletion past retention (the workers' AnalyticsRetention). Distinct counts are
+// read from their counters too (the stage keeps each one's count as a counter beside its set or sketch). A cell's key sorts by time within its metric, window and dimension
 // (``AnalyticsCellKey``), so a time range is a range of the primary key (stage, key): no scan of other cells.
 extension ScoreLedger {
     /// The counters of one metric's cells in `window`, for `dimension` (`nil`: the totals), of the buckets starting in
@@ -18,15 +19,29 @@ extension ScoreLedger {
         return try Self.cells(rows, metric: metric, window: window, dimension: dimension, from: from, to: to)
     }
 
-    /// The sizes of one distinct-count metric's sets in `window`, of the buckets starting in `[from, to)`.
-    public func analyticsDistinctCounts(metric: String, window: AnalyticsWindow, from: Int64, to: Int64) async throws -> [AnalyticsCellKey: Int64] {
-        let range = AnalyticsCellKey.range(metric: metric, window: window, dimension: nil, from: from, to: to)
-        let rows = try await client.queryRows("""
-            SELECT set_key, count(*) FROM stage_set_members
-            WHERE stage = \(AnalyticsAggregation.stage) AND set_key >= \(range.lower) AND set_key < \(range.upper)
-            GROUP BY set_key
-            """, logger: logger)
-        return try Self.cells(rows, metric: metric, window: window, dimension: nil, from: from, to: to)
+    /// Deletes the cells of one metric in `window` for `dimension` (`nil`: the totals) of the buckets starting before
+    /// `before`: at most `limit` counters and at most `limit` distinct-count states (with their placeholders), each
+    /// table in its own short statement, a range of the primary key.
+    /// - Returns: How many rows were deleted.
+    public func deleteAnalyticsCells(metric: String, window: AnalyticsWindow, dimension: AnalyticsDimension?, before: Int64, limit: Int) async throws -> Int {
+        let range = AnalyticsCellKey.range(metric: metric, window: window, dimension: dimension, from: 0, to: before)
+        var deleted = 0
+        // The two tables of cells, named in code (never from input), with the same primary key (stage, key). Rows
+        // locked by a batch (an event late enough to write an old cell) or another worker's retention are skipped,
+        // not waited for: the next pass deletes them, and no delete can deadlock with another.
+        for table in ["stage_counters", "stage_state"] {
+            deleted += try await client.queryRows("""
+                DELETE FROM \(unescaped: table) c USING (
+                    SELECT key FROM \(unescaped: table)
+                    WHERE stage = \(AnalyticsAggregation.stage) AND key >= \(range.lower) AND key < \(range.upper)
+                    ORDER BY key LIMIT \(limit)
+                    FOR UPDATE SKIP LOCKED
+                ) old
+                WHERE c.stage = \(AnalyticsAggregation.stage) AND c.key = old.key
+                RETURNING 1
+                """, logger: logger).count
+        }
+        return deleted
     }
 
     /// Rows of (key, number) as cells of the range asked for.

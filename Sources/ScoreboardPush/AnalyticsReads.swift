@@ -6,33 +6,24 @@ import Synchronization
 /// implements it (ScoreboardPostgres/ScoreLedger+Analytics.swift); ``MemoryAnalyticsCells`` beside it.
 public protocol AnalyticsCells: Sendable {
     /// One metric's counters in `window` for `dimension` (`nil`: totals), buckets starting in `[from, to)`.
+    /// (Distinct counts are counters too: each cell's count, and its ``AnalyticsCellKey/approximate`` marker.)
     func analyticsCounters(metric: String, window: AnalyticsWindow, dimension: AnalyticsDimension?, from: Int64, to: Int64) async throws
         -> [AnalyticsCellKey: Int64]
-
-    /// One distinct-count metric's set sizes in `window`, buckets starting in `[from, to)`.
-    func analyticsDistinctCounts(metric: String, window: AnalyticsWindow, from: Int64, to: Int64) async throws -> [AnalyticsCellKey: Int64]
 }
 
-/// The cells in memory, written as a worker's stage writes would be (counters added, members inserted once): for
-/// in-process tests and local runs.
+/// The cells in memory, written as a worker's stage writes would be (counters added): for in-process tests and local
+/// runs.
 public final class MemoryAnalyticsCells: AnalyticsCells {
-    private struct Cells {
-        var counters: [AnalyticsCellKey: Int64] = [:]
-        var sets: [AnalyticsCellKey: Set<String>] = [:]
-    }
-
-    private let cells = Mutex(Cells())
+    private let counters = Mutex<[AnalyticsCellKey: Int64]>([:])
 
     public init() {}
 
-    /// Applies a batch's analytics writes (other stages' keys are ignored).
+    /// Applies a batch's analytics writes (other stages' keys are ignored; the distinct counts' sets and sketches are
+    /// not read back, only their counters).
     public func apply(_ writes: StageWrites) {
-        cells.withLock { cells in
+        counters.withLock { counters in
             for (key, amount) in writes.counters where key.stage == AnalyticsAggregation.stage {
-                if let cell = AnalyticsCellKey(parsing: key.key) { cells.counters[cell, default: 0] += amount }
-            }
-            for member in writes.members where member.set.stage == AnalyticsAggregation.stage {
-                if let cell = AnalyticsCellKey(parsing: member.set.key) { cells.sets[cell, default: []].insert(member.member) }
+                if let cell = AnalyticsCellKey(parsing: key.key) { counters[cell, default: 0] += amount }
             }
         }
     }
@@ -40,17 +31,10 @@ public final class MemoryAnalyticsCells: AnalyticsCells {
     public func analyticsCounters(metric: String, window: AnalyticsWindow, dimension: AnalyticsDimension?, from: Int64, to: Int64) async throws
         -> [AnalyticsCellKey: Int64]
     {
-        cells.withLock { cells in
-            cells.counters.filter { cell, _ in
+        counters.withLock { counters in
+            counters.filter { cell, _ in
                 cell.metric == metric && cell.window == window && cell.dimension == dimension && cell.bucketStart >= from && cell.bucketStart < to
             }
-        }
-    }
-
-    public func analyticsDistinctCounts(metric: String, window: AnalyticsWindow, from: Int64, to: Int64) async throws -> [AnalyticsCellKey: Int64] {
-        cells.withLock { cells in
-            cells.sets.filter { cell, _ in cell.metric == metric && cell.window == window && cell.bucketStart >= from && cell.bucketStart < to }
-                .mapValues { Int64($0.count) }
         }
     }
 }
@@ -82,14 +66,8 @@ public final class AnalyticsReader: Sendable {
 
     /// The series a checked query asks for.
     public func series(_ query: AnalyticsSeriesQuery) async throws -> AnalyticsSeries {
-        let cells = try requireCells()
-        let read: [AnalyticsCellKey: Int64]
-        if query.metric.kind == .activeUsers {
-            read = try await cells.analyticsDistinctCounts(metric: query.metricName, window: query.step, from: query.from, to: query.to)
-        } else {
-            read = try await cells.analyticsCounters(
-                metric: query.metricName, window: query.step, dimension: query.cellDimension, from: query.from, to: query.to)
-        }
+        let read = try await requireCells().analyticsCounters(
+            metric: query.metricName, window: query.step, dimension: query.cellDimension, from: query.from, to: query.to)
         return query.series(counters: read)
     }
 
@@ -118,16 +96,16 @@ public final class AnalyticsReader: Sendable {
         func current(_ metric: AnalyticsMetric, named name: String) async throws -> AnalyticsSummary.Windows {
             var windows = AnalyticsSummary.Windows()
             for window in metric.windows {
-                let bucket = range(window, last: 1)
-                let read = metric.kind == .activeUsers
-                    ? try await cells.analyticsDistinctCounts(metric: name, window: window, from: bucket.from, to: bucket.to)
-                    : try await counters(name, window, nil, last: 1)
-                let value = read.values.reduce(0, +)
+                let read = try await counters(name, window, nil, last: 1)
+                // A distinct count's marker says its count is an estimate; it is no count itself.
+                let value = read.filter { $0.key.value != AnalyticsCellKey.approximate }.values.reduce(0, +)
+                let isApproximate = read.keys.contains { $0.value == AnalyticsCellKey.approximate }
                 switch window {
                 case .minute: windows.minute = value
                 case .hour: windows.hour = value
                 case .day: windows.day = value
                 }
+                if isApproximate { windows.approximate = (windows.approximate ?? []) + [window.rawValue] }
             }
             return windows
         }
@@ -155,6 +133,15 @@ public final class AnalyticsReader: Sendable {
         if let active = catalog.metrics(of: .activeUsers).first {
             summary.activeUsers = try await current(active.metric, named: active.name)
             summary.activeUsersExactUpTo = catalog.limits.distinctExactUpTo
+            if summary.activeUsers?.approximate != nil {
+                summary.activeUsersRelativeError = HyperLogLog.relativeStandardError(precision: HyperLogLog.defaultPrecision)
+            }
+        }
+        if let rejections = catalog.metrics(of: .rejections).first {
+            summary.rejections = try await current(rejections.metric, named: rejections.name)
+            if rejections.metric.windows.contains(.minute), rejections.metric.dimensions.contains(.problemType) {
+                summary.rejectionsByTypeLastHour = try await totals(rejections.name, .minute, .problemType, last: 60)
+            }
         }
         // Top actions: the last 60 minutes from the minute cells, the last 24 hours from the hour cells.
         for (window, count, period) in [(AnalyticsWindow.minute, Int64(60), "hour"), (.hour, 24, "day")] {
@@ -192,19 +179,23 @@ public struct AnalyticsSummary: Sendable, Hashable, Codable {
     /// Events per second over the last 60 seconds (the previous minute's share estimated as even).
     public var eventsPerSecond: Double?
     public var points: Windows?
-    /// Distinct users with an accepted event in the current minute, hour and UTC day: exact.
+    /// Distinct users with an accepted event in the current minute, hour and UTC day: exact up to
+    /// ``activeUsersExactUpTo``, HyperLogLog estimates beyond (the windows listed in `approximate`).
     public var activeUsers: Windows?
-    /// The set size up to which distinct counts are exact (a sketch would take over above it: not built yet).
+    /// The set size up to which distinct counts are exact.
     public var activeUsersExactUpTo: Int?
+    /// When some active-user figure is an estimate: its relative standard error (1.04/√m).
+    public var activeUsersRelativeError: Double?
     /// The ten actions with most events over the last `hour` (60 minutes) and `day` (24 hours).
     public var topActions: [String: [ActionFigure]] = [:]
     /// Points by region (`(none)`: events without one) over the last 60 minutes.
     public var pointsByRegionLastHour: [String: Int64]?
     /// Gateway-to-projection lag of the events of the last five minutes.
     public var lastFiveMinutesLag: Lag?
-    /// Where refused requests are counted: not in the stream state (the worker does not read the rejections topic
-    /// yet), but by each gateway.
-    public var rejections = "gateway_rejections_total{reason} on each gateway's /metrics"
+    /// Refused requests (from the rejections topic) in the current minute, hour and UTC day.
+    public var rejections: Windows?
+    /// Refused requests by problem type over the last 60 minutes.
+    public var rejectionsByTypeLastHour: [String: Int64]?
 
     public init(at: Int64) { self.at = at }
 
@@ -212,6 +203,8 @@ public struct AnalyticsSummary: Sendable, Hashable, Codable {
         public var minute: Int64?
         public var hour: Int64?
         public var day: Int64?
+        /// The windows whose figure is a HyperLogLog estimate (distinct counts past the exact limit); absent when none.
+        public var approximate: [String]?
     }
 
     public struct ActionFigure: Sendable, Hashable, Codable {

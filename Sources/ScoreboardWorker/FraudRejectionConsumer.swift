@@ -19,10 +19,16 @@ import Synchronization
 /// as the score worker recovers its own. A replay after a crash starts from the offsets committed with the profiles,
 /// so no rejection counts twice (and the detector also ignores a rejection id it has seen). A user's events and
 /// rejections lock the same profile row, so the two consumers take turns on it.
+///
+/// The same transaction adds every rejection (with or without a user) to the analytics cells of the `rejections`
+/// metrics (refused requests per minute, hour and day, by problem type: ``AnalyticsAggregation``), so they too count
+/// each rejection once. Either part may be absent: a worker without fraud rules runs this consumer for the analytics.
 final class FraudRejectionConsumer: Service, Sendable {
     let topic: String
     let consumer: KafkaConsumerConfiguration
-    let stage: FraudStage
+    /// `nil`: no fraud rules; the rejections are only counted.
+    let stage: FraudStage?
+    let analytics: AnalyticsCatalog
     let ports: WorkerPorts
     let catalog: LeaderboardCatalog
     let retry: RetryBackoff
@@ -32,12 +38,13 @@ final class FraudRejectionConsumer: Service, Sendable {
     let epochs = Mutex<[Int32: Int64]>([:])
 
     init(
-        topic: String, consumer: KafkaConsumerConfiguration, stage: FraudStage, ports: WorkerPorts, catalog: LeaderboardCatalog,
-        retry: RetryBackoff, batchDeadline: Duration, logger: Logger
+        topic: String, consumer: KafkaConsumerConfiguration, stage: FraudStage?, analytics: AnalyticsCatalog = .empty, ports: WorkerPorts,
+        catalog: LeaderboardCatalog, retry: RetryBackoff, batchDeadline: Duration, logger: Logger
     ) {
         self.topic = topic
         self.consumer = consumer
         self.stage = stage
+        self.analytics = analytics
         self.ports = ports
         self.catalog = catalog
         self.retry = retry
@@ -90,12 +97,12 @@ final class FraudRejectionConsumer: Service, Sendable {
         guard let topicID = try await ports.topics.topicID(of: topic) else { throw TopicMissing(topic: topic) }
         let claimed = try await ports.ledger.claim(topic: topic, topicID: topicID, partitions: partitions)
         epochs.withLock { for claim in claimed { $0[claim.partition] = claim.epoch } }
-        let pending = try await ports.ledger.pendingOutbox(topic: topic, partitions: claimed.map(\.partition)).filter { $0.entry.stage == stage.name }
-        if !pending.isEmpty {
+        let pending = try await ports.ledger.pendingOutbox(topic: topic, partitions: claimed.map(\.partition)).filter { $0.entry.stage == stage?.name }
+        if let stage, !pending.isEmpty {
             let due = try await stage.recover(pending.map(\.entry))
             let involved = Set(pending.map(\.entry.partition))
             let fence = Dictionary(uniqueKeysWithValues: claimed.filter { involved.contains($0.partition) }.map { ($0.partition, $0.epoch) })
-            _ = try await ports.ledger.project(topic: topic, epochs: fence, clearing: pending.map(\.id)) { try await self.stage.outputs(due) }
+            _ = try await ports.ledger.project(topic: topic, epochs: fence, clearing: pending.map(\.id)) { try await stage.outputs(due) }
         }
         logger.info("rejections partitions assigned", metadata: ["partitions": "\(claimed.map { "\($0.partition)@\($0.nextOffset)#\($0.epoch)" })"])
         return claimed
@@ -120,17 +127,19 @@ final class FraudRejectionConsumer: Service, Sendable {
         }
     }
 
-    /// One attempt: the fraud stage's rows for the batch's rejections and the batch's offsets in one transaction,
-    /// then the flags published (fenced by the epochs) and the outbox cleared.
+    /// One attempt: the fraud stage's rows for the batch's rejections, their analytics counts and the batch's offsets
+    /// in one transaction, then the flags published (fenced by the epochs) and the outbox cleared.
     func apply(_ batch: KafkaConsumerBatch) async throws {
         let decoder = JSONDecoder()
+        var rejections: [Rejection] = []
         var signals: [FraudRejectionSignal] = []
         var partitions: [String: Int32] = [:]
         for message in batch.messages {
-            // A rejection without a user (refused before authentication) cannot be pinned on anyone; an unreadable
-            // message is skipped (the gateway wrote it; it is no event that a dead letter must keep).
-            guard let rejection = try? decoder.decode(Rejection.self, from: Data(message.value)), let signal = FraudRejectionSignal(rejection)
-            else { continue }
+            // An unreadable message is skipped (the gateway wrote it; it is no event that a dead letter must keep).
+            guard let rejection = try? decoder.decode(Rejection.self, from: Data(message.value)) else { continue }
+            rejections.append(rejection)
+            // A rejection without a user (refused before authentication) cannot be pinned on anyone: counted only.
+            guard let signal = FraudRejectionSignal(rejection) else { continue }
             signals.append(signal)
             partitions[signal.rejectionID] = message.partition
         }
@@ -138,15 +147,19 @@ final class FraudRejectionConsumer: Service, Sendable {
         let claimed = epochs.withLock { $0 }.filter { nextOffsets[$0.key] != nil }
         let ledgerBatch = LedgerBatch(topic: topic, events: [], nextOffsets: nextOffsets, epochs: claimed)
         let (stage, catalog, read, sources) = (stage, catalog, signals, partitions)
+        let counted = AnalyticsAggregation.writes(forRejections: rejections, catalog: analytics)
         let written = try await ports.ledger.apply(
-            ledgerBatch, aggregate: { BatchAggregation(events: $0, catalog: catalog) }, reads: { _ in stage.reads(forRejections: read) }
+            ledgerBatch, aggregate: { BatchAggregation(events: $0, catalog: catalog) }, reads: { _ in stage?.reads(forRejections: read) ?? .none }
         ) { _, state in
+            var writes = counted
+            guard let stage else { return (outbox: [], writes: writes, due: nil as [FraudFlagMessage]?) }
             let rows = try stage.rows(forRejections: read, partitions: sources, state: state)
-            return (outbox: rows.outbox, writes: rows.writes, due: rows.due)
+            writes.merge(rows.writes)
+            return (outbox: rows.outbox, writes: writes, due: rows.due as [FraudFlagMessage]?)
         }
         Counter(label: "worker_fraud_rejections_total").increment(by: signals.count)
-        guard !written.outbox.isEmpty else { return }
-        let due = written.due
+        Counter(label: "worker_rejections_counted_total").increment(by: rejections.count)
+        guard let stage, let due = written.due, !written.outbox.isEmpty else { return }
         _ = try await ports.ledger.project(topic: topic, epochs: claimed, clearing: written.outbox.map(\.id)) { try await stage.outputs(due) }
     }
 }

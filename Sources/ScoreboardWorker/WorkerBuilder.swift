@@ -24,7 +24,11 @@ public struct WorkerConfiguration: Sendable {
 /// schema migration and the consume loop run before it starts and stopped after it. The ports' own clients (the
 /// PostgreSQL pool, the producer) are the caller's to run, before this service in the same group, so that they stop
 /// after it.
-public func buildWorker(configuration: WorkerConfiguration, ports: WorkerPorts, logger: Logger) -> some ApplicationProtocol {
+/// - Parameter analyticsRetention: where old analytics cells are deleted (`analytics/metrics.yaml`'s `retentionDays`);
+///   `nil`: they are kept (a memory ledger, or a role that leaves retention to another worker).
+public func buildWorker(
+    configuration: WorkerConfiguration, ports: WorkerPorts, analyticsRetention: (any AnalyticsCellRetention)? = nil, logger: Logger
+) -> some ApplicationProtocol {
     let registry = ScoreboardMetrics.bootstrap()
     let worker = ScoreWorker(
         configuration: configuration.worker, catalog: configuration.boards, actions: configuration.actions, ports: ports, logger: logger)
@@ -40,20 +44,28 @@ public func buildWorker(configuration: WorkerConfiguration, ports: WorkerPorts, 
     router.add(middleware: methods)
     operations.add(to: router)
     methods.learn(router)
-    // The fraud stage's rejections consumer (FraudRejectionConsumer.swift), beside the score worker, when it has rules.
-    let rejections = configuration.worker.fraudRules.map { rules in
+    // The rejections consumer (FraudRejectionConsumer.swift), beside the score worker, when it has fraud rules or the
+    // analytics count rejections.
+    let analytics = configuration.worker.analytics
+    var services: [any Service] = [migration, AfterMigration(body: worker, migration: migration)]
+    if configuration.worker.fraudRules != nil || !analytics.metrics(of: .rejections).isEmpty {
         var consumer = configuration.worker.consumer
         consumer.groupID += "-rejections"
-        return AfterMigration(
+        services.append(AfterMigration(
             body: FraudRejectionConsumer(
-                topic: configuration.worker.topics.rejections, consumer: consumer, stage: FraudStage(rules: rules, outputs: ports.fraudFlags, logger: logger),
+                topic: configuration.worker.topics.rejections, consumer: consumer,
+                stage: configuration.worker.fraudRules.map { FraudStage(rules: $0, outputs: ports.fraudFlags, logger: logger) }, analytics: analytics,
                 ports: ports, catalog: configuration.boards, retry: configuration.worker.retry, batchDeadline: configuration.worker.batchDeadline,
                 logger: logger),
-            migration: migration)
+            migration: migration))
     }
-    return configuration.server.application(
-        router: router, name: "worker",
-        services: [migration, AfterMigration(body: worker, migration: migration)] + (rejections.map { [$0] } ?? []), logger: logger)
+    if let analyticsRetention, let retention = analytics.retentionDays {
+        services.append(AfterMigration(
+            body: AnalyticsRetention(
+                catalog: analytics, retention: retention, cells: analyticsRetention, retry: configuration.worker.retry, logger: logger),
+            migration: migration))
+    }
+    return configuration.server.application(router: router, name: "worker", services: services, logger: logger)
 }
 
 /// Applies the ledger's schema migrations once at start, then waits for shutdown; ``AfterMigration`` waits for

@@ -25,22 +25,28 @@ struct AnalyticsAggregationTests {
         }
     }
 
-    /// Applies writes as the stage tables would: counters added, members inserted once.
+    /// The stage tables as a batch's transaction uses them: the state it names read, values replaced, counters added.
     struct Cells {
         var counters: [AnalyticsCellKey: Int64] = [:]
-        var sets: [AnalyticsCellKey: Set<String>] = [:]
+        var state: [StageKey: [UInt8]] = [:]
+
+        /// One batch: reads, then writes, as the analytics stage does.
+        mutating func count(_ events: [ScoreEvent], committedAt: Timestamp, catalog: AnalyticsCatalog) {
+            let reads = AnalyticsAggregation.reads(for: events, catalog: catalog)
+            let read = StageState(values: state.filter { reads.state.contains($0.key) })
+            apply(AnalyticsAggregation.writes(for: events, committedAt: committedAt, catalog: catalog, state: read))
+        }
 
         mutating func apply(_ writes: StageWrites) {
             for (key, amount) in writes.counters {
                 counters[AnalyticsCellKey(parsing: key.key)!, default: 0] += amount
             }
-            for member in writes.members { sets[AnalyticsCellKey(parsing: member.set.key)!, default: []].insert(member.member) }
+            state.merge(writes.state) { _, new in new }
+            #expect(writes.members.isEmpty, "distinct counts keep no set rows")
         }
 
         func read(_ query: AnalyticsSeriesQuery) -> AnalyticsSeries {
-            let cells: [AnalyticsCellKey: Int64] = query.metric.kind == .activeUsers
-                ? sets.filter { $0.key.metric == query.metricName && $0.key.window == query.step }.mapValues { Int64($0.count) }
-                : counters.filter { $0.key.metric == query.metricName && $0.key.window == query.step && $0.key.dimension == query.cellDimension }
+            let cells = counters.filter { $0.key.metric == query.metricName && $0.key.window == query.step && $0.key.dimension == query.cellDimension }
             return query.series(counters: cells.filter { $0.key.bucketStart >= query.from && $0.key.bucketStart < query.to })
         }
     }
@@ -52,15 +58,19 @@ struct AnalyticsAggregationTests {
     }
 
     @Test func theCatalogDeclaresEveryKindAndChecksItsRules() throws {
-        #expect(Set(Self.catalog.metrics.values.map(\.kind)) == [.events, .points, .activeUsers, .lag])
-        // Bad definitions: a distinct count broken down by region, lag bounds that fall, no windows.
-        let bad = AnalyticsCatalog(metrics: [
+        #expect(Set(Self.catalog.metrics.values.map(\.kind)) == [.events, .points, .activeUsers, .lag, .rejections])
+        #expect(Self.catalog.retentionDays == AnalyticsCatalog.Retention(minute: 2, hour: 35, day: 400))
+        // Bad definitions: a distinct count broken down by region, lag bounds that fall, no windows, rejections by
+        // region, events by type, a retention of no days.
+        let bad = AnalyticsCatalog(retentionDays: AnalyticsCatalog.Retention(minute: 0, hour: 35, day: 400), metrics: [
             "users": AnalyticsMetric(kind: .activeUsers, description: "", windows: [.minute], dimensions: [.region]),
             "lag": AnalyticsMetric(kind: .lag, description: "", windows: [.minute], lagBucketsMilliseconds: [100, 50]),
             "none": AnalyticsMetric(kind: .events, description: "", windows: []),
+            "refused": AnalyticsMetric(kind: .rejections, description: "", windows: [.minute], dimensions: [.region]),
+            "typed": AnalyticsMetric(kind: .events, description: "", windows: [.minute], dimensions: [.problemType]),
         ])
         let error = try #require(throws: ScoreboardError.self) { try bad.validate() }
-        #expect(error.reasons.count == 3, "\(error.reasons)")
+        #expect(error.reasons.count == 6, "\(error.reasons)")
     }
 
     @Test func cellKeysRoundTripAndATimeRangeIsAKeyRange() {
@@ -87,12 +97,12 @@ struct AnalyticsAggregationTests {
         var rest = events[...]
         while !rest.isEmpty {
             let size = Int.random(in: 1...300, using: &random)
-            cells.apply(AnalyticsAggregation.writes(for: Array(rest.prefix(size)), committedAt: committedAt, catalog: Self.catalog))
+            cells.count(Array(rest.prefix(size)), committedAt: committedAt, catalog: Self.catalog)
             rest = rest.dropFirst(size)
         }
         var whole = Cells()
-        whole.apply(AnalyticsAggregation.writes(for: events, committedAt: committedAt, catalog: Self.catalog))
-        #expect(whole.counters == cells.counters && whole.sets == cells.sets)
+        whole.count(events, committedAt: committedAt, catalog: Self.catalog)
+        #expect(whole.counters == cells.counters && whole.state == cells.state)
 
         for step in AnalyticsWindow.allCases {
             func bucket(_ event: ScoreEvent) -> Int64 { step.bucketStart(of: event.occurredAt) }
@@ -139,6 +149,78 @@ struct AnalyticsAggregationTests {
             let bound = bounds.first { p90 <= $0 }
             #expect(point.p90 == bound)
         }
+    }
+
+    /// Active users past a small exact limit (50 in this test's catalog): a bucket of exactly 50 users stays an exact
+    /// set; the 51st turns it into a sketch and labels it approximate; a bucket of 20,000 users (each seen twice, in
+    /// random batches) reads within three standard errors of the recount; counting users again changes nothing.
+    @Test func distinctCountsPastTheLimitAreSketchesWithinTheirStatedError() throws {
+        let catalog = AnalyticsCatalog(limits: .init(distinctExactUpTo: 50), metrics: [
+            "active-users": AnalyticsMetric(kind: .activeUsers, description: "", windows: [.minute, .hour]),
+        ])
+        func events(minute: Int64, users: Range<Int>) -> [ScoreEvent] {
+            users.map { user in
+                ScoreEvent(
+                    eventID: "e\(minute)-\(user)", userID: "player-\(user)", action: "complete-quest", points: 1,
+                    occurredAt: Timestamp(millisecondsSinceEpoch: Self.start + minute * 60_000 + Int64(user % 60_000)), region: nil, guild: nil,
+                    idempotencyKey: "k\(minute)-\(user)", source: .player)
+            }
+        }
+        var random = SplitMix64(state: 12)
+        let crowd = (events(minute: 2, users: 0..<20_000) + events(minute: 2, users: 0..<20_000)).shuffled(using: &random)
+        var cells = Cells()
+        let committedAt = Timestamp(millisecondsSinceEpoch: Self.start + 3_600_000)
+        cells.count(events(minute: 0, users: 0..<50), committedAt: committedAt, catalog: catalog)
+        cells.count(events(minute: 1, users: 0..<50), committedAt: committedAt, catalog: catalog)
+        cells.count(events(minute: 1, users: 50..<51), committedAt: committedAt, catalog: catalog)
+        var rest = crowd[...]
+        while !rest.isEmpty {
+            let size = Int.random(in: 1...3_000, using: &random)
+            cells.count(Array(rest.prefix(size)), committedAt: committedAt, catalog: catalog)
+            rest = rest.dropFirst(size)
+        }
+        let query = try AnalyticsSeriesQuery.make(
+            catalog: catalog, metric: "active-users", from: Timestamp(millisecondsSinceEpoch: Self.start),
+            to: Timestamp(millisecondsSinceEpoch: Self.start + 3 * 60_000), step: "minute", by: nil, now: committedAt)
+        let minutes = cells.read(query).series[0].points
+        let error = 1.04 / Double(1 << 14).squareRoot()
+        #expect(minutes[0].value == 50 && minutes[0].approximate == false && minutes[0].relativeError == nil, "exact up to the limit")
+        #expect(minutes[1].approximate == true && minutes[1].relativeError == error, "the 51st user makes it a sketch")
+        #expect(abs(Double(minutes[1].value) - 51) <= 3 * error * 51)
+        #expect(minutes[2].approximate == true && abs(Double(minutes[2].value) - 20_000) <= 3 * error * 20_000, "\(minutes[2].value)")
+        #expect(cells.read(query).approximate && cells.read(query).relativeError == error)
+        let hour = try AnalyticsSeriesQuery.make(
+            catalog: catalog, metric: "active-users", from: Timestamp(millisecondsSinceEpoch: Self.start),
+            to: Timestamp(millisecondsSinceEpoch: Self.start + 3_600_000), step: "hour", by: nil, now: committedAt)
+        let users = Double(Set(crowd.map(\.userID)).union((0..<51).map { "player-\($0)" }).count)
+        let hourly = try #require(cells.read(hour).series[0].points.first)
+        #expect(hourly.approximate == true && abs(Double(hourly.value) - users) <= 3 * error * users, "\(hourly.value) for \(users)")
+        // A sketch's cell is bounded: one byte per register, plus its tag.
+        #expect(cells.state.values.map(\.count).max() == (1 << 14) + 1)
+
+        // Users already counted, again (new events of the same users): no state written, no count changed.
+        let before = cells
+        cells.count(Array(crowd.prefix(500)) + events(minute: 0, users: 10..<20), committedAt: committedAt, catalog: catalog)
+        #expect(cells.counters == before.counters && cells.state == before.state)
+    }
+
+    /// Rejections from the topic, counted per bucket in total and by problem type; a reason that is no identifier
+    /// (what a broken gateway might write) counts as `(none)` rather than making a key of it.
+    @Test func rejectionsAreCountedByProblemType() throws {
+        let reasons = ["invalid-parameter", "unauthenticated", "invalid-parameter", "rate-limited", "bad|reason\n"]
+        let rejections = reasons.enumerated().map { index, reason in
+            Rejection(
+                rejectionID: "r\(index)", reason: reason, userID: index % 2 == 0 ? "ann" : nil, clientIP: "10.0.0.1", action: nil,
+                occurredAt: Timestamp(millisecondsSinceEpoch: Self.start + Int64(index) * 61_000), detail: nil)
+        }
+        var cells = Cells()
+        cells.apply(AnalyticsAggregation.writes(forRejections: rejections, catalog: Self.catalog))
+        #expect(AnalyticsAggregation.writes(for: [], committedAt: Timestamp(millisecondsSinceEpoch: Self.start), catalog: Self.catalog, state: StageState()).isEmpty)
+        let series = cells.read(try Self.query("rejections", step: "day", by: "type"))
+        let totals = Dictionary(uniqueKeysWithValues: series.series.map { ($0.value!, $0.points.reduce(0) { $0 + $1.value }) })
+        #expect(totals == ["invalid-parameter": 2, "unauthenticated": 1, "rate-limited": 1, "(none)": 1])
+        let perMinute = cells.read(try Self.query("rejections", step: "minute")).series[0].points.prefix(5).map(\.value)
+        #expect(perMinute == [1, 1, 1, 1, 1])
     }
 
     @Test func badQueriesNameWhatIsWrong() throws {

@@ -40,8 +40,12 @@ struct AnalyticsAPITests {
                 region: ["eu", "na", nil].randomElement(using: &random)!, guild: nil, idempotencyKey: "k\(index)", source: .player)
         }
         let cells = MemoryAnalyticsCells()
+        var state = StageState()
         for batch in stride(from: 0, to: events.count, by: 70) {
-            cells.apply(AnalyticsAggregation.writes(for: Array(events[batch..<min(batch + 70, events.count)]), committedAt: now, catalog: catalog))
+            let writes = AnalyticsAggregation.writes(
+                for: Array(events[batch..<min(batch + 70, events.count)]), committedAt: now, catalog: catalog, state: state)
+            state.values.merge(writes.state) { _, new in new }
+            cells.apply(writes)
         }
         return (cells, events)
     }
@@ -79,6 +83,16 @@ struct AnalyticsAPITests {
 
     @Test func theSummaryEqualsARecount() async throws {
         let (cells, events) = Self.world()
+        // Rejections of the last 90 minutes too, as the rejections consumer counts them.
+        var random = SplitMix64(state: 5)
+        let rejections = (0..<120).map { index in
+            Rejection(
+                rejectionID: "r\(index)", reason: ["invalid-parameter", "unauthenticated", "rate-limited"].randomElement(using: &random)!, userID: nil,
+                clientIP: "10.0.0.2", action: nil,
+                occurredAt: Timestamp(millisecondsSinceEpoch: Self.now.millisecondsSinceEpoch - Int64.random(in: 0..<(90 * 60_000), using: &random)),
+                detail: nil)
+        }
+        cells.apply(AnalyticsAggregation.writes(forRejections: rejections, catalog: Self.catalog))
         try await Self.withClient(Self.parts(cells: cells)) { client in
             try await client.execute(uri: "/v1/analytics/summary", method: .get) { response in
                 #expect(response.status == .ok)
@@ -100,6 +114,11 @@ struct AnalyticsAPITests {
                 #expect(summary.pointsByRegionLastHour == Dictionary(grouping: lastHour, by: { $0.region ?? "(none)" }).mapValues { $0.reduce(0) { $0 + $1.points } })
                 let recentLags = events.filter { $0.occurredAt.millisecondsSinceEpoch >= minuteStart - 4 * 60_000 }
                 #expect(summary.lastFiveMinutesLag?.count == Int64(recentLags.count))
+                #expect(summary.activeUsers?.approximate == nil && summary.activeUsersRelativeError == nil, "30 users: exact")
+                #expect(summary.rejections?.day == 120)
+                #expect(summary.rejections?.hour == Int64(rejections.filter { $0.occurredAt.millisecondsSinceEpoch >= hourStart }.count))
+                let refusedLastHour = rejections.filter { $0.occurredAt.millisecondsSinceEpoch >= minuteStart - 59 * 60_000 }
+                #expect(summary.rejectionsByTypeLastHour == Dictionary(grouping: refusedLastHour, by: \.reason).mapValues { Int64($0.count) })
             }
         }
     }
@@ -148,9 +167,6 @@ struct AnalyticsAPITests {
             func analyticsCounters(metric: String, window: AnalyticsWindow, dimension: AnalyticsDimension?, from: Int64, to: Int64) async throws
                 -> [AnalyticsCellKey: Int64]
             { throw Down() }
-            func analyticsDistinctCounts(metric: String, window: AnalyticsWindow, from: Int64, to: Int64) async throws -> [AnalyticsCellKey: Int64] {
-                throw Down()
-            }
         }
         for cells in [nil, Failing()] as [(any AnalyticsCells)?] {
             try await Self.withClient(Self.parts(cells: cells)) { client in

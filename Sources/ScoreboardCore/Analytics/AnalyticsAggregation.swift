@@ -14,6 +14,9 @@ public struct AnalyticsCellKey: Hashable, Sendable, CustomStringConvertible {
     /// The value counted for an event that has no region (or no guild). Not a valid identifier, so no real value
     /// can be mistaken for it.
     public static let noValue = "(none)"
+    /// The value of the counter that marks a distinct-count cell whose count is a HyperLogLog estimate (set once, when
+    /// it passes `distinctExactUpTo`).
+    public static let approximate = "approximate"
     static let total = "*"
 
     public init(metric: String, window: AnalyticsWindow, dimension: AnalyticsDimension?, bucketStart: Int64, value: String = "") {
@@ -26,6 +29,11 @@ public struct AnalyticsCellKey: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String {
         Self.prefix(metric: metric, window: window, dimension: dimension) + Self.digits(bucketStart) + "|" + value
+    }
+
+    /// The marker of this total cell's count being approximate (``approximate``).
+    public var approximateMarker: AnalyticsCellKey {
+        AnalyticsCellKey(metric: metric, window: window, dimension: nil, bucketStart: bucketStart, value: Self.approximate)
     }
 
     /// Reads a key written by ``description``; `nil` for anything else.
@@ -60,18 +68,28 @@ public struct AnalyticsCellKey: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// What a batch's new events add to the analytics cells: pure, so that it runs inside the batch's transaction and
-/// commits with it. Counters are only added to and set members inserted once, so two workers sharing a cell stay
-/// exact, and a replay (whose events the ledger drops) adds nothing.
+/// commits with it. Counters are only added to, so two workers sharing a cell stay exact, and a replay (whose events
+/// the ledger drops) adds nothing. A distinct count (active users) is one stage-state value per cell
+/// (``DistinctCount``: the members up to `distinctExactUpTo`, a HyperLogLog sketch beyond), read locked and replaced;
+/// its count is kept beside it as a counter, added to by how much the count changed, so that readers read counters
+/// only (never the 16 KiB sketches), and one more counter (value ``AnalyticsCellKey/approximate``) marks the cells
+/// whose count is an estimate.
 public enum AnalyticsAggregation {
     /// The worker stage's name, which prefixes its state rows.
     public static let stage = "analytics"
 
-    /// The cells' additions for `events`, committed at `committedAt` (for the lag).
-    public static func writes(for events: [ScoreEvent], committedAt: Timestamp, catalog: AnalyticsCatalog) -> StageWrites {
+    /// The distinct-count cells `events` touch: read, locked, in the batch's transaction.
+    public static func reads(for events: [ScoreEvent], catalog: AnalyticsCatalog) -> StageReads {
+        StageReads(state: Set(distinctMembers(of: events, catalog: catalog).keys.map(stateKey)))
+    }
+
+    /// The cells' additions for `events`, committed at `committedAt` (for the lag); `state` holds the distinct-count
+    /// cells that ``reads(for:catalog:)`` named, as committed before this batch.
+    public static func writes(for events: [ScoreEvent], committedAt: Timestamp, catalog: AnalyticsCatalog, state: StageState) -> StageWrites {
         var writes = StageWrites()
         guard !events.isEmpty else { return writes }
         func add(_ cell: AnalyticsCellKey, _ amount: Int64) {
-            writes.counters[StageKey(stage: stage, key: cell.description), default: 0] += amount
+            writes.counters[stateKey(cell), default: 0] += amount
         }
         for (name, metric) in catalog.metrics {
             for window in metric.windows {
@@ -84,18 +102,69 @@ public enum AnalyticsAggregation {
                         for dimension in metric.dimensions {
                             add(AnalyticsCellKey(metric: name, window: window, dimension: dimension, bucketStart: start, value: dimension.value(of: event)), amount)
                         }
-                    case .activeUsers:
-                        let set = AnalyticsCellKey(metric: name, window: window, dimension: nil, bucketStart: start)
-                        writes.members.insert(StageSetMember(set: StageKey(stage: stage, key: set.description), member: event.userID))
                     case .lag:
                         let lag = max(0, committedAt.millisecondsSinceEpoch - event.occurredAt.millisecondsSinceEpoch)
                         let bucket = AnalyticsHistogram.bucketLabel(for: lag, bounds: metric.lagBucketsMilliseconds ?? [])
                         add(AnalyticsCellKey(metric: name, window: window, dimension: .lagBucket, bucketStart: start, value: bucket), 1)
+                    case .activeUsers, .rejections:
+                        // Distinct counts below; rejections come from the rejections topic, not from events.
+                        break
+                    }
+                }
+            }
+        }
+        for (cell, members) in distinctMembers(of: events, catalog: catalog) {
+            let key = stateKey(cell)
+            // Absent (or unreadable, which only a hand-edited row could be): no member counted yet.
+            let before = state[key].flatMap(DistinctCount.init(encoded:)) ?? .empty
+            var after = before
+            after.insert(members, exactUpTo: catalog.limits.distinctExactUpTo)
+            guard after != before else { continue }
+            writes.state[key] = after.encoded
+            let change = after.count - before.count
+            if change != 0 { writes.counters[key, default: 0] += change }
+            if after.isApproximate && !before.isApproximate { add(cell.approximateMarker, 1) }
+        }
+        return writes
+    }
+
+    /// The rejections' additions to the cells of the `rejections` metrics: refused requests per bucket, in total and
+    /// by problem type. Counted in the rejections consumer's transaction, with the offsets it read them to.
+    public static func writes(forRejections rejections: [Rejection], catalog: AnalyticsCatalog) -> StageWrites {
+        var writes = StageWrites()
+        for (name, metric) in catalog.metrics where metric.kind == .rejections {
+            for window in metric.windows {
+                for rejection in rejections {
+                    let start = window.bucketStart(of: rejection.occurredAt)
+                    writes.counters[stateKey(AnalyticsCellKey(metric: name, window: window, dimension: nil, bucketStart: start)), default: 0] += 1
+                    for dimension in metric.dimensions where dimension == .problemType {
+                        // The gateway writes the reason; anything that is not an identifier is counted as no type
+                        // rather than becoming part of a key.
+                        let type = ScoreEvent.identifierProblem(rejection.reason) == nil ? rejection.reason : AnalyticsCellKey.noValue
+                        let cell = AnalyticsCellKey(metric: name, window: window, dimension: dimension, bucketStart: start, value: type)
+                        writes.counters[stateKey(cell), default: 0] += 1
                     }
                 }
             }
         }
         return writes
+    }
+
+    /// The stage row of a cell (a counter, or a distinct count's state).
+    public static func stateKey(_ cell: AnalyticsCellKey) -> StageKey { StageKey(stage: stage, key: cell.description) }
+
+    /// The members each distinct-count cell gains from `events`.
+    static func distinctMembers(of events: [ScoreEvent], catalog: AnalyticsCatalog) -> [AnalyticsCellKey: Set<String>] {
+        var members: [AnalyticsCellKey: Set<String>] = [:]
+        for (name, metric) in catalog.metrics where metric.kind == .activeUsers {
+            for window in metric.windows {
+                for event in events {
+                    let cell = AnalyticsCellKey(metric: name, window: window, dimension: nil, bucketStart: window.bucketStart(of: event.occurredAt))
+                    members[cell, default: []].insert(event.userID)
+                }
+            }
+        }
+        return members
     }
 }
 

@@ -2,10 +2,13 @@
 /// ScoreboardDefinitions): metrics, the windows they are kept in and the dimensions they are broken down by.
 public struct AnalyticsCatalog: Sendable, Hashable, Codable {
     public var limits: Limits
+    /// How many days cells are kept, per window; `nil`: for ever.
+    public var retentionDays: Retention?
     public var metrics: [String: AnalyticsMetric]
 
     public struct Limits: Sendable, Hashable, Codable {
-        /// A distinct count is exact up to this many members; above it an answer is labelled approximate.
+        /// A distinct count is exact up to this many members; above it a HyperLogLog sketch takes over and the answer
+        /// is labelled approximate.
         public var distinctExactUpTo: Int
         /// The most points one series answer may hold.
         public var maxPointsPerSeries: Int
@@ -16,8 +19,37 @@ public struct AnalyticsCatalog: Sendable, Hashable, Codable {
         }
     }
 
-    public init(limits: Limits = Limits(), metrics: [String: AnalyticsMetric]) {
+    /// Days a cell is kept after its bucket starts, per window: an older cell is deleted by the workers'
+    /// ``AnalyticsRetention`` service (ScoreboardWorker).
+    public struct Retention: Sendable, Hashable, Codable {
+        /// Days the cells of each window are kept.
+        public var minute: Int
+        public var hour: Int
+        public var day: Int
+
+        public init(minute: Int, hour: Int, day: Int) {
+            self.minute = minute
+            self.hour = hour
+            self.day = day
+        }
+
+        public func days(of window: AnalyticsWindow) -> Int {
+            switch window {
+            case .minute: minute
+            case .hour: hour
+            case .day: day
+            }
+        }
+
+        /// The first bucket start kept at `now`: cells of buckets starting before it are old.
+        public func oldestKept(_ window: AnalyticsWindow, now: Timestamp) -> Int64 {
+            window.bucketStart(of: Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch - Int64(days(of: window)) * 86_400_000))
+        }
+    }
+
+    public init(limits: Limits = Limits(), retentionDays: Retention? = nil, metrics: [String: AnalyticsMetric]) {
         self.limits = limits
+        self.retentionDays = retentionDays
         self.metrics = metrics
     }
 
@@ -35,6 +67,12 @@ public struct AnalyticsCatalog: Sendable, Hashable, Codable {
         if limits.distinctExactUpTo < 1 { problems.append("limits.distinctExactUpTo: at least 1") }
         if limits.maxPointsPerSeries < 1 { problems.append("limits.maxPointsPerSeries: at least 1") }
         if metrics.isEmpty { problems.append("metrics: at least one") }
+        if let retention = retentionDays {
+            // The summary reads the last 60 minute cells and the last 24 hour cells: those must still be there.
+            for window in AnalyticsWindow.allCases where retention.days(of: window) < 1 {
+                problems.append("retentionDays.\(window.rawValue): at least 1")
+            }
+        }
         for (name, metric) in metrics.sorted(by: { $0.key < $1.key }) {
             if let problem = ScoreEvent.identifierProblem(name) { problems.append("\(name): the name \(problem)") }
             if metric.windows.isEmpty { problems.append("\(name).windows: at least one") }
@@ -43,6 +81,10 @@ public struct AnalyticsCatalog: Sendable, Hashable, Codable {
             switch metric.kind {
             case .events, .points:
                 if metric.lagBucketsMilliseconds != nil { problems.append("\(name).lagBucketsMilliseconds: only for kind lag") }
+                if metric.dimensions.contains(.problemType) { problems.append("\(name).dimensions: type only for kind rejections") }
+            case .rejections:
+                if metric.lagBucketsMilliseconds != nil { problems.append("\(name).lagBucketsMilliseconds: only for kind lag") }
+                if metric.dimensions.contains(where: { $0 != .problemType }) { problems.append("\(name).dimensions: only type for kind rejections") }
             case .activeUsers, .lag:
                 // Sets and lag histograms are kept whole: a breakdown would multiply their rows for no question asked.
                 if !metric.dimensions.isEmpty { problems.append("\(name).dimensions: none for kind \(metric.kind.rawValue)") }
@@ -67,10 +109,12 @@ public struct AnalyticsMetric: Sendable, Hashable, Codable {
         case events
         /// Their points, added.
         case points
-        /// Distinct users (a set per bucket).
+        /// Distinct users (a set per bucket up to `distinctExactUpTo` members, a HyperLogLog sketch beyond).
         case activeUsers = "active-users"
         /// Commit time minus occurredAt, counted in histogram buckets (dimension ``AnalyticsDimension/lagBucket``).
         case lag
+        /// Refused requests, from the rejections topic (by ``AnalyticsDimension/problemType``).
+        case rejections
     }
 
     public var kind: Kind
@@ -114,6 +158,8 @@ public enum AnalyticsWindow: String, Sendable, Hashable, Codable, CaseIterable {
 /// What an event's counts are broken down by.
 public enum AnalyticsDimension: String, Sendable, Hashable, Codable, CaseIterable {
     case action, region, guild
+    /// A rejection's problem type (the last segment of its `type`: `invalid-parameter`, `rate-limited`, …).
+    case problemType = "type"
     /// A lag histogram's bucket (its upper bound in milliseconds, or `+Inf`): not declared, implied by kind `lag`.
     case lagBucket = "le"
 
@@ -123,7 +169,7 @@ public enum AnalyticsDimension: String, Sendable, Hashable, Codable, CaseIterabl
         case .action: event.action
         case .region: event.region ?? AnalyticsCellKey.noValue
         case .guild: event.guild ?? AnalyticsCellKey.noValue
-        case .lagBucket: AnalyticsCellKey.noValue
+        case .lagBucket, .problemType: AnalyticsCellKey.noValue
         }
     }
 }

@@ -9,7 +9,7 @@ public struct AnalyticsSeriesQuery: Sendable, Hashable {
     public var from: Int64
     /// Exclusive: no bucket starts at or after it.
     public var to: Int64
-    /// Whether distinct counts may be labelled approximate above this size (kind `active-users`).
+    /// The set size up to which distinct counts (kind `active-users`) are exact; above it they are estimates.
     public var distinctExactUpTo: Int
 
     /// Checks a request's parameters; every problem is named.
@@ -72,8 +72,8 @@ public struct AnalyticsSeriesQuery: Sendable, Hashable {
     /// The dimension whose cells are read: lag is always read by bucket, to compute its percentiles.
     public var cellDimension: AnalyticsDimension? { metric.kind == .lag ? .lagBucket : by }
 
-    /// The series from the cells read (counters, or set sizes for `active-users`), every bucket present (0 when no
-    /// cell was written).
+    /// The series from the counters read (for `active-users`: the counts and their approximate markers), every bucket
+    /// present (0 when no cell was written).
     public func series(counters: [AnalyticsCellKey: Int64]) -> AnalyticsSeries {
         let starts = bucketStarts
         var lines: [AnalyticsSeries.Line]
@@ -94,18 +94,31 @@ public struct AnalyticsSeriesQuery: Sendable, Hashable {
             lines = byValue.sorted { $0.key < $1.key }.map { value, counts in
                 AnalyticsSeries.Line(value: value, points: starts.map { AnalyticsSeries.Point(t: $0, value: counts[$0] ?? 0) })
             }
+        } else if metric.kind == .activeUsers {
+            // Each cell's count, and whether it is a sketch's estimate (its marker counter exists).
+            var counts: [Int64: Int64] = [:]
+            var approximate: Set<Int64> = []
+            for (cell, count) in counters where cell.dimension == nil {
+                if cell.value == AnalyticsCellKey.approximate { approximate.insert(cell.bucketStart) } else { counts[cell.bucketStart, default: 0] += count }
+            }
+            let error = HyperLogLog.relativeStandardError(precision: HyperLogLog.defaultPrecision)
+            lines = [AnalyticsSeries.Line(value: nil, points: starts.map { start in
+                var point = AnalyticsSeries.Point(t: start, value: counts[start] ?? 0)
+                point.approximate = approximate.contains(start)
+                point.relativeError = approximate.contains(start) ? error : nil
+                return point
+            })]
         } else {
             var counts: [Int64: Int64] = [:]
             for (cell, count) in counters where cell.dimension == nil { counts[cell.bucketStart, default: 0] += count }
             lines = [AnalyticsSeries.Line(value: nil, points: starts.map { AnalyticsSeries.Point(t: $0, value: counts[$0] ?? 0) })]
         }
         let isDistinct = metric.kind == .activeUsers
+        let isApproximate = lines.contains { $0.points.contains { $0.approximate == true } }
         return AnalyticsSeries(
             metric: metricName, kind: metric.kind.rawValue, step: step.rawValue, from: from, to: to, by: by?.rawValue,
-            exactUpTo: isDistinct ? distinctExactUpTo : nil,
-            // Sets are kept whole (no HyperLogLog yet), so every answer is exact; the flag is in the answer so that
-            // clients already read it when a sketch takes over above `exactUpTo`.
-            approximate: false, series: lines)
+            exactUpTo: isDistinct ? distinctExactUpTo : nil, approximate: isApproximate,
+            relativeError: isApproximate ? HyperLogLog.relativeStandardError(precision: HyperLogLog.defaultPrecision) : nil, series: lines)
     }
 }
 
@@ -121,7 +134,10 @@ public struct AnalyticsSeries: Sendable, Hashable, Codable {
     public var by: String?
     /// For distinct counts: the set size up to which they are exact.
     public var exactUpTo: Int?
+    /// Whether any point is a HyperLogLog estimate (a distinct count past ``exactUpTo``).
     public var approximate: Bool
+    /// With `approximate`: the estimates' relative standard error, 1.04/√m.
+    public var relativeError: Double?
     public var series: [Line]
 
     public struct Line: Sendable, Hashable, Codable {
@@ -140,6 +156,11 @@ public struct AnalyticsSeries: Sendable, Hashable, Codable {
         public var p50: Int64?
         public var p90: Int64?
         public var p99: Int64?
+        /// For distinct counts: whether `value` is a HyperLogLog estimate (the bucket had more than `exactUpTo` users)
+        /// rather than exact; `nil` for other kinds.
+        public var approximate: Bool?
+        /// With `approximate: true`: the estimate's relative standard error (1.04/√m: 0.0081 for 16,384 registers).
+        public var relativeError: Double?
 
         public init(t: Int64, value: Int64, p50: Int64? = nil, p90: Int64? = nil, p99: Int64? = nil) {
             self.t = t

@@ -206,6 +206,7 @@ setInterval(() => activity.tick(), 1000);
 const analytics = {
   eventsPerSecond: [],
   activeUsers: [],
+  rejections: [],
   last: null,
   received: 0,
   changes: 0,
@@ -243,7 +244,14 @@ const analytics = {
     const lag = summary.lastFiveMinutesLag;
     const ms = (value) => (value === undefined || value === null ? "> last bucket" : "≤ " + value + " ms");
     setText("lag", lag && lag.count ? "p50 " + ms(lag.p50) + " · p90 " + ms(lag.p90) + " · p99 " + ms(lag.p99) + " (" + lag.count + " events)" : "no events");
-    setText("rejections", "counted by each gateway: " + (summary.rejections || "gateway_rejections_total"));
+    // Rejections: the refused requests the workers counted from the rejections topic, and by problem type.
+    const rejections = summary.rejections || {};
+    push(this.rejections, rejections.minute || 0);
+    draw("rejections-chart", this.rejections);
+    setText("rejections-minute", String(rejections.minute || 0));
+    setText("rejections-hour", String(rejections.hour || 0));
+    setText("rejections-day", String(rejections.day || 0));
+    drawBars(summary.rejectionsByTypeLastHour || {}, "rejections-chart-by-type", "type");
     // What the browser test reads: the last figures shown, and how often they changed.
     const panel = document.getElementById("analytics-panel");
     panel.dataset.at = String(summary.at);
@@ -272,13 +280,14 @@ function draw(id, values) {
   document.getElementById(id).replaceChildren(line);
 }
 
-function drawBars(byRegion) {
-  const entries = Object.entries(byRegion).sort((a, b) => b[1] - a[1]).slice(0, 8);
+/** Horizontal bars of the largest values (points by region, rejections by type), each bar's key in data-<key>. */
+function drawBars(byValue, id = "regions-chart", key = "region") {
+  const entries = Object.entries(byValue).sort((a, b) => b[1] - a[1]).slice(0, 8);
   const max = Math.max(1, ...entries.map((entry) => entry[1]));
-  document.getElementById("regions-chart").replaceChildren(...entries.map(([region, points]) => {
+  document.getElementById(id).replaceChildren(...entries.map(([region, points]) => {
     const bar = document.createElement("div");
     bar.className = "bar";
-    bar.dataset.region = region;
+    bar.dataset[key] = region;
     bar.dataset.points = String(points);
     const fill = document.createElement("span");
     fill.className = "fill";

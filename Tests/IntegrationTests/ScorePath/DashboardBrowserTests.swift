@@ -63,6 +63,28 @@ struct DashboardBrowserTests {
                 #expect(shown.changes > shownBefore.changes, "the events chart moved")
                 #expect(shown.topActions.contains("pvp-match"))
 
+                // The rejections chart reads the workers' count of the rejections topic: three requests without a
+                // token, refused by the gateway, appear on the page as the summary API counts them.
+                for _ in 0..<3 {
+                    let refused = try await HTTPConnection.with(port: gateway.port) {
+                        try await $0.postJSON("/v1/scores", token: nil, json: ["action": "pvp-win", "actionToken": "x", "idempotencyKey": "k"])
+                    }
+                    #expect(refused.status == 401)
+                }
+                let pushPort = push.port
+                try await within(.seconds(60)) {
+                    while true {
+                        let onPage = try await browser.run("return document.getElementById('rejections-day').textContent") as? String
+                        let answer = try await HTTPConnection.with(port: pushPort) { try await $0.send(.GET, "/v1/analytics/summary") }
+                        let counted = ((answer.json["rejections"] as? [String: Any])?["day"] as? NSNumber)?.intValue
+                        if onPage == "3" && counted == 3 { return }
+                        try await Task.sleep(for: .milliseconds(200))
+                    }
+                }
+                let byType = try await browser.run(
+                    "return [...document.querySelectorAll('#rejections-chart-by-type .bar')].map(b => b.dataset.type + '=' + b.dataset.points)")
+                #expect(byType as? [String] == ["unauthenticated=3"])
+
                 // The fraud review feed: hidden for a player, shown for an admin (live, or "not available" where the
                 // push gateway does not serve the feed).
                 #expect(try await browser.run("return document.getElementById('fraud-panel').hidden") as? Bool == true)
