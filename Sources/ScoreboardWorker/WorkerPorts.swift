@@ -83,6 +83,14 @@ public protocol FraudFlagOutputs: Sendable {
     func publishFlags(_ flags: [FraudFlagMessage]) async throws
 }
 
+/// Where achievement unlocks go after they are stored (Kafka's notifications topic, read by the push role for the
+/// users' personal channels). Called again with the same unlocks after a crash between commit and outputs, and for a
+/// ranking seen again by a restarted worker: readers keep one per ``AchievementNotification/id``.
+public protocol AchievementNotifications: Sendable {
+    /// Returns once every unlock is acknowledged by the broker.
+    func publishUnlocks(_ unlocks: [AchievementUnlock]) async throws
+}
+
 /// Which incarnation of a topic the broker holds now (its topic id), `nil` when the topic does not exist.
 public protocol TopicIncarnations: Sendable {
     func topicID(of topic: String) async throws -> String?
@@ -104,10 +112,12 @@ public struct WorkerPorts: Sendable {
     public var schema: (any LedgerSchema)?
     /// Where fraud flags go (`nil`: stored with the batch, published nowhere).
     public var fraudFlags: (any FraudFlagOutputs)?
+    /// Where achievement unlocks are announced (`nil`: stored with the batch, announced nowhere).
+    public var notifications: (any AchievementNotifications)?
 
     public init(
         ledger: any WorkerLedger, boards: any BoardStore, outputs: any WorkerOutputs, topics: any TopicIncarnations,
-        schema: (any LedgerSchema)? = nil, fraudFlags: (any FraudFlagOutputs)? = nil
+        schema: (any LedgerSchema)? = nil, fraudFlags: (any FraudFlagOutputs)? = nil, notifications: (any AchievementNotifications)? = nil
     ) {
         self.ledger = ledger
         self.boards = boards
@@ -115,5 +125,6 @@ public struct WorkerPorts: Sendable {
         self.topics = topics
         self.schema = schema
         self.fraudFlags = fraudFlags
+        self.notifications = notifications
     }
 }
