@@ -21,10 +21,12 @@ struct NotificationPathTests {
         func first(type: String) -> [String: Any]? { all.first { $0["type"] as? String == type } }
     }
 
-    static func followWebSocket(_ url: String, into log: WebSocketLog) async throws -> WebSocketCloseFrame? {
+    /// Follows a WebSocket, sending `commands` first.
+    static func followWebSocket(_ url: String, sending commands: [String] = [], into log: WebSocketLog) async throws -> WebSocketCloseFrame? {
         var logger = Logger(label: "test.ws")
         logger.logLevel = .error
-        return try await WebSocketClient.connect(url: url, logger: logger) { inbound, _, _ in
+        return try await WebSocketClient.connect(url: url, logger: logger) { inbound, outbound, _ in
+            for command in commands { try await outbound.write(.text(command)) }
             for try await message in inbound.messages(maxSize: 1 << 22) {
                 guard case .text(let text) = message else { continue }
                 log.texts.withLock { $0.append(text) }
@@ -64,13 +66,22 @@ struct NotificationPathTests {
                 #expect((error?["status"] as? NSNumber)?.intValue == (problem == "forbidden-role" ? 403 : 401), "\(who)")
             }
 
-            // The personal stream and the admin's feed, open before the scores.
+            // The personal stream (SSE, and the WebSocket's personal channel) and the admin's feed, open before the scores.
             let personal = PushLimitsTests.EventLog()
             let personalStream = Task { try await PushLimitsTests().follow(port: push.port, path: "/v1/streams/me", token: token, into: personal) }
+            let personalSocket = WebSocketLog()
+            let personalSocketTask = Task {
+                // Commands are applied in order: the board's snapshot says the personal subscription is registered.
+                let commands = [#"{"type":"subscribe","personal":true}"#, #"{"type":"subscribe","board":"all-time:global"}"#]
+                return try await Self.followWebSocket(
+                    "ws://127.0.0.1:\(push.port)/v1/streams/ws?access_token=\(token)", sending: commands, into: personalSocket)
+            }
             let feed = WebSocketLog()
             let feedSocket = Task { try await Self.followWebSocket("\(feedURL)?access_token=\(admin)", into: feed) }
             try await within(.seconds(10)) {
-                while personal.count < 1 || feed.first(type: "snapshot") == nil { try await Task.sleep(for: .milliseconds(20)) }
+                while personal.count < 1 || feed.first(type: "snapshot") == nil || personalSocket.first(type: "snapshot") == nil {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
             }
             #expect((feed.first(type: "snapshot")?["flags"] as? [Any])?.isEmpty == true)
 
@@ -119,6 +130,14 @@ struct NotificationPathTests {
                 } }) { try await Task.sleep(for: .milliseconds(50)) }
             }
             #expect(achievementIDs().sorted() == expected.sorted(), "each unlock once")
+            // The same frames on the WebSocket's personal channel.
+            @Sendable func socketAchievementIDs() -> [String] {
+                personalSocket.all.filter { $0["type"] as? String == "achievement" }.compactMap { $0["id"] as? String }
+            }
+            try await within(.seconds(30)) { while Set(socketAchievementIDs()) != expected { try await Task.sleep(for: .milliseconds(50)) } }
+            #expect(socketAchievementIDs().sorted() == expected.sorted(), "each unlock once")
+            #expect(personalSocket.all.allSatisfy { $0["type"] as? String != "error" })
+            personalSocketTask.cancel()
             // A client that was away lists the same ids.
             let listed = try await HTTPConnection.with(port: push.port) { try await $0.send(.GET, "/v1/users/\(user)/achievements") }
             #expect(Set((listed.json["unlocked"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }) == expected)
