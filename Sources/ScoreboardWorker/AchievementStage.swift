@@ -107,11 +107,12 @@ struct AchievementStage: WorkerStage {
 /// members written and their competition ranks inside the catalog's top N) are checked against the ranking
 /// achievements, and the unlocks they reach are appended as records (``WorkerLedger/appendStageRecords(_:)``) before
 /// the write returns, so inside the projection that the partitions' epochs fence, and then announced
-/// (``AchievementNotifications``). Appending is idempotent by id; the ids appended and announced by this process are
+/// (``AchievementNotifications``) unless an announcement mark (``AchievementRows/announcedKey(_:)``, appended after
+/// the announcement) says it was. Appending is idempotent by id; the ids appended and announced by this process are
 /// remembered (bounded), so a top-10 member who scores in every batch costs no round trip after the first. A
-/// projection that stops after the append and before the announcement runs again (its outbox rows stay), and
-/// announces it then; so does a restarted process, which remembers nothing, the first time it sees the rank again:
-/// an unlock may be announced more than once, never not at all.
+/// projection that stops after the append and before the mark runs again (its outbox rows stay) and announces it
+/// again: an unlock may be announced twice, never not at all; a restarted process that sees an old rank again finds
+/// the mark and announces nothing.
 final class RankAchievementBoards: BoardStore, Sendable {
     let base: any BoardStore
     let engine: AchievementEngine
@@ -155,8 +156,21 @@ final class RankAchievementBoards: BoardStore, Sendable {
             StageRecord(key: unlock.recordKey, userID: unlock.userID, occurredAt: unlock.unlockedAt, payload: Array(try encoder.encode(unlock)))
         }
         let added = try await ledger.appendStageRecords(records)
+        if let notifications {
+            // Announced unless an announcement mark says it was (by this process before a restart, or by another
+            // worker); marked after the announcement, so a stop in between announces it again, never not at all.
+            let announced = try await ledger.existingStageRecords(fresh.map { AchievementRows.announcedKey($0.recordKey) })
+            let unannounced = fresh.filter { !announced.contains(AchievementRows.announcedKey($0.recordKey)) }
+            if !unannounced.isEmpty {
+                try await notifications.publishUnlocks(unannounced)
+                try await ledger.appendStageRecords(unannounced.map { unlock in
+                    StageRecord(
+                        key: AchievementRows.announcedKey(unlock.recordKey), userID: unlock.userID, occurredAt: unlock.unlockedAt,
+                        payload: Array("{}".utf8))
+                })
+            }
+        }
         // Remembered only once announced: an announcement that fails is retried with the projection.
-        try await notifications?.publishUnlocks(fresh)
         appended.withLock { seen in
             if seen.count + fresh.count > Self.rememberedIDs { seen.removeAll() }
             seen.formUnion(fresh.map(\.recordKey.key))

@@ -38,6 +38,9 @@ public protocol WorkerLedger: Sendable {
     @discardableResult
     func appendStageRecords(_ records: [StageRecord]) async throws -> Int
 
+    /// Which of `keys` have a stage record (one short read, outside any batch).
+    func existingStageRecords(_ keys: [StageKey]) async throws -> Set<StageKey>
+
     /// Every total row of these members in these window periods, as they are now.
     func totals(members: [String], periods: [PeriodKey]) async throws -> [BatchAggregation.TotalKey: Int64]
 

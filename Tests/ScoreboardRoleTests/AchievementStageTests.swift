@@ -202,6 +202,35 @@ import Testing
         #expect(harness.ledger.snapshot.outbox.isEmpty)
     }
 
+    /// Bad input: a top-10 member's rank seen again by a restarted worker (a process that remembers nothing), as after
+    /// every deploy. The ranking unlock was stored and announced: nothing is announced again (before the announcement
+    /// marks, each restart announced it once more). The fault: a worker that stored a ranking unlock and stopped
+    /// before announcing it; the next one to see the rank announces it, once.
+    @Test func aRestartedWorkerDoesNotAnnounceAnOldRankingUnlockAgain() async throws {
+        let harness = WorkerInProcessTests.Harness()
+        let notifications = MemoryAchievementNotifications()
+        func boards() -> RankAchievementBoards {
+            RankAchievementBoards(
+                base: harness.boards, engine: AchievementEngine(catalog: Self.catalog), ledger: harness.ledger, notifications: notifications)
+        }
+        let daily = BoardKey(window: .daily, period: LeaderboardWindow.daily.period(containing: Timestamp.now()).key, dimension: .global, value: nil)
+        _ = try await boards().raiseScores([daily: ["ann": 10]])
+        #expect(notifications.published.map { AchievementNotification($0).id } == ["ann:daily-top-10"])
+
+        _ = try await boards().raiseScores([daily: ["ann": 20]])
+        #expect(notifications.published.count == 1, "announced once, across restarts")
+
+        // Stored by a worker that stopped before its announcement: the record without its mark.
+        let stored = try #require(AchievementEngine(catalog: Self.catalog).rankUnlocks(userID: "bo", rank: 2, board: "daily:global", at: Self.noon).first)
+        try await harness.ledger.appendStageRecords([
+            StageRecord(key: stored.recordKey, userID: "bo", occurredAt: Self.noon, payload: Array(try JSONEncoder().encode(stored))),
+        ])
+        _ = try await boards().raiseScores([daily: ["bo": 15]])
+        _ = try await boards().raiseScores([daily: ["bo": 16]])
+        #expect(notifications.published.map { AchievementNotification($0).id } == ["ann:daily-top-10", "bo:daily-top-10"])
+        #expect(Self.unlocks(in: harness.ledger)["bo:daily-top-10"] == Self.noon, "the first unlock time kept")
+    }
+
     /// Without an achievement catalog the worker has no achievement stage and writes none of its rows.
     @Test func noCatalogNoStage() async throws {
         let harness = WorkerInProcessTests.Harness()

@@ -158,6 +158,14 @@ public enum AchievementRows {
     public static func unlockKey(userID: String, achievementID: String) -> StageKey {
         StageKey(stage: stage, key: "\(userID):\(achievementID)")
     }
+
+    /// The stage of the marks that say a ranking unlock was announced (its own stage, so that the unlock listings
+    /// never read them).
+    public static let announcementStage = "achievement-announcements"
+
+    /// The mark appended once a ranking unlock was announced: a worker that sees the rank again (after a restart)
+    /// announces nothing more.
+    public static func announcedKey(_ unlock: StageKey) -> StageKey { StageKey(stage: announcementStage, key: unlock.key) }
 }
 
 /// How far a user is from an achievement not yet reached.
