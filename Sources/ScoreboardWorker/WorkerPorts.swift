@@ -87,8 +87,8 @@ public protocol FraudFlagOutputs: Sendable {
 }
 
 /// Where achievement unlocks go after they are stored (Kafka's notifications topic, read by the push role for the
-/// users' personal channels). Called again with the same unlocks after a crash between commit and outputs, and for a
-/// ranking seen again by a restarted worker: readers keep one per ``AchievementNotification/id``.
+/// users' personal channels). Called again with the same unlocks after a crash between commit and outputs (or, for a
+/// ranking, between the announcement and its mark): readers keep one per ``AchievementNotification/id``.
 public protocol AchievementNotifications: Sendable {
     /// Returns once every unlock is acknowledged by the broker.
     func publishUnlocks(_ unlocks: [AchievementUnlock]) async throws

@@ -131,7 +131,7 @@ public struct AchievementUnlock: Hashable, Sendable, Codable {
 /// An unlock as the workers publish it on the notifications topic (`topics/notifications.yaml`, keyed by user) and as
 /// the push role sends it on the user's personal channel. `id` is the unlock's record id (`<user>:<achievement>`):
 /// the store keeps one unlock per id, but a projection that runs twice (a crash between a batch's commit and its
-/// outputs, a ranking seen again by a restarted worker) publishes it again, so readers keep one per `id`.
+/// outputs, or between a ranking's announcement and its mark) publishes it again, so readers keep one per `id`.
 public struct AchievementNotification: Hashable, Sendable, Codable {
     public var schemaVersion = 1
     public var id: String
