@@ -56,7 +56,7 @@ struct NotificationPathTests {
             ]
             for (who, bearer, problem) in refusals {
                 let log = WebSocketLog()
-                let close = try await within(.seconds(10)) {
+                let close = try await within(.seconds(30)) {
                     try await Self.followWebSocket(bearer.map { "\(feedURL)?access_token=\($0)" } ?? feedURL, into: log)
                 }
                 #expect(close?.closeCode == .policyViolation && close?.reason == problem, "\(who)")
@@ -78,7 +78,7 @@ struct NotificationPathTests {
             }
             let feed = WebSocketLog()
             let feedSocket = Task { try await Self.followWebSocket("\(feedURL)?access_token=\(admin)", into: feed) }
-            try await within(.seconds(10)) {
+            try await within(.seconds(30)) {
                 while personal.count < 1 || feed.first(type: "snapshot") == nil || personalSocket.first(type: "snapshot") == nil {
                     try await Task.sleep(for: .milliseconds(20))
                 }
