@@ -149,38 +149,77 @@ extension PushPorts {
             updates: KafkaUpdateSource(consumer: consumer, topic: topics.leaderboardUpdates, admin: admin, logger: logger),
             authenticator: authenticator, players: ledger, analytics: ledger,
             fraudReviews: PostgresRedisFraudReviews(ledger: ledger, redis: redis, publishBan: { try await scoreEvents.publish($0) }),
-            fraudFlags: KafkaFraudFlagSource(consumer: consumer, topic: topics.fraudFlags, logger: logger))
+            fraudFlags: KafkaFraudFlagSource(consumer: consumer, topic: topics.fraudFlags, logger: logger),
+            notifications: KafkaNotificationSource(consumer: consumer, topic: topics.notifications, logger: logger))
     }
 }
 
-/// The fraud-flags topic as the review feed's ``FraudFlagSource``: the push process's own consumer group (every
-/// process reads every partition; the feed's group id is the updates' with a suffix), from the end of the log. A
-/// message that is not a flag is skipped.
+/// The notifications topic as the personal channels' ``NotificationSource``: read from its end (what was announced
+/// before a client connected is listed by `GET /v1/users/{id}/achievements`) by a consumer group of the process's own.
+struct KafkaNotificationSource: NotificationSource {
+    let consumer: KafkaConsumerConfiguration
+    let topic: String
+    let logger: Logger
+
+    func run(_ handle: @escaping @Sendable (NotificationSourceEvent) -> Void) async throws {
+        try await KafkaTopicTail(consumer: consumer, groupSuffix: "-notifications", topic: topic, logger: logger)
+            .run(AchievementNotification.self, onAssigned: { handle(.assigned) }) { read in handle(.notifications(read.map(\.value))) }
+    }
+}
+
+/// The fraud-flags topic as the review feed's ``FraudFlagSource``: read from its end by a consumer group of the
+/// process's own; a flag's partition and offset are its feed position.
 struct KafkaFraudFlagSource: FraudFlagSource {
     let consumer: KafkaConsumerConfiguration
     let topic: String
     let logger: Logger
 
     func run(_ handle: @escaping @Sendable ([PositionedFraudFlag]) -> Void) async throws {
+        try await run(onAssigned: {}, handle)
+    }
+
+    func run(onAssigned: @escaping @Sendable () -> Void, _ handle: @escaping @Sendable ([PositionedFraudFlag]) -> Void) async throws {
+        let tail = KafkaTopicTail(consumer: consumer, groupSuffix: "-fraud", topic: topic, logger: logger)
+        try await tail.run(FraudFlagMessage.self, onAssigned: onAssigned) { read in
+            handle(read.map { PositionedFraudFlag(partition: $0.partition, offset: $0.offset, flag: $0.value) })
+        }
+    }
+}
+
+/// Reads one topic from its end, for one push process alone (a consumer group of its own: the updates' group id with
+/// a suffix, so every process reads every partition), decoding each message as `Value` and skipping one that is not.
+struct KafkaTopicTail {
+    let consumer: KafkaConsumerConfiguration
+    let groupSuffix: String
+    let topic: String
+    let logger: Logger
+
+    /// Until graceful shutdown: each batch's decoded messages, with their partition and offset, in order;
+    /// `onAssigned` at each assignment.
+    func run<Value: Decodable>(
+        _ type: Value.Type, onAssigned: (@Sendable () -> Void)? = nil,
+        _ handle: @escaping @Sendable ([(partition: Int32, offset: Int64, value: Value)]) -> Void
+    ) async throws {
         var configuration = consumer
-        configuration.groupID += "-fraud"
+        configuration.groupID += groupSuffix
         let handler = KafkaRebalanceHandler(onAssign: { partitions in
-            Dictionary(uniqueKeysWithValues: partitions.map { ($0, KafkaStartOffset.end) })
+            onAssigned?()
+            return Dictionary(uniqueKeysWithValues: partitions.map { ($0, KafkaStartOffset.end) })
         })
         let kafka = try KafkaConsumer(configuration: configuration, topics: [topic], rebalanceHandler: handler, logger: logger)
         do {
             let decoder = JSONDecoder()
             for try await batch in kafka.batches.cancelOnGracefulShutdown() {
-                let flags = batch.messages.compactMap { message -> PositionedFraudFlag? in
-                    guard let flag = try? decoder.decode(FraudFlagMessage.self, from: Data(message.value)) else {
-                        logger.debug("skipped a fraud-flags message that is not a flag", metadata: [
-                            "kafka.partition": "\(message.partition)", "kafka.offset": "\(message.offset)",
+                let values = batch.messages.compactMap { message -> (partition: Int32, offset: Int64, value: Value)? in
+                    guard let value = try? decoder.decode(Value.self, from: Data(message.value)) else {
+                        logger.debug("skipped a message that is not what the topic carries", metadata: [
+                            "kafka.topic": "\(topic)", "kafka.partition": "\(message.partition)", "kafka.offset": "\(message.offset)",
                         ])
                         return nil
                     }
-                    return PositionedFraudFlag(partition: message.partition, offset: message.offset, flag: flag)
+                    return (message.partition, message.offset, value)
                 }
-                if !flags.isEmpty { handle(flags) }
+                if !values.isEmpty { handle(values) }
             }
         } catch {
             await kafka.close()

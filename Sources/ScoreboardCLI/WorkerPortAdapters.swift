@@ -25,7 +25,25 @@ extension WorkerPorts {
         WorkerPorts(
             ledger: ledger, boards: RedisBoardStore(redis: redis, catalog: catalog), outputs: KafkaWorkerOutputs(producer: producer, topics: topics),
             topics: admin, schema: schema,
-            fraudFlags: KafkaRedisFraudFlagOutputs(producer: producer, topic: topics.fraudFlags, marks: RedisFraudMarks(redis: redis)))
+            fraudFlags: KafkaRedisFraudFlagOutputs(producer: producer, topic: topics.fraudFlags, marks: RedisFraudMarks(redis: redis)),
+            notifications: KafkaAchievementNotifications(producer: producer, topic: topics.notifications))
+    }
+}
+
+/// The achievement stage's announcements: each unlock published to the notifications topic
+/// (`topics/notifications.yaml`), keyed by user, as an ``AchievementNotification`` (its record id beside it, which
+/// readers keep one message per).
+struct KafkaAchievementNotifications: AchievementNotifications {
+    let producer: KafkaProducer
+    let topic: String
+
+    func publishUnlocks(_ unlocks: [AchievementUnlock]) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let messages = try unlocks.map { unlock in
+            KafkaProducerMessage(topic: topic, key: Array(unlock.userID.utf8), value: Array(try encoder.encode(AchievementNotification(unlock))))
+        }
+        for result in try await producer.send(batch: messages) { _ = try result.get() }
     }
 }
 

@@ -6,6 +6,7 @@ public struct TopicNames: Hashable, Sendable {
     public static let rejectionsBase = "scoreboard.rejections.v1"
     public static let deadLetterBase = "scoreboard.dead-letter.v1"
     public static let fraudFlagsBase = "scoreboard.fraud-flags.v1"
+    public static let notificationsBase = "scoreboard.notifications.v1"
 
     public var namespace: String
 
@@ -19,6 +20,7 @@ public struct TopicNames: Hashable, Sendable {
     public var rejections: String { name(Self.rejectionsBase) }
     public var deadLetter: String { name(Self.deadLetterBase) }
     public var fraudFlags: String { name(Self.fraudFlagsBase) }
+    public var notifications: String { name(Self.notificationsBase) }
 }
 
 /// One change of a member's total on one board period, as published to the leaderboard-updates topic (its JSON

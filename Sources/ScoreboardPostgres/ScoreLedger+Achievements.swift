@@ -15,6 +15,19 @@ extension ScoreLedger {
         return rows.count
     }
 
+    /// Which of `keys` have a stage record (the ranking unlocks' announcement marks, ``AchievementRows``).
+    public func existingStageRecords(_ keys: [StageKey]) async throws -> Set<StageKey> {
+        guard !keys.isEmpty else { return [] }
+        let rows = try await client.queryRows("""
+            SELECT r.stage, r.id FROM stage_records r
+            JOIN unnest(\(keys.map(\.stage))::text[], \(keys.map(\.key))::text[]) AS k(stage, id) ON r.stage = k.stage AND r.id = k.id
+            """, logger: logger)
+        return Set(try rows.map { row in
+            let (stage, id) = try row.decode((String, String).self)
+            return StageKey(stage: stage, key: id)
+        })
+    }
+
     /// The user's progress as the workers last committed it; `nil` when no event of theirs was applied.
     public func playerProgress(userID: String) async throws -> PlayerProgress? {
         let key = AchievementRows.progressKey(userID: userID)

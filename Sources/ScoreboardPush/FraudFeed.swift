@@ -23,6 +23,18 @@ public struct PositionedFraudFlag: Sendable, Hashable {
 public protocol FraudFlagSource: Sendable {
     /// Reads until graceful shutdown or cancellation, handing every batch of flags to `handle`, in order.
     func run(_ handle: @escaping @Sendable ([PositionedFraudFlag]) -> Void) async throws
+
+    /// ``run(_:)``, calling `onAssigned` once the source holds its partitions (from then on every flag published
+    /// arrives).
+    func run(onAssigned: @escaping @Sendable () -> Void, _ handle: @escaping @Sendable ([PositionedFraudFlag]) -> Void) async throws
+}
+
+extension FraudFlagSource {
+    /// A source that holds its partitions from the start.
+    public func run(onAssigned: @escaping @Sendable () -> Void, _ handle: @escaping @Sendable ([PositionedFraudFlag]) -> Void) async throws {
+        onAssigned()
+        try await run(handle)
+    }
 }
 
 /// Where a reader of the feed is: the last offset seen per fraud-flags partition. Spelt `0-12.1-5` (partition-offset
@@ -52,7 +64,8 @@ public struct FraudFeedPosition: Sendable, Hashable {
 /// started) gets a snapshot of the open flags from the review store first. A subscriber is registered before its
 /// snapshot is read, so a flag published meanwhile is in the snapshot, or after it, or both (readers keep one per
 /// `flagId`), never lost. A subscriber that falls `bufferLimit` frames behind is dropped (its stream ends) and resumes
-/// with its last position.
+/// with its last position. Each flag is encoded once per transport: an SSE event (`id:` the position) and a WebSocket
+/// text message (the same JSON with the position as its `id` member).
 public final class FraudFeed: Service, Sendable {
     public struct Configuration: Sendable {
         public var history = 1_000
@@ -70,21 +83,47 @@ public final class FraudFeed: Service, Sendable {
 
     /// What a subscriber receives.
     public enum Item: Sendable {
-        /// An SSE event's bytes, ready to write.
+        /// A frame's bytes in the subscriber's transport (an SSE event, or a WebSocket message's JSON), ready to write.
         case event(ByteBuffer)
+        case heartbeat
+    }
+
+    /// How a subscriber's frames are written.
+    public enum Transport: Sendable {
+        case serverSentEvents
+        case webSocket
+    }
+
+    /// One frame in both transports.
+    struct Frames {
+        var sse: ByteBuffer
+        var webSocket: ByteBuffer
+
+        func bytes(for transport: Transport) -> ByteBuffer {
+            switch transport {
+            case .serverSentEvents: sse
+            case .webSocket: webSocket
+            }
+        }
+    }
+
+    /// What the feed hands its subscribers.
+    enum Delivery {
+        case frames(Frames)
         case heartbeat
     }
 
     struct Entry {
         var partition: Int32
         var offset: Int64
-        var event: ByteBuffer
+        var frames: Frames
     }
 
     /// A subscriber, and while its snapshot is being read, the flags published meanwhile (sent after it).
     struct Subscriber {
         var continuation: AsyncStream<Item>.Continuation
-        var pending: [ByteBuffer]?
+        var transport: Transport
+        var pending: [Frames]?
     }
 
     struct State {
@@ -102,6 +141,7 @@ public final class FraudFeed: Service, Sendable {
     let reviews: (any FraudReviews)?
     let logger: Logger
     private let state = Mutex(State())
+    private let assigned = Latch()
 
     public init(configuration: Configuration = .init(), source: any FraudFlagSource, reviews: (any FraudReviews)?, logger: Logger) {
         self.configuration = configuration
@@ -124,12 +164,16 @@ public final class FraudFeed: Service, Sendable {
         }
     }
 
+    /// The source holds its partitions: a flag published from now on reaches the subscribers (part of the push role's
+    /// readiness).
+    public var isReady: Bool { assigned.isOpen }
+
     public func run() async throws {
         let (flags, input) = AsyncStream.makeStream(of: [PositionedFraudFlag].self)
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { [source, logger] in
+            group.addTask { [source, logger, assigned] in
                 do {
-                    try await source.run { input.yield($0) }
+                    try await source.run(onAssigned: { assigned.open() }) { input.yield($0) }
                 } catch {
                     logger.error("the fraud-flags topic cannot be read: the fraud feed stops", metadata: ["error": "\(error)"])
                 }
@@ -159,8 +203,8 @@ public final class FraudFeed: Service, Sendable {
         let events = await recentEvents(of: positioned.flag.userID)
         state.withLock { state in
             state.position.offsets[positioned.partition] = positioned.offset
-            let event = Self.event(id: state.position.text, name: "flag", json: Self.json(["type": "flag"], FeedFlag(flag: positioned.flag, recentEvents: events)))
-            state.history.append(Entry(partition: positioned.partition, offset: positioned.offset, event: event))
+            let frames = Self.flagFrames(id: state.position.text, FeedFlag(flag: positioned.flag, recentEvents: events))
+            state.history.append(Entry(partition: positioned.partition, offset: positioned.offset, frames: frames))
             if state.head[positioned.partition] == nil { state.head[positioned.partition] = positioned.offset }
             if state.history.count > configuration.history {
                 let dropped = state.history.removeFirst()
@@ -168,35 +212,36 @@ public final class FraudFeed: Service, Sendable {
                 state.head[dropped.partition] = state.history.first { $0.partition == dropped.partition }?.offset ?? dropped.offset + 1
             }
             // Under the lock that registers subscribers: each gets every flag once, in order, after its replay or snapshot.
-            Self.deliver(.event(event), to: &state, limit: configuration.bufferLimit)
+            Self.deliver(.frames(frames), to: &state, limit: configuration.bufferLimit)
         }
     }
 
-    private func broadcast(_ item: Item) {
+    private func broadcast(_ item: Delivery) {
         state.withLock { Self.deliver(item, to: &$0, limit: configuration.bufferLimit) }
     }
 
     /// Hands `item` to every subscriber (a heartbeat only to those already live). A subscriber too far behind is
     /// dropped: its stream ends, and the client resumes from its last position.
-    private static func deliver(_ item: Item, to state: inout State, limit: Int) {
+    private static func deliver(_ item: Delivery, to state: inout State, limit: Int) {
         for (id, subscriber) in state.subscribers {
             if subscriber.pending != nil {
-                guard case .event(let event) = item else { continue }
-                state.subscribers[id]!.pending!.append(event)
+                guard case .frames(let frames) = item else { continue }
+                state.subscribers[id]!.pending!.append(frames)
                 if state.subscribers[id]!.pending!.count > limit {
                     subscriber.continuation.finish()
                     state.subscribers[id] = nil
                 }
-            } else if case .dropped = subscriber.continuation.yield(item) {
+            } else if case .dropped = subscriber.continuation.yield(item.item(for: subscriber.transport)) {
                 subscriber.continuation.finish()
                 state.subscribers[id] = nil
             }
         }
     }
 
-    /// Registers a subscriber and returns its stream: the flags after `since` when they are held, otherwise a snapshot
-    /// of the open flags first. Throws when the snapshot cannot be read (the caller answers 503).
-    public func subscribe(since: FraudFeedPosition?) async throws -> AsyncStream<Item> {
+    /// Registers a subscriber and returns its stream, in `transport`'s frames: the flags after `since` when they are
+    /// held, otherwise a snapshot of the open flags first. Throws when the snapshot cannot be read (the caller answers
+    /// 503).
+    public func subscribe(since: FraudFeedPosition?, transport: Transport = .serverSentEvents) async throws -> AsyncStream<Item> {
         let (stream, continuation) = AsyncStream.makeStream(of: Item.self, bufferingPolicy: .bufferingOldest(configuration.bufferLimit))
         let registered = state.withLock { state -> (id: UInt64, position: String)? in
             guard !state.isStopped else { return nil }
@@ -204,10 +249,10 @@ public final class FraudFeed: Service, Sendable {
             state.nextID += 1
             // The replay is taken under the lock that delivers flags: each flag is in it or delivered after it.
             if let since, let replay = Self.replay(after: since, state) {
-                for event in replay { continuation.yield(.event(event)) }
-                state.subscribers[id] = Subscriber(continuation: continuation, pending: nil)
+                for frames in replay { continuation.yield(.event(frames.bytes(for: transport))) }
+                state.subscribers[id] = Subscriber(continuation: continuation, transport: transport, pending: nil)
             } else {
-                state.subscribers[id] = Subscriber(continuation: continuation, pending: [])
+                state.subscribers[id] = Subscriber(continuation: continuation, transport: transport, pending: [])
             }
             // The snapshot's id: the flags after this position are the ones `pending` collects.
             return (id, state.position.text)
@@ -223,8 +268,8 @@ public final class FraudFeed: Service, Sendable {
             let snapshot = try await snapshotEvent(position: position)
             state.withLock { state in
                 guard let pending = state.subscribers[id]?.pending else { return }
-                continuation.yield(.event(snapshot))
-                for event in pending { continuation.yield(.event(event)) }
+                continuation.yield(.event(snapshot.bytes(for: transport)))
+                for frames in pending { continuation.yield(.event(frames.bytes(for: transport))) }
                 state.subscribers[id]?.pending = nil
             }
             return stream
@@ -236,29 +281,29 @@ public final class FraudFeed: Service, Sendable {
     }
 
     /// The held flags after `position`, or `nil` when a partition's flags after it are not all held.
-    static func replay(after position: FraudFeedPosition, _ state: State) -> [ByteBuffer]? {
+    static func replay(after position: FraudFeedPosition, _ state: State) -> [Frames]? {
         for (partition, current) in state.position.offsets {
             let seen = position.offsets[partition] ?? -1
             guard seen < current else { continue }
             // The next flag after `seen` must be held.
             guard let head = state.head[partition], head <= seen + 1 else { return nil }
         }
-        return state.history.filter { $0.offset > (position.offsets[$0.partition] ?? -1) }.map(\.event)
+        return state.history.filter { $0.offset > (position.offsets[$0.partition] ?? -1) }.map(\.frames)
     }
 
     /// A snapshot of the open flags, each with the user's recent events.
-    func snapshotEvent(position: String) async throws -> ByteBuffer {
+    func snapshotEvent(position: String) async throws -> Frames {
         guard let reviews else { throw FraudFeedUnavailable() }
         let limit = configuration.snapshotFlags
         let open = try await withTimeout(configuration.storeDeadline) { try await reviews.flags(FraudFlagQuery(status: .open, limit: limit)) }
         var eventsByUser: [String: [ScoreEvent]] = [:]
         for user in Set(open.map(\.flag.userID)).sorted() { eventsByUser[user] = await recentEvents(of: user) }
-        struct Snapshot: Encodable { var type = "snapshot"; var flags: [FeedFlag] }
-        let snapshot = Snapshot(flags: open.map { FeedFlag(flag: $0.flag, recentEvents: eventsByUser[$0.flag.userID] ?? []) })
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let json = String(decoding: try encoder.encode(snapshot), as: UTF8.self)
-        return Self.event(id: position.isEmpty ? nil : position, name: "snapshot", json: json)
+        struct Snapshot: Encodable { var type = "snapshot"; var id: String?; var flags: [FeedFlag] }
+        let flags = open.map { FeedFlag(flag: $0.flag, recentEvents: eventsByUser[$0.flag.userID] ?? []) }
+        let id = position.isEmpty ? nil : position
+        return Frames(
+            sse: Self.event(id: id, name: "snapshot", json: Self.json(Snapshot(flags: flags))),
+            webSocket: ByteBuffer(string: Self.json(Snapshot(id: id, flags: flags))))
     }
 
     /// The user's recent events; none when the store does not answer in time (the flag itself matters more).
@@ -277,13 +322,29 @@ public final class FraudFeed: Service, Sendable {
         ByteBuffer(string: (id.map { "id: \($0)\n" } ?? "") + "event: \(name)\ndata: \(json)\n\n")
     }
 
-    /// `{"type": …, "flag": {…}}` with sorted keys.
-    static func json(_ fields: [String: String], _ flag: FeedFlag) -> String {
-        struct Frame: Encodable { var type: String; var flag: FeedFlag }
+    /// A flag's frames: the SSE event `{"flag": {…}, "type": "flag"}` with the position as its `id:`, and the
+    /// WebSocket message, the same object with the position as its `id` member.
+    static func flagFrames(id: String, _ flag: FeedFlag) -> Frames {
+        struct Frame: Encodable { var type = "flag"; var id: String?; var flag: FeedFlag }
+        return Frames(
+            sse: event(id: id, name: "flag", json: json(Frame(flag: flag))), webSocket: ByteBuffer(string: json(Frame(id: id, flag: flag))))
+    }
+
+    /// JSON with sorted keys (a `nil` optional left out).
+    static func json(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = try? encoder.encode(Frame(type: fields["type"] ?? "flag", flag: flag))
+        let data = try? encoder.encode(value)
         return String(decoding: data ?? Data("{}".utf8), as: UTF8.self)
+    }
+}
+
+extension FraudFeed.Delivery {
+    func item(for transport: FraudFeed.Transport) -> FraudFeed.Item {
+        switch self {
+        case .frames(let frames): .event(frames.bytes(for: transport))
+        case .heartbeat: .heartbeat
+        }
     }
 }
 

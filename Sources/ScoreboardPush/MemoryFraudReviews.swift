@@ -85,8 +85,14 @@ public final class MemoryFraudReviews: FraudReviews, Sendable {
 
 /// The fraud-flags topic in memory: flags handed to the feed as the Kafka source would, each send returning once the
 /// feed took it.
-public final class MemoryFraudFlagSource: FraudFlagSource, Sendable {
-    typealias Delivery = (flags: [PositionedFraudFlag], taken: CheckedContinuation<Void, Never>)
+public typealias MemoryFraudFlagSource = MemoryBatchSource<PositionedFraudFlag>
+
+extension MemoryBatchSource: FraudFlagSource where Value == PositionedFraudFlag {}
+
+/// A topic read from its end, in memory: batches handed to the reader as a Kafka source would, each ``send(_:)``
+/// returning once the reader took it (so a test knows the feed has it).
+public final class MemoryBatchSource<Value: Sendable>: Sendable {
+    typealias Delivery = (values: [Value], taken: CheckedContinuation<Void, Never>)
     private let deliveries: AsyncStream<Delivery>
     private let input: AsyncStream<Delivery>.Continuation
 
@@ -94,15 +100,16 @@ public final class MemoryFraudFlagSource: FraudFlagSource, Sendable {
         (deliveries, input) = AsyncStream.makeStream(of: Delivery.self)
     }
 
-    public func send(_ flags: [PositionedFraudFlag]) async {
+    public func send(_ values: [Value]) async {
         await withCheckedContinuation { continuation in
-            if case .terminated = input.yield((flags, continuation)) { continuation.resume() }
+            if case .terminated = input.yield((values, continuation)) { continuation.resume() }
         }
     }
 
-    public func run(_ handle: @escaping @Sendable ([PositionedFraudFlag]) -> Void) async throws {
+    /// Hands every batch sent to `handle` until graceful shutdown or cancellation.
+    public func run(_ handle: @escaping @Sendable ([Value]) -> Void) async throws {
         for await delivery in deliveries.cancelOnGracefulShutdown() {
-            handle(delivery.flags)
+            handle(delivery.values)
             delivery.taken.resume()
         }
         input.finish()

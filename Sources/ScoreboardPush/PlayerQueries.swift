@@ -65,6 +65,9 @@ public struct PlayerQueries: Sendable {
     /// `GET /v1/users/{id}/achievements`'s answer.
     struct AchievementsBody: Encodable {
         struct Unlocked: Encodable {
+            /// The unlock's record id, as the personal channel's `achievement` frame carries it: a client that was away
+            /// catches up here and keeps one per id.
+            var id: String
             var achievement: String
             var kind: AchievementDefinition.Kind
             /// Event time of what reached it (for a ranking achievement: when the worker saw the rank), ms since the epoch.
@@ -85,7 +88,11 @@ extension PushGateway {
         let (progress, unlocks, _) = try await readPlayer(userID, now: time)
         let body = PlayerQueries.AchievementsBody(
             userId: userID,
-            unlocked: unlocks.map { .init(achievement: $0.achievementID, kind: $0.kind, unlockedAt: $0.unlockedAt.millisecondsSinceEpoch, triggeredBy: $0.triggeredBy) },
+            unlocked: unlocks.map {
+                .init(
+                    id: $0.recordKey.key, achievement: $0.achievementID, kind: $0.kind, unlockedAt: $0.unlockedAt.millisecondsSinceEpoch,
+                    triggeredBy: $0.triggeredBy)
+            },
             next: players.engine.nextAchievements(of: progress, at: time))
         return Self.jsonBody(try BoardReader.json(body))
     }

@@ -49,7 +49,7 @@ public func buildPush(configuration: PushConfiguration, ports: PushPorts, logger
         maxFrameSize: streams.maxInboundMessageSize, autoPing: .enabled(timePeriod: streams.heartbeatInterval * 2), closeTimeout: .seconds(2))
     let limits = configuration.server.limits
     let app = configuration.server.application(
-        router: parts.router, name: "push", services: [parts.feed] + (parts.fraudFeed.map { [$0] } ?? []),
+        router: parts.router, name: "push", services: [parts.feed] + (parts.fraudFeed.map { [$0] } ?? []) + (parts.achievements.map { [$0] } ?? []),
         server: parts.gateway.httpServer(
             http1: limits.http1, webSocket: webSocket, headLimits: RequestHeadLimits(timeout: limits.idleTimeout, maxSize: limits.maxHeaderSize)),
         logger: logger)
@@ -64,6 +64,8 @@ struct PushParts: Sendable {
     let operations: OperationsRoutes
     /// The fraud review feed, when the ports read the fraud-flags topic.
     let fraudFeed: FraudFeed?
+    /// The achievements sent on personal channels, when the ports read the notifications topic.
+    let achievements: AchievementFeed?
 
     var router: Router<PushRequestContext> { gateway.router(operations: operations) }
 
@@ -85,6 +87,8 @@ struct PushParts: Sendable {
         let fraudFeed = ports.fraudFlags.map { FraudFeed(source: $0, reviews: ports.fraudReviews, logger: logger) }
         gateway.fraudFeed = fraudFeed
         self.fraudFeed = fraudFeed
+        let achievements = ports.notifications.map { AchievementFeed(source: $0, feed: feed, logger: logger) }
+        self.achievements = achievements
         let operations = OperationsRoutes(registry: registry) { [live = ports.live, deadline = configuration.probeDeadline] in
             // Public: what is down, never where or the raw error (logged instead).
             var problems: [String: String] = [:]
@@ -95,6 +99,8 @@ struct PushParts: Sendable {
                 problems["redis"] = "unreachable"
             }
             if !feed.isReady { problems["kafka"] = "not yet assigned the leaderboard-updates partitions" }
+            if let achievements, !achievements.isReady { problems["kafka"] = "not yet assigned the notifications partitions" }
+            if let fraudFeed, !fraudFeed.isReady { problems["kafka"] = "not yet assigned the fraud-flags partitions" }
             return problems
         }
         self.gateway = gateway

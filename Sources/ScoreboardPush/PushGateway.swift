@@ -107,6 +107,14 @@ public struct PushGateway: Sendable {
                 channel: context.requestContext.channel)
         })
         FraudReviewRoutes(reviews: fraudReviews, feed: fraudFeed, authenticator: authenticator, now: now).add(to: router)
+        // The review feed over WebSocket (FraudFeedWebSocket.swift). Through the router, a refused request gets its
+        // problem+json; the server's own upgrade path (`httpServer`) can only upgrade and close with the problem.
+        router.ws(RouterPath(stringLiteral: Self.fraudFeedWebSocketPath), shouldUpgrade: { request, _ in
+            _ = try await self.admitToFraudFeed(request)
+            return .upgrade([:])
+        }, onUpgrade: { inbound, outbound, context in
+            try await self.fraudFeedWebSocket(inbound: inbound, outbound: outbound, request: context.request)
+        })
         methods.learn(router)
         return router
     }

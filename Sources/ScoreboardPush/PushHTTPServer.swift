@@ -24,15 +24,23 @@ public struct RequestHeadLimits: Sendable {
 }
 
 extension PushGateway {
-    /// The push gateway's HTTP server: HTTP/1.1 with WebSocket upgrades on `/v1/streams/ws`, behind the request
-    /// head guard.
+    /// The push gateway's HTTP server: HTTP/1.1 with WebSocket upgrades on `/v1/streams/ws` and on the fraud review
+    /// feed's `/v1/admin/fraud-flags/ws`, behind the request head guard.
     public func httpServer(
         http1: HTTP1Channel.Configuration, webSocket: WebSocketServerConfiguration, headLimits: RequestHeadLimits
     ) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             let upgrading = HTTP1WebSocketUpgradeChannel(responder: responder, configuration: .init(http1: http1, ws: webSocket)) {
                 head, channel, _ in
-                guard head.path?.split(separator: "?").first == "/v1/streams/ws" else { return .dontUpgrade }
+                let path = head.path?.split(separator: "?").first
+                if path.map(String.init) == Self.fraudFeedWebSocketPath {
+                    // Admitted once upgraded: a refusal here could only be a bare 400 (see `fraudFeedWebSocket`).
+                    let request = Request(head: head, body: .init(buffer: ByteBuffer()))
+                    return .upgrade([:]) { inbound, outbound, _ in
+                        try await self.fraudFeedWebSocket(inbound: inbound, outbound: outbound, request: request)
+                    }
+                }
+                guard path == "/v1/streams/ws" else { return .dontUpgrade }
                 // An address at its cap is upgraded and closed at once with 1013 (see `webSocket`): a refused upgrade
                 // would reach the client as a bare 400 from the upgrade machinery.
                 let address = channel.remoteAddress?.ipAddress ?? "unknown"

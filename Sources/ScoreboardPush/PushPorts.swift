@@ -82,11 +82,13 @@ public struct PushPorts: Sendable {
     public var fraudReviews: (any FraudReviews)?
     /// The fraud-flags topic, for the review feed (`nil`: no feed, its stream answers 503).
     public var fraudFlags: (any FraudFlagSource)?
+    /// The notifications topic, for the achievements sent on personal channels (`nil`: none are sent).
+    public var notifications: (any NotificationSource)?
 
     public init(
         live: any LiveBoards, archive: any StandingsArchive, updates: any UpdateSource, authenticator: JWTAuthenticator,
         players: any PlayerRecords = MemoryPlayerRecords(), analytics: (any AnalyticsCells)? = nil, fraudReviews: (any FraudReviews)? = nil,
-        fraudFlags: (any FraudFlagSource)? = nil
+        fraudFlags: (any FraudFlagSource)? = nil, notifications: (any NotificationSource)? = nil
     ) {
         self.analytics = analytics
         self.live = live
@@ -96,5 +98,6 @@ public struct PushPorts: Sendable {
         self.players = players
         self.fraudReviews = fraudReviews
         self.fraudFlags = fraudFlags
+        self.notifications = notifications
     }
 }

@@ -72,6 +72,7 @@ extension PushGateway {
         switch item {
         case .update(let update): update.frame.sse
         case .snapshot(_, let sequence, _): ByteBuffer(string: "id: \(sequence)\nevent: snapshot\ndata: \(json(item))\n\n")
+        case .achievement(let achievement): achievement.frame.sse
         }
     }
 
@@ -80,6 +81,7 @@ extension PushGateway {
         switch item {
         case .update(let update): update.frame.json
         case .snapshot: ByteBuffer(string: json(item))
+        case .achievement(let achievement): achievement.frame.json
         }
     }
 
@@ -89,6 +91,8 @@ extension PushGateway {
         switch item {
         case .update(let update):
             return String(buffer: update.frame.json)
+        case .achievement(let achievement):
+            return String(buffer: achievement.frame.json)
         case .snapshot(let stream, let sequence, let page):
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

@@ -7,11 +7,16 @@ public enum OutboundItem: Sendable, Equatable {
     case update(SequencedUpdate)
     /// A board's top N, labelled with the stream sequence it reflects at least.
     indirect case snapshot(stream: String, sequence: Int64, page: BoardPage)
+    /// An achievement the user unlocked (personal channel only): no board sequence.
+    case achievement(AchievementFrame)
 
+    /// The order of a drain: a board's snapshot before its updates from that sequence on; an achievement, which has no
+    /// sequence, after the board items drained with it.
     public var order: (Int64, Int) {
         switch self {
         case .update(let update): (update.sequence, 1)
         case .snapshot(_, let sequence, _): (sequence, 0)
+        case .achievement: (Int64.max, 2)
         }
     }
 }

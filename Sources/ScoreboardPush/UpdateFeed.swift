@@ -257,6 +257,17 @@ public final class UpdateFeed: Service, Sendable {
         Counter(label: "push_updates_received_total").increment(by: updates.count)
     }
 
+    /// Queues each achievement for the personal channels of its user (not for board streams, and kept in no history),
+    /// under the lock that registers subscribers; the readers are woken after it.
+    func deliverPersonal(_ frames: [AchievementFrame]) {
+        let wakes = state.withLock { state -> [SubscriberBuffer.Wake] in
+            frames.flatMap { frame in
+                (state.userSubscribers[frame.notification.userID] ?? [:]).values.compactMap { $0.enqueue([.achievement(frame)]) }
+            }
+        }
+        for wake in wakes { wake.resume() }
+    }
+
     /// How a stream subscription starts.
     public enum Start: Sendable, Equatable {
         /// Send these missed updates, then live ones.

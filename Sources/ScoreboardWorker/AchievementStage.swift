@@ -19,14 +19,24 @@ import Synchronization
 /// commit, inside its fenced projection) and appends the unlocks those ranks reach, by the same ids, in a short
 /// transaction of their own. A projection run again (a crash before its outbox rows were cleared, the next owner's
 /// recovery) sees the same or later ranks and writes the same ids: nothing new.
+///
+/// Every unlock is announced after commit on the notifications topic (``AchievementNotifications``), for the user's
+/// personal channel: the batch's outbox entry (one per source partition) carries its unlocks, so a worker that stops
+/// between the commit and the outputs leaves them to the partition's next owner, which publishes exactly them. Ranking
+/// unlocks are announced by ``RankAchievementBoards`` right after their append. Either may be announced twice (the
+/// record is not): readers keep one per record id.
 struct AchievementStage: WorkerStage {
     let engine: AchievementEngine
+    /// `nil`: unlocks are stored, not announced (a worker composed without the notifications topic, as in some tests).
+    let notifications: (any AchievementNotifications)?
 
     var name: String { AchievementRows.stage }
 
-    /// What the batch unlocked (reported after commit).
+    /// What the batch unlocked (announced after commit).
     struct Due: Sendable {
         var unlocks: [AchievementUnlock]
+        /// Announced again from the outbox by a recovering owner: the unlocks were counted when they were stored.
+        var isRecovered = false
     }
 
     func reads(for batch: StageInput) -> StageReads {
@@ -67,37 +77,58 @@ struct AchievementStage: WorkerStage {
         writes.records = try unlocks.map { unlock in
             StageRecord(key: unlock.recordKey, userID: unlock.userID, occurredAt: unlock.unlockedAt, payload: Array(try encoder.encode(unlock)))
         }
-        return StageRows(writes: writes, due: Due(unlocks: unlocks))
+        // What is still to announce, per source partition (an unlock's trigger is the event that reached it), for
+        // the partition's next owner should this worker stop before its outputs.
+        var byPartition: [Int32: [AchievementUnlock]] = [:]
+        if notifications != nil {
+            // An unlock always has its event's partition; -1 only guards a caller that left it out.
+            for unlock in unlocks { byPartition[batch.partitions[unlock.triggeredBy] ?? -1, default: []].append(unlock) }
+        }
+        let outbox = try byPartition.sorted { $0.key < $1.key }.map { partition, unlocks in
+            OutboxEntry(stage: name, partition: partition, payload: Array(try encoder.encode(unlocks)))
+        }
+        return StageRows(outbox: outbox, writes: writes, due: Due(unlocks: unlocks))
     }
 
     func outputs(_ due: Due) async throws {
-        if !due.unlocks.isEmpty { Counter(label: "worker_achievements_unlocked_total").increment(by: due.unlocks.count) }
+        guard !due.unlocks.isEmpty else { return }
+        try await notifications?.publishUnlocks(due.unlocks)
+        if !due.isRecovered { Counter(label: "worker_achievements_unlocked_total").increment(by: due.unlocks.count) }
     }
 
-    /// The stage writes no outbox entries: its records committed with the batch.
-    func recover(_ entries: [OutboxEntry]) async throws -> Due { Due(unlocks: []) }
+    /// The unlocks the entries carry (their records committed with the batch): announced again, not counted again.
+    func recover(_ entries: [OutboxEntry]) async throws -> Due {
+        let decoder = JSONDecoder()
+        return Due(unlocks: try entries.flatMap { try decoder.decode([AchievementUnlock].self, from: Data($0.payload)) }, isRecovered: true)
+    }
 }
 
 /// The board store as the leaderboard stage sees it when achievements are on: every write's ranks (``BoardWrite``, the
 /// members written and their competition ranks inside the catalog's top N) are checked against the ranking
 /// achievements, and the unlocks they reach are appended as records (``WorkerLedger/appendStageRecords(_:)``) before
-/// the write returns, so inside the projection that the partitions' epochs fence. Appending is idempotent by id; the
-/// ids appended by this process are remembered (bounded), so a top-10 member who scores in every batch costs no
-/// round trip after the first.
+/// the write returns, so inside the projection that the partitions' epochs fence, and then announced
+/// (``AchievementNotifications``) unless an announcement mark (``AchievementRows/announcedKey(_:)``, appended after
+/// the announcement) says it was. Appending is idempotent by id; the ids appended and announced by this process are
+/// remembered (bounded), so a top-10 member who scores in every batch costs no round trip after the first. A
+/// projection that stops after the append and before the mark runs again (its outbox rows stay) and announces it
+/// again: an unlock may be announced twice, never not at all; a restarted process that sees an old rank again finds
+/// the mark and announces nothing.
 final class RankAchievementBoards: BoardStore, Sendable {
     let base: any BoardStore
     let engine: AchievementEngine
     let ledger: any WorkerLedger
+    let notifications: (any AchievementNotifications)?
     /// The board streams ranking achievements watch, and the largest rank each needs.
     private let watched: [String: Int]
     private let appended = Mutex<Set<String>>([])
     /// Remembered ids at most; past it the memory starts again (a repeat then costs one idempotent insert).
     static let rememberedIDs = 100_000
 
-    init(base: any BoardStore, engine: AchievementEngine, ledger: any WorkerLedger) {
+    init(base: any BoardStore, engine: AchievementEngine, ledger: any WorkerLedger, notifications: (any AchievementNotifications)? = nil) {
         self.base = base
         self.engine = engine
         self.ledger = ledger
+        self.notifications = notifications
         self.watched = engine.watchedRanks
     }
 
@@ -125,6 +156,21 @@ final class RankAchievementBoards: BoardStore, Sendable {
             StageRecord(key: unlock.recordKey, userID: unlock.userID, occurredAt: unlock.unlockedAt, payload: Array(try encoder.encode(unlock)))
         }
         let added = try await ledger.appendStageRecords(records)
+        if let notifications {
+            // Announced unless an announcement mark says it was (by this process before a restart, or by another
+            // worker); marked after the announcement, so a stop in between announces it again, never not at all.
+            let announced = try await ledger.existingStageRecords(fresh.map { AchievementRows.announcedKey($0.recordKey) })
+            let unannounced = fresh.filter { !announced.contains(AchievementRows.announcedKey($0.recordKey)) }
+            if !unannounced.isEmpty {
+                try await notifications.publishUnlocks(unannounced)
+                try await ledger.appendStageRecords(unannounced.map { unlock in
+                    StageRecord(
+                        key: AchievementRows.announcedKey(unlock.recordKey), userID: unlock.userID, occurredAt: unlock.unlockedAt,
+                        payload: Array("{}".utf8))
+                })
+            }
+        }
+        // Remembered only once announced: an announcement that fails is retried with the projection.
         appended.withLock { seen in
             if seen.count + fresh.count > Self.rememberedIDs { seen.removeAll() }
             seen.formUnion(fresh.map(\.recordKey.key))

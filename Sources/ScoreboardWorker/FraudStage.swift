@@ -11,7 +11,8 @@ import ScoreboardCore
 ///
 /// After commit, the flags are published to the fraud-flags topic and marked open for the gateway's adaptive limit
 /// (``FraudFlagOutputs``); the outbox entry carries the flags themselves, so a recovering owner publishes exactly
-/// them again (same ids: readers keep one per id). Findings of `outcome: log` rules are logged only.
+/// them again (same ids: readers keep one per id), and does not count them again in `fraud_flags_total` (they were
+/// counted, or are at least stored, when their batch committed). Findings of `outcome: log` rules are logged only.
 ///
 /// State keys: `user:<id>` (a ``FraudUserProfile``, JSON) per user, and `population` (the population's Welford
 /// statistics per feature, JSON), which every worker's batches share and take in turn (its row lock).
@@ -23,6 +24,13 @@ struct FraudStage: WorkerStage {
 
     var name: String { "fraud" }
 
+    /// What a batch raised, published after commit.
+    struct Due: Sendable {
+        var findings: [FraudFlagMessage]
+        /// Published again from the outbox by a recovering owner: neither counted nor logged again.
+        var isRecovered = false
+    }
+
     static let stageName = "fraud"
     static func userKey(_ userID: String) -> StageKey { StageKey(stage: stageName, key: "user:\(userID)") }
     static let populationKey = StageKey(stage: stageName, key: "population")
@@ -32,9 +40,9 @@ struct FraudStage: WorkerStage {
         return StageReads(state: Set(batch.applied.newEvents.map { Self.userKey($0.userID) }).union([Self.populationKey]))
     }
 
-    func rows(for batch: StageInput, state: StageState) throws -> StageRows<[FraudFlagMessage]> {
+    func rows(for batch: StageInput, state: StageState) throws -> StageRows<Due> {
         let events = batch.applied.newEvents
-        guard !events.isEmpty else { return StageRows(due: []) }
+        guard !events.isEmpty else { return StageRows(due: Due(findings: [])) }
         // Events of one user share a partition, and the batch keeps each partition's log order: each user's events
         // are observed in the order they were accepted.
         return try rows(users: Set(events.map(\.userID)), state: state) { detector in
@@ -50,8 +58,8 @@ struct FraudStage: WorkerStage {
 
     /// Step 1 for a batch of the rejections topic (``FraudRejectionConsumer``): the same state, records and outbox as
     /// for events, the outbox entries tagged with the rejections' partitions.
-    func rows(forRejections signals: [FraudRejectionSignal], partitions: [String: Int32], state: StageState) throws -> StageRows<[FraudFlagMessage]> {
-        guard !signals.isEmpty else { return StageRows(due: []) }
+    func rows(forRejections signals: [FraudRejectionSignal], partitions: [String: Int32], state: StageState) throws -> StageRows<Due> {
+        guard !signals.isEmpty else { return StageRows(due: Due(findings: [])) }
         return try rows(users: Set(signals.map(\.userID)), state: state) { detector in
             signals.flatMap { signal in detector.observe(signal).map { ($0, partitions[signal.rejectionID]) } }
         }
@@ -61,7 +69,7 @@ struct FraudStage: WorkerStage {
     /// flag with the partition of what raised it), and returns what to write and publish.
     private func rows(
         users userIDs: Set<String>, state: StageState, observe: (inout FraudDetector) -> [(FraudFlag, Int32?)]
-    ) throws -> StageRows<[FraudFlagMessage]> {
+    ) throws -> StageRows<Due> {
         let decoder = JSONDecoder()
         var users: [String: FraudUserProfile] = [:]
         for userID in userIDs {
@@ -92,26 +100,27 @@ struct FraudStage: WorkerStage {
         let outbox = try byPartition.sorted { $0.key < $1.key }.map { partition, messages in
             OutboxEntry(stage: name, partition: partition, payload: Array(try encoder.encode(messages)))
         }
-        return StageRows(outbox: outbox, writes: writes, due: raised.map(\.message))
+        return StageRows(outbox: outbox, writes: writes, due: Due(findings: raised.map(\.message)))
     }
 
-    func outputs(_ due: [FraudFlagMessage]) async throws {
-        guard !due.isEmpty else { return }
-        let flags = due.filter { $0.outcome == .flag }
-        for finding in due where finding.outcome == .log {
+    func outputs(_ due: Due) async throws {
+        guard !due.findings.isEmpty else { return }
+        let flags = due.findings.filter { $0.outcome == .flag }
+        for finding in due.findings where finding.outcome == .log && !due.isRecovered {
             logger.info("fraud finding (logged only)", metadata: [
                 "fraud.rule": "\(finding.ruleID)", "fraud.user": "\(finding.userID)", "fraud.detail": "\(finding.detail)",
             ])
         }
         guard !flags.isEmpty else { return }
         try await outputs?.publishFlags(flags)
+        guard !due.isRecovered else { return }
         for (rule, raised) in Dictionary(grouping: flags, by: \.ruleID) {
             Counter(label: "fraud_flags_total", dimensions: [("rule", rule)]).increment(by: raised.count)
         }
     }
 
-    func recover(_ entries: [OutboxEntry]) async throws -> [FraudFlagMessage] {
+    func recover(_ entries: [OutboxEntry]) async throws -> Due {
         let decoder = JSONDecoder()
-        return try entries.flatMap { try decoder.decode([FraudFlagMessage].self, from: Data($0.payload)) }
+        return Due(findings: try entries.flatMap { try decoder.decode([FraudFlagMessage].self, from: Data($0.payload)) }, isRecovered: true)
     }
 }

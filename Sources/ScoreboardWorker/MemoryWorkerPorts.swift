@@ -137,6 +137,11 @@ public final class MemoryWorkerLedger: WorkerLedger, Sendable {
         }
     }
 
+    public func existingStageRecords(_ keys: [StageKey]) async throws -> Set<StageKey> {
+        try failures.throwIfScheduled()
+        return state.withLock { state in Set(keys.filter { state.records[$0] != nil }) }
+    }
+
     public func pendingOutbox(topic: String, partitions: [Int32]) async throws -> [PendingOutboxEntry] {
         let wanted = Set(partitions)
         return state.withLock { $0.outbox.filter { wanted.contains($0.entry.partition) } }

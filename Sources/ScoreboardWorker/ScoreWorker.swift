@@ -100,7 +100,7 @@ public final class ScoreWorker: Service, Sendable {
         // Ranking achievements read the ranks of the leaderboard stage's board writes (AchievementStage.swift).
         let achievements = configuration.achievements.map { AchievementEngine(catalog: $0) }
         let boards: any BoardStore = achievements.map {
-            RankAchievementBoards(base: ports.boards, engine: $0, ledger: ports.ledger) as any BoardStore
+            RankAchievementBoards(base: ports.boards, engine: $0, ledger: ports.ledger, notifications: ports.notifications) as any BoardStore
         } ?? ports.boards
         self.stages = [
             LeaderboardStage(
@@ -110,7 +110,7 @@ public final class ScoreWorker: Service, Sendable {
                 updateSchemaVersion: configuration.updateSchemaVersion),
             DeadLetterStage(outputs: ports.outputs),
             AnalyticsStage(catalog: configuration.analytics),
-        ] + (achievements.map { [AchievementStage(engine: $0)] as [any WorkerStage] } ?? [])
+        ] + (achievements.map { [AchievementStage(engine: $0, notifications: ports.notifications)] as [any WorkerStage] } ?? [])
             + (configuration.fraudRules.map { [FraudStage(rules: $0, outputs: ports.fraudFlags, logger: logger)] } ?? [])
     }
 

@@ -38,6 +38,9 @@ public protocol WorkerLedger: Sendable {
     @discardableResult
     func appendStageRecords(_ records: [StageRecord]) async throws -> Int
 
+    /// Which of `keys` have a stage record (one short read, outside any batch).
+    func existingStageRecords(_ keys: [StageKey]) async throws -> Set<StageKey>
+
     /// Every total row of these members in these window periods, as they are now.
     func totals(members: [String], periods: [PeriodKey]) async throws -> [BatchAggregation.TotalKey: Int64]
 
@@ -90,6 +93,14 @@ public protocol FraudFlagOutputs: Sendable {
     func publishFlags(_ flags: [FraudFlagMessage]) async throws
 }
 
+/// Where achievement unlocks go after they are stored (Kafka's notifications topic, read by the push role for the
+/// users' personal channels). Called again with the same unlocks after a crash between commit and outputs (or, for a
+/// ranking, between the announcement and its mark): readers keep one per ``AchievementNotification/id``.
+public protocol AchievementNotifications: Sendable {
+    /// Returns once every unlock is acknowledged by the broker.
+    func publishUnlocks(_ unlocks: [AchievementUnlock]) async throws
+}
+
 /// Which incarnation of a topic the broker holds now (its topic id), `nil` when the topic does not exist.
 public protocol TopicIncarnations: Sendable {
     func topicID(of topic: String) async throws -> String?
@@ -111,10 +122,12 @@ public struct WorkerPorts: Sendable {
     public var schema: (any LedgerSchema)?
     /// Where fraud flags go (`nil`: stored with the batch, published nowhere).
     public var fraudFlags: (any FraudFlagOutputs)?
+    /// Where achievement unlocks are announced (`nil`: stored with the batch, announced nowhere).
+    public var notifications: (any AchievementNotifications)?
 
     public init(
         ledger: any WorkerLedger, boards: any BoardStore, outputs: any WorkerOutputs, topics: any TopicIncarnations,
-        schema: (any LedgerSchema)? = nil, fraudFlags: (any FraudFlagOutputs)? = nil
+        schema: (any LedgerSchema)? = nil, fraudFlags: (any FraudFlagOutputs)? = nil, notifications: (any AchievementNotifications)? = nil
     ) {
         self.ledger = ledger
         self.boards = boards
@@ -122,5 +135,6 @@ public struct WorkerPorts: Sendable {
         self.topics = topics
         self.schema = schema
         self.fraudFlags = fraudFlags
+        self.notifications = notifications
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import ScoreboardCore
+import ScoreboardKafka
 import ScoreboardPostgres
 import Testing
 
@@ -45,7 +46,8 @@ struct AchievementKillTests {
             var postgres = TestEnvironment.settings.postgres
             postgres.schema = world.schema
             let store = PostgresStore(configuration: postgres, logger: TestEnvironment.logger)
-            try await store.withRunningClient { store in
+            let stored = try await store.withRunningClient { store -> Set<String> in
+                var stored: Set<String> = []
                 let ledger = ScoreLedger(client: store.client, consumerGroup: "", logger: TestEnvironment.logger)
                 // Once the restarted worker has caught up: every player's progress holds exactly their accepted points.
                 try await within(.seconds(120)) {
@@ -68,8 +70,33 @@ struct AchievementKillTests {
                     let scoreUnlocks = unlocks.filter { $0.kind == .score }.map(\.achievementID)
                     #expect(scoreUnlocks == (40 * count >= 100 ? ["beginner"] : []), "\(user)")
                     #expect(unlocks.allSatisfy { $0.kind == .score || $0.kind == .ranking }, "\(user)")
+                    stored.formUnion(unlocks.map { AchievementNotification($0).id })
                 }
+                return stored
             }
+
+            // Every stored unlock was announced on the notifications topic (a batch whose worker was killed between
+            // its commit and its outputs by its next owner): none lost; a repeat is allowed, with the same id.
+            let consumer = try KafkaConsumer(
+                configuration: TestEnvironment.consumerConfiguration(group: TestEnvironment.uniqueName("notifications")),
+                topics: [world.namespace + TopicNames.notificationsBase], logger: TestEnvironment.logger)
+            let announced: Result<Set<String>, any Error>
+            do {
+                announced = .success(try await within(.seconds(90)) {
+                    var seen: Set<String> = []
+                    for try await batch in consumer.batches {
+                        for message in batch.messages {
+                            if let notification = try? JSONDecoder().decode(AchievementNotification.self, from: Data(message.value)) {
+                                seen.insert(notification.id)
+                            }
+                        }
+                        if stored.isSubset(of: seen) { break }
+                    }
+                    return seen
+                })
+            } catch { announced = .failure(error) }
+            await consumer.close()
+            #expect(stored.subtracting(try announced.get()).isEmpty, "stored but never announced")
 
             // The push role answers from the same rows.
             let someone = try #require(recount.first { $0.value == 3 }?.key)

@@ -9,7 +9,7 @@ import Testing
         let names = Set(catalog.topics.map(\.name))
         #expect(names == [
             "scoreboard.score-events.v1", "scoreboard.leaderboard-updates.v1", "scoreboard.fraud-flags.v1",
-            "scoreboard.rejections.v1", "scoreboard.dead-letter.v1",
+            "scoreboard.rejections.v1", "scoreboard.dead-letter.v1", "scoreboard.notifications.v1",
         ])
         // One user's events stay in order: score events are keyed by user id.
         #expect(catalog.topic(named: "scoreboard.score-events.v1")?.key.field == "userId")

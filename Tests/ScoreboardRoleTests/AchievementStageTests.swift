@@ -16,7 +16,8 @@ import Testing
     static let noon = Timestamp(millisecondsSinceEpoch: 1_763_985_600_000)
     static let day: Int64 = 86_400_000
 
-    static func worker(on harness: WorkerInProcessTests.Harness) -> ScoreWorker {
+    /// A worker on the harness's ports, announcing its unlocks to `notifications` when given.
+    static func worker(on harness: WorkerInProcessTests.Harness, notifications: MemoryAchievementNotifications? = nil) -> ScoreWorker {
         var configuration = ScoreWorker.Configuration(
             consumer: KafkaConsumerConfiguration(client: KafkaClientConfiguration(bootstrapServers: ["unused:1"]), groupID: "g"),
             topics: TopicNames())
@@ -24,7 +25,8 @@ import Testing
         configuration.achievements = catalog
         return ScoreWorker(
             configuration: configuration, catalog: WorkerInProcessTests.pipelines.leaderboards, actions: WorkerInProcessTests.pipelines.actions,
-            ports: WorkerPorts(ledger: harness.ledger, boards: harness.boards, outputs: harness.outputs, topics: harness.topics),
+            ports: WorkerPorts(
+                ledger: harness.ledger, boards: harness.boards, outputs: harness.outputs, topics: harness.topics, notifications: notifications),
             logger: Logger(label: "test"))
     }
 
@@ -138,6 +140,95 @@ import Testing
         let progress = try #require(try Self.progress("cy", in: harness.ledger))
         #expect(progress.currentStreak == 1 && progress.longestStreak == 3)
         #expect(Self.unlocks(in: harness.ledger).keys.filter { $0.hasSuffix(":regular") }.count == 1)
+    }
+
+    /// Every unlock is announced after its batch commits, once: the event unlocks from the batch's outputs, the
+    /// ranking unlocks from the board write. Nothing is announced before the commit, and the outbox is cleared after.
+    @Test func unlocksAreAnnouncedOnceAfterTheCommit() async throws {
+        let harness = WorkerInProcessTests.Harness()
+        let notifications = MemoryAchievementNotifications()
+        let worker = Self.worker(on: harness, notifications: notifications)
+        try await Self.claim(worker)
+        let batch = try Self.batch("eve", count: 10, at: Timestamp.now())
+        let committed = try #require(try await worker.commit(worker.decode(batch, topic: Self.topic), topic: Self.topic))
+        #expect(notifications.published.isEmpty, "nothing is announced before the outputs")
+        #expect(try await worker.project(committed, topic: Self.topic))
+        let announced = notifications.published.map { AchievementNotification($0).id }
+        #expect(announced.sorted() == ["eve:all-time-top-10", "eve:beginner", "eve:daily-top-10"])
+        #expect(Set(announced) == Set(Self.unlocks(in: harness.ledger).keys))
+        #expect(harness.ledger.snapshot.outbox.isEmpty)
+        // Bad input: the batch again. Its events are dropped: no unlock, no announcement.
+        await worker.applyUntilDone(batch, topic: Self.topic)
+        #expect(notifications.published.count == 3)
+    }
+
+    /// The fault: the worker stops between the commit and the outputs (as under SIGKILL). The batch's unlock is stored
+    /// once and announced by the partition's next owner, from the outbox, at its claim; the stopped worker's late
+    /// outputs are fenced and announce nothing. The replayed batch announces nothing more.
+    @Test func aCrashBetweenCommitAndOutputsAnnouncesTheUnlockOnRecovery() async throws {
+        let harness = WorkerInProcessTests.Harness()
+        let notifications = MemoryAchievementNotifications()
+        let stopped = Self.worker(on: harness, notifications: notifications)
+        try await Self.claim(stopped)
+        let batch = try Self.batch("fay", "pvp-win", count: 3, at: Timestamp.now())
+        let committed = try #require(try await stopped.commit(stopped.decode(batch, topic: Self.topic), topic: Self.topic))
+        #expect(notifications.published.isEmpty)
+        #expect(harness.ledger.snapshot.outbox.contains { $0.entry.stage == AchievementRows.stage }, "the unlock waits in the outbox")
+
+        let next = Self.worker(on: harness, notifications: notifications)
+        try await Self.claim(next)
+        let announced = notifications.published.map { AchievementNotification($0).id }
+        #expect(announced.filter { $0 == "fay:beginner" }.count == 1, "the stored unlock, announced from the outbox")
+        #expect(Set(announced) == ["fay:beginner", "fay:daily-top-10", "fay:all-time-top-10"])
+        #expect(try await stopped.project(committed, topic: Self.topic) == false)
+        await next.applyUntilDone(batch, topic: Self.topic)
+        #expect(notifications.published.count == announced.count, "the fenced projection and the replay announce nothing")
+        #expect(Set(Self.unlocks(in: harness.ledger).keys) == Set(announced), "each unlock stored once")
+        #expect(harness.ledger.snapshot.outbox.isEmpty)
+    }
+
+    /// The fault: the notifications topic does not acknowledge. The outputs are retried until it does: every unlock,
+    /// the ranking ones too, is announced in the end, and stored once.
+    @Test func anAnnouncementThatFailsIsRetried() async throws {
+        let harness = WorkerInProcessTests.Harness()
+        let notifications = MemoryAchievementNotifications()
+        let worker = Self.worker(on: harness, notifications: notifications)
+        try await Self.claim(worker)
+        notifications.failNextPublishes(2, with: KafkaError(code: .messageDelivery, reason: "Message timed out"))
+        await worker.applyUntilDone(try Self.batch("gus", count: 10, at: Timestamp.now()), topic: Self.topic)
+        #expect(Set(notifications.published.map { AchievementNotification($0).id }) == ["gus:beginner", "gus:daily-top-10", "gus:all-time-top-10"])
+        #expect(notifications.published.count == 3, "a publish that failed sent nothing")
+        #expect(Self.unlocks(in: harness.ledger).count == 3)
+        #expect(harness.ledger.snapshot.outbox.isEmpty)
+    }
+
+    /// Bad input: a top-10 member's rank seen again by a restarted worker (a process that remembers nothing), as after
+    /// every deploy. The ranking unlock was stored and announced: nothing is announced again (before the announcement
+    /// marks, each restart announced it once more). The fault: a worker that stored a ranking unlock and stopped
+    /// before announcing it; the next one to see the rank announces it, once.
+    @Test func aRestartedWorkerDoesNotAnnounceAnOldRankingUnlockAgain() async throws {
+        let harness = WorkerInProcessTests.Harness()
+        let notifications = MemoryAchievementNotifications()
+        func boards() -> RankAchievementBoards {
+            RankAchievementBoards(
+                base: harness.boards, engine: AchievementEngine(catalog: Self.catalog), ledger: harness.ledger, notifications: notifications)
+        }
+        let daily = BoardKey(window: .daily, period: LeaderboardWindow.daily.period(containing: Timestamp.now()).key, dimension: .global, value: nil)
+        _ = try await boards().raiseScores([daily: ["ann": 10]])
+        #expect(notifications.published.map { AchievementNotification($0).id } == ["ann:daily-top-10"])
+
+        _ = try await boards().raiseScores([daily: ["ann": 20]])
+        #expect(notifications.published.count == 1, "announced once, across restarts")
+
+        // Stored by a worker that stopped before its announcement: the record without its mark.
+        let stored = try #require(AchievementEngine(catalog: Self.catalog).rankUnlocks(userID: "bo", rank: 2, board: "daily:global", at: Self.noon).first)
+        try await harness.ledger.appendStageRecords([
+            StageRecord(key: stored.recordKey, userID: "bo", occurredAt: Self.noon, payload: Array(try JSONEncoder().encode(stored))),
+        ])
+        _ = try await boards().raiseScores([daily: ["bo": 15]])
+        _ = try await boards().raiseScores([daily: ["bo": 16]])
+        #expect(notifications.published.map { AchievementNotification($0).id } == ["ann:daily-top-10", "bo:daily-top-10"])
+        #expect(Self.unlocks(in: harness.ledger)["bo:daily-top-10"] == Self.noon, "the first unlock time kept")
     }
 
     /// Without an achievement catalog the worker has no achievement stage and writes none of its rows.

@@ -1,5 +1,8 @@
 import Foundation
+import Hummingbird
+import HummingbirdTesting
 import Logging
+import ScoreboardHTTP
 import ScoreboardCore
 import ScoreboardDefinitions
 @testable import ScoreboardKafka
@@ -106,6 +109,55 @@ import Testing
         #expect(harness.ledger.snapshot.stageState[FraudStage.userKey("mallory")] == profile)
         #expect(try await first.project(committed, topic: Self.topic) == false, "the stopped worker's late outputs are fenced")
         #expect(harness.flags.published.count == 1)
+    }
+
+    /// The fault: the worker stops after its outputs published a flag and counted it, before it cleared the batch's
+    /// outbox entry. The partition's next owner publishes the flag again (a repeat readers drop by id) but does not
+    /// count it again: `fraud_flags_total` counted it twice before.
+    @Test func aFlagPublishedAgainFromTheOutboxIsCountedOnce() async throws {
+        let registry = ScoreboardMetrics.bootstrap()
+        // A rule id of this test's own: other tests raise rapid-actions flags in the same process's metrics.
+        let rule = "rapid-actions-\(UUID().uuidString.prefix(8).lowercased())"
+        var rules = Self.rules
+        rules.rules = rules.rules.map { original in
+            var renamed = original
+            if renamed.id == "rapid-actions" { renamed.id = rule }
+            return renamed
+        }
+        func counted() async throws -> Int {
+            let router = Router()
+            OperationsRoutes(registry: registry) { [:] }.add(to: router)
+            let scrape = try await Application(router: router).test(.router) { client in
+                try await client.execute(uri: "/metrics", method: .get) { String(buffer: $0.body) }
+            }
+            let line = scrape.split(separator: "\n").first { $0.hasPrefix("fraud_flags_total{") && $0.contains(#"rule="\#(rule)""#) }
+            return line.flatMap { Int(Double($0.split(separator: " ").last ?? "") ?? 0) } ?? 0
+        }
+        let harness = Harness()
+        func worker() -> ScoreWorker {
+            var configuration = ScoreWorker.Configuration(
+                consumer: KafkaConsumerConfiguration(client: KafkaClientConfiguration(bootstrapServers: ["unused:1"]), groupID: "g"),
+                topics: TopicNames())
+            configuration.fraudRules = rules
+            return ScoreWorker(
+                configuration: configuration, catalog: WorkerInProcessTests.pipelines.leaderboards, actions: WorkerInProcessTests.pipelines.actions,
+                ports: WorkerPorts(
+                    ledger: harness.ledger, boards: harness.boards, outputs: harness.outputs, topics: harness.topics, fraudFlags: harness.flags),
+                logger: Logger(label: "test"))
+        }
+        let first = worker()
+        try await harness.claim(first)
+        let burst = try Self.batch(Self.events("mallory", count: 9, gapMilliseconds: 500))
+        let committed = try #require(try await first.commit(first.decode(burst, topic: Self.topic), topic: Self.topic))
+        // The outputs run, and the worker stops before the outbox rows are cleared.
+        for output in committed.outputs { try await output.run() }
+        #expect(harness.flags.published.count == 1)
+        #expect(try await counted() == 1)
+
+        try await harness.claim(worker())
+        #expect(harness.flags.published.map(\.flagID) == Array(repeating: harness.flagRecords[0].key.key, count: 2), "published again, same id")
+        #expect(try await counted() == 1, "counted once")
+        #expect(harness.ledger.snapshot.outbox.isEmpty)
     }
 
     /// The fault: the fraud-flags topic does not acknowledge. The batch's outputs are retried until it does; the flag

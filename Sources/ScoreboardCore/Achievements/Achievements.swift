@@ -128,6 +128,23 @@ public struct AchievementUnlock: Hashable, Sendable, Codable {
     public var recordKey: StageKey { AchievementRows.unlockKey(userID: userID, achievementID: achievementID) }
 }
 
+/// An unlock as the workers publish it on the notifications topic (`topics/notifications.yaml`, keyed by user) and as
+/// the push role sends it on the user's personal channel. `id` is the unlock's record id (`<user>:<achievement>`):
+/// the store keeps one unlock per id, but a projection that runs twice (a crash between a batch's commit and its
+/// outputs, or between a ranking's announcement and its mark) publishes it again, so readers keep one per `id`.
+public struct AchievementNotification: Hashable, Sendable, Codable {
+    public var schemaVersion = 1
+    public var id: String
+    public var unlock: AchievementUnlock
+
+    public init(_ unlock: AchievementUnlock) {
+        self.id = unlock.recordKey.key
+        self.unlock = unlock
+    }
+
+    public var userID: String { unlock.userID }
+}
+
 /// Where the achievements' state lives in the worker stages' tables (migration 0005): the worker's stage writes it,
 /// the query role reads it, both through these keys.
 public enum AchievementRows {
@@ -141,6 +158,14 @@ public enum AchievementRows {
     public static func unlockKey(userID: String, achievementID: String) -> StageKey {
         StageKey(stage: stage, key: "\(userID):\(achievementID)")
     }
+
+    /// The stage of the marks that say a ranking unlock was announced (its own stage, so that the unlock listings
+    /// never read them).
+    public static let announcementStage = "achievement-announcements"
+
+    /// The mark appended once a ranking unlock was announced: a worker that sees the rank again (after a restart)
+    /// announces nothing more.
+    public static func announcedKey(_ unlock: StageKey) -> StageKey { StageKey(stage: announcementStage, key: unlock.key) }
 }
 
 /// How far a user is from an achievement not yet reached.
