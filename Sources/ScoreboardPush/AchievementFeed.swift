@@ -69,6 +69,7 @@ public final class AchievementFeed: Service, Sendable {
     let feed: UpdateFeed
     let logger: Logger
     private let assigned = Latch()
+    private let gaveUp = Latch()
 
     public init(source: any NotificationSource, feed: UpdateFeed, logger: Logger) {
         self.source = source
@@ -76,8 +77,9 @@ public final class AchievementFeed: Service, Sendable {
         self.logger = logger
     }
 
-    /// The source holds its partitions.
-    public var isReady: Bool { assigned.isOpen }
+    /// The source holds its partitions, or it failed: a feed that cannot read its topic is logged and counted, but
+    /// does not take the process's board streams out of service (they do not need it).
+    public var isReady: Bool { assigned.isOpen || gaveUp.isOpen }
 
     public func run() async throws {
         do {
@@ -93,6 +95,8 @@ public final class AchievementFeed: Service, Sendable {
         } catch {
             // The boards' streams go on: the personal channel only stops carrying unlocks (which the query lists).
             logger.error("the notifications topic cannot be read: achievements are not sent on personal channels", metadata: ["error": "\(error)"])
+            Counter(label: "push_feed_failures_total", dimensions: [("feed", "notifications")]).increment()
+            gaveUp.open()
             // Returning would end the process's service group: wait for its shutdown instead.
             try await gracefulShutdown()
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import ScoreboardCore
 import ServiceLifecycle
@@ -142,6 +143,7 @@ public final class FraudFeed: Service, Sendable {
     let logger: Logger
     private let state = Mutex(State())
     private let assigned = Latch()
+    private let gaveUp = Latch()
 
     public init(configuration: Configuration = .init(), source: any FraudFlagSource, reviews: (any FraudReviews)?, logger: Logger) {
         self.configuration = configuration
@@ -165,17 +167,20 @@ public final class FraudFeed: Service, Sendable {
     }
 
     /// The source holds its partitions: a flag published from now on reaches the subscribers (part of the push role's
-    /// readiness).
-    public var isReady: Bool { assigned.isOpen }
+    /// readiness). Or it failed: then the feed is logged and counted as stopped, but it does not take the process's
+    /// board streams out of service.
+    public var isReady: Bool { assigned.isOpen || gaveUp.isOpen }
 
     public func run() async throws {
         let (flags, input) = AsyncStream.makeStream(of: [PositionedFraudFlag].self)
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { [source, logger, assigned] in
+            group.addTask { [source, logger, assigned, gaveUp] in
                 do {
                     try await source.run(onAssigned: { assigned.open() }) { input.yield($0) }
                 } catch {
                     logger.error("the fraud-flags topic cannot be read: the fraud feed stops", metadata: ["error": "\(error)"])
+                    Counter(label: "push_feed_failures_total", dimensions: [("feed", "fraud-flags")]).increment()
+                    gaveUp.open()
                 }
                 input.finish()
             }

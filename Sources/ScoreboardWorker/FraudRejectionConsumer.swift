@@ -152,10 +152,10 @@ final class FraudRejectionConsumer: Service, Sendable {
             ledgerBatch, aggregate: { BatchAggregation(events: $0, catalog: catalog) }, reads: { _ in stage?.reads(forRejections: read) ?? .none }
         ) { _, state in
             var writes = counted
-            guard let stage else { return (outbox: [], writes: writes, due: nil as [FraudFlagMessage]?) }
+            guard let stage else { return (outbox: [], writes: writes, due: nil as FraudStage.Due?) }
             let rows = try stage.rows(forRejections: read, partitions: sources, state: state)
             writes.merge(rows.writes)
-            return (outbox: rows.outbox, writes: writes, due: rows.due as [FraudFlagMessage]?)
+            return (outbox: rows.outbox, writes: writes, due: rows.due as FraudStage.Due?)
         }
         Counter(label: "worker_fraud_rejections_total").increment(by: signals.count)
         Counter(label: "worker_rejections_counted_total").increment(by: rejections.count)
