@@ -251,7 +251,7 @@ struct PostgresRedisFraudReviews: FraudReviews {
         let (redis, publishBan) = (redis, publishBan)
         return try await ledger.reviewFraudFlag(id: flagID, decision: decision, note: note, reviewer: reviewer, at: at) { effects in
             // The ban mark before the flag is closed: a review that fails half-way never leaves the user less restricted.
-            if let ban = effects.ban { try await RedisIngestState(redis: redis).setBan(userID: ban.userID, banned: true) }
+            if let ban = effects.ban { try await RedisIngestState(redis: redis).confirmBan(userID: ban.userID) }
             try await RedisFraudMarks(redis: redis).close(flagID: effects.flag.flagID, userID: effects.flag.userID)
             // Last: once the ban is in the log only COMMIT is left, which a worker applying it may be waiting for (its
             // `fraud_bans` insert waits for this transaction's row).

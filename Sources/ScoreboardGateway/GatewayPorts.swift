@@ -59,6 +59,11 @@ public protocol IngestState: Sendable {
 
     func setBan(userID: String, banned: Bool) async throws
 
+    /// Lifts a ban set with ``setBan(userID:banned:)``; `false` (nothing changed) when the ban was confirmed by fraud
+    /// review: the workers hold that one too (`fraud_bans`) and would keep not counting the user's events, so
+    /// lifting it at the gateway alone would accept scores that never count.
+    func liftBan(userID: String) async throws -> Bool
+
     /// Answers when the store is reachable, throws when it is not: for readiness.
     func probe() async throws
 }

@@ -179,6 +179,12 @@ public final class MemoryIngestState: IngestState, Sendable {
         }
     }
 
+    /// The memory store knows no review: every ban in it can be lifted.
+    public func liftBan(userID: String) async throws -> Bool {
+        try await setBan(userID: userID, banned: false)
+        return true
+    }
+
     public func probe() async throws {
         try outage.throwIfDown()
     }

@@ -12,7 +12,14 @@ extension ScoreIngest {
     public func setBan(userID: String, banned: Bool, request: Request, context: ScoreboardRequestContext) async throws -> Response {
         _ = try await authenticator.authenticate(request, roles: [.admin])
         if let problem = ScoreEvent.identifierProblem(userID) { throw Problem(.invalidParameter, detail: "userId \(problem)") }
-        try await withDependency { try await state.setBan(userID: userID, banned: banned) }
+        if banned {
+            try await withDependency { try await state.setBan(userID: userID, banned: true) }
+        } else {
+            let lifted = try await withDependency { try await state.liftBan(userID: userID) }
+            guard lifted else {
+                throw Problem(.banConfirmedByReview, detail: "\(userID)'s ban was confirmed by fraud review: lifting it is not supported yet")
+            }
+        }
         return Response(status: .noContent)
     }
 

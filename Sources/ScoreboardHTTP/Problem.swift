@@ -35,6 +35,7 @@ public struct Problem: HTTPResponseError, Sendable {
         case headerTooLarge = "header-too-large"
         case unknownFraudFlag = "unknown-fraud-flag"
         case fraudFlagAlreadyReviewed = "fraud-flag-already-reviewed"
+        case banConfirmedByReview = "ban-confirmed-by-review"
 
         public var status: HTTPResponse.Status {
             switch self {
@@ -44,7 +45,7 @@ public struct Problem: HTTPResponseError, Sendable {
             case .bodyTooLarge: .contentTooLarge
             case .unsupportedMediaType: .unsupportedMediaType
             case .unknownAction, .notFound, .unknownFraudFlag: .notFound
-            case .actionTokenReplayed, .idempotencyKeyInUse, .fraudFlagAlreadyReviewed: .conflict
+            case .actionTokenReplayed, .idempotencyKeyInUse, .fraudFlagAlreadyReviewed, .banConfirmedByReview: .conflict
             case .idempotencyKeyReused: .unprocessableContent
             case .rateLimited, .tooManyStreams, .tooManySubscriptions: .tooManyRequests
             case .serverBusy: .serviceUnavailable
@@ -83,6 +84,7 @@ public struct Problem: HTTPResponseError, Sendable {
             case .headerTooLarge: "The request header is too large"
             case .unknownFraudFlag: "No such fraud flag"
             case .fraudFlagAlreadyReviewed: "The fraud flag was already reviewed"
+            case .banConfirmedByReview: "The ban was confirmed by fraud review and cannot be lifted here"
             }
         }
 

@@ -169,13 +169,36 @@ public struct RedisIngestState: Sendable {
         }
     }
 
+    /// The ban key's value for a ban confirmed by fraud review (any other value is a ban set by an admin's `PUT`).
+    public static let confirmedBan = "confirmed"
+
+    /// `banned`: sets the ban, keeping one already there (a confirmed ban stays confirmed); otherwise deletes it,
+    /// whatever it was (``liftBan(userID:)`` is the checked way).
     public func setBan(userID: String, banned: Bool) async throws {
         if banned {
-            try await redis.send(["SET", Self.banKey(userID: userID), "1"])
+            try await redis.send(["SET", Self.banKey(userID: userID), "1", "NX"])
         } else {
             try await redis.send(["DEL", Self.banKey(userID: userID)])
         }
     }
+
+    /// The ban of a confirmed fraud flag: 403 at the gateway at once, and not lifted by ``liftBan(userID:)``.
+    public func confirmBan(userID: String) async throws {
+        try await redis.send(["SET", Self.banKey(userID: userID), Self.confirmedBan])
+    }
+
+    public func liftBan(userID: String) async throws -> Bool {
+        let reply = try await redis.run(Self.liftBanScript, keys: [Self.banKey(userID: userID)], arguments: [Self.confirmedBan])
+        return reply.integer == 1
+    }
+
+    /// Deletes the ban unless it was confirmed by review, in one step (a review confirming meanwhile is not undone).
+    static let liftBanScript = RedisScript("""
+        -- KEYS: ban key; ARGV: the confirmed value
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+        redis.call('DEL', KEYS[1])
+        return 1
+        """)
 
     /// Answers when Redis does, throws when it does not.
     public func probe() async throws {

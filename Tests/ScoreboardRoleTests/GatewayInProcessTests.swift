@@ -376,6 +376,7 @@ struct CountingIngestState: IngestState {
     }
 
     func setBan(userID: String, banned: Bool) async throws { try await base.setBan(userID: userID, banned: banned) }
+    func liftBan(userID: String) async throws -> Bool { try await base.liftBan(userID: userID) }
 
     func probe() async throws { try await base.probe() }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOHTTP1
 import PostgresNIO
 import ScoreboardCore
 import ScoreboardKafka
@@ -146,6 +147,31 @@ struct BanPathTests {
                 #expect(repeated.status == 409 && repeated.problemType == "fraud-flag-already-reviewed")
                 #expect(try await ledger.fraudAudit(userID: mallory, from: nil, to: nil, limit: 10).count == 1)
                 #expect(try await world.redisBoard(allTime) == [ann: 80, bob: 80])
+
+                // Bad input: lifting the confirmed ban at the gateway (the workers would keep not counting her events,
+                // so her scores would be accepted and never count): refused with 409, the ban stays, her scores 403;
+                // bob's ban set and lifted by an admin works as before.
+                @Sendable func setBan(_ method: HTTPMethod, _ user: String) async throws -> HTTPAnswer {
+                    try await HTTPConnection.with(port: gateway.port) { connection in
+                        try await connection.send(method, "/v1/admin/bans/\(user)", headers: ["Authorization": "Bearer \(admin)"])
+                    }
+                }
+                let lift = try await setBan(.DELETE, mallory)
+                #expect(lift.status == 409 && lift.problemType == "ban-confirmed-by-review")
+                #expect(try await setBan(.PUT, mallory).status == 204, "a PUT on a confirmed ban is accepted and keeps it confirmed")
+                #expect(try await setBan(.DELETE, mallory).status == 409)
+                // A banned user is refused at the action token already.
+                @Sendable func mint(_ token: String) async throws -> HTTPAnswer {
+                    try await HTTPConnection.with(port: gateway.port) { connection in
+                        try await connection.postJSON("/v1/actions/pvp-match/token", token: token, json: [:] as [String: String])
+                    }
+                }
+                let refused = try await mint(malloryToken)
+                #expect(refused.status == 403 && refused.problemType == "banned")
+                #expect(try await setBan(.PUT, bob).status == 204)
+                #expect(try await mint(bobToken).status == 403)
+                #expect(try await setBan(.DELETE, bob).status == 204)
+                #expect(try await score(bobToken, "pvp-match") == 202)
             }
         }
     }
