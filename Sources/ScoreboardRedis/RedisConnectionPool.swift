@@ -50,7 +50,7 @@ public final class RedisConnectionPool: Sendable {
         return try await withConnection { try await $0.pipeline(commands) }
     }
 
-    /// Runs a Lua script by its SHA-1 (`EVALSHA`), loading it first when the server does not know it (`NOSCRIPT`,
+    /// Runs a Lua script by its SHA-1 (`EVALSHA`), or by its source when the server does not know it (`NOSCRIPT`,
     /// as after a restart or `SCRIPT FLUSH`).
     @discardableResult
     public func run(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RedisReply {
@@ -58,8 +58,9 @@ public final class RedisConnectionPool: Sendable {
         return try await withConnection { connection in
             let reply = try await connection.send(evalsha)
             if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
-                try await connection.send(["SCRIPT", "LOAD", script.source]).throwingServerError()
-                return try await connection.send(evalsha)
+                // EVAL with the source runs it and caches it for the next EVALSHA. Not SCRIPT LOAD and EVALSHA
+                // again: a SCRIPT FLUSH from another client between the two would make that fail the same way.
+                return try await connection.send(["EVAL", script.source, String(keys.count)] + keys + arguments)
             }
             return reply
         }.throwingServerError()

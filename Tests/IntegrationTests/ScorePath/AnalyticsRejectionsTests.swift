@@ -73,7 +73,11 @@ struct AnalyticsRejectionsTests {
             let seen = try await within(.seconds(90)) {
                 while true {
                     let seen = try await counted()
-                    if seen.total >= total && seen.summary.map({ $0 >= total }) == true { return seen }
+                    // All three answers complete (they are read one after the other, so the first may be read before
+                    // the last refusal is counted and the later ones after).
+                    if seen.byType.values.reduce(0, +) >= total && seen.total >= total && seen.summary.map({ $0 >= total }) == true {
+                        return seen
+                    }
                     try await Task.sleep(for: .milliseconds(200))
                 }
             }
