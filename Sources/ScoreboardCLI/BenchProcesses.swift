@@ -78,16 +78,6 @@ final class BenchProcesses: Sendable {
         return nil
     }
 
-    /// CPU time (user + system) a started role has used so far, in seconds (from /proc).
-    static func cpuSeconds(of process: Process) -> Double? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
-              let afterName = stat.lastIndex(of: ")") else { return nil }
-        // Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
-        let fields = stat[stat.index(after: afterName)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
     private static func listeningPort(_ handle: FileHandle, name: String, within limit: Duration) async throws -> Int {
         try await withThrowingTaskGroup(of: Int.self) { group in
             group.addTask {

@@ -81,9 +81,8 @@ extension ScoreboardCommand.Bench {
             return try await store.withRunningClient { store in
                 var started: [BenchProcesses.Started] = []
                 for index in 1...count { started.append(try await processes.start("worker \(index)", ["worker"])) }
-                let cpuBefore = started.map { BenchProcesses.cpuSeconds(of: $0.process) ?? 0 }.reduce(0, +)
                 let roles = Dictionary(uniqueKeysWithValues: started.map { ($0.name, $0.process.processIdentifier) })
-                let stackBefore = BenchCPU.sample(roles)
+                let before = BenchCPU.sample(roles)
                 let total = Int64(events)
                 var first: (ContinuousClock.Instant, Int64)?
                 let deadline = ContinuousClock.now + .seconds(600)
@@ -93,8 +92,9 @@ extension ScoreboardCommand.Bench {
                     if first == nil, done > 0 { first = (.now, done) }
                     if done >= total, let (start, atStart) = first {
                         let elapsed = (ContinuousClock.now - start).seconds
-                        let cpu = started.map { BenchProcesses.cpuSeconds(of: $0.process) ?? 0 }.reduce(0, +) - cpuBefore
-                        print("  " + stackBefore.cost(until: BenchCPU.sample(roles), units: Double(total)).line(unit: "events"))
+                        let after = BenchCPU.sample(roles)
+                        let cpu = roles.keys.reduce(0) { $0 + after.seconds[$1, default: 0] - before.seconds[$1, default: 0] }
+                        print("  " + before.cost(until: after, units: Double(total)).line(unit: "events"))
                         return WorkerMeasurement(rate: Double(total - atStart) / max(elapsed, 0.001), cpuPerThousand: cpu * 1000 / Double(total) * 1000)
                     }
                     try await Task.sleep(for: .milliseconds(20))
