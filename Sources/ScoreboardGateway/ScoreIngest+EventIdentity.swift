@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import ScoreboardCore
 
 extension ScoreIngest {
     /// One canonical spelling of an idempotency key, used for every purpose (the stored claim, the event id, the
@@ -13,28 +14,6 @@ extension ScoreIngest {
         var bytes = Array(SHA256.hash(data: Array("\(userID)\n\(canonicalIdempotencyKey(idempotencyKey))".utf8)).prefix(16))
         bytes[6] = (bytes[6] & 0x0F) | 0x80  // version 8
         bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 9562 variant
-        return uuidText(bytes)
-    }
-
-    /// 16 bytes as a lowercase `8-4-4-4-12` UUID, written digit by digit: `String(format:)` per byte was a fifth of
-    /// the gateway's CPU on batch ingest.
-    static func uuidText(_ bytes: [UInt8]) -> String {
-        precondition(bytes.count == 16)
-        let digits: StaticString = "0123456789abcdef"
-        return String(unsafeUninitializedCapacity: 36) { text in
-            digits.withUTF8Buffer { digits in
-                var at = 0
-                for (index, byte) in bytes.enumerated() {
-                    if index == 4 || index == 6 || index == 8 || index == 10 {
-                        text[at] = UInt8(ascii: "-")
-                        at += 1
-                    }
-                    text[at] = digits[Int(byte >> 4)]
-                    text[at + 1] = digits[Int(byte & 0x0F)]
-                    at += 2
-                }
-                return at
-            }
-        }
+        return UUIDText.spell(bytes)
     }
 }

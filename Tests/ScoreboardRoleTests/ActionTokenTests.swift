@@ -83,8 +83,8 @@ struct EventIdentityTests {
     }
 
     @Test func uuidTextSpellsEveryByteInLowercaseHexWithDashes() {
-        #expect(ScoreIngest.uuidText(Array(0..<16)) == "00010203-0405-0607-0809-0a0b0c0d0e0f")
-        #expect(ScoreIngest.uuidText(Array(repeating: 0xFF, count: 16)) == "ffffffff-ffff-ffff-ffff-ffffffffffff")
-        #expect(ScoreIngest.uuidText([0xA0, 0x0B] + Array(repeating: 0x5C, count: 14)) == "a00b5c5c-5c5c-5c5c-5c5c-5c5c5c5c5c5c")
+        #expect(UUIDText.spell(Array(0..<16)) == "00010203-0405-0607-0809-0a0b0c0d0e0f")
+        #expect(UUIDText.spell(Array(repeating: 0xFF, count: 16)) == "ffffffff-ffff-ffff-ffff-ffffffffffff")
+        #expect(UUIDText.spell([0xA0, 0x0B] + Array(repeating: 0x5C, count: 14)) == "a00b5c5c-5c5c-5c5c-5c5c-5c5c5c5c5c5c")
     }
 }

@@ -238,5 +238,8 @@ import Testing
         #expect(id != FraudFlagMessage.flagID(userID: "bob", ruleID: "rapid-actions", triggeredBy: "e1"))
         #expect(UUID(uuidString: id) != nil && id == id.lowercased() && id.count == 36)
         #expect(Array(id)[14] == "8", "version 8")
+        // Pinned: flag ids are stored (stage_records) and referenced by reviews, so every version must spell them
+        // alike. Computed independently (two FNV-1a 64 hashes of "ann\nrapid-actions\ne1", version and variant set).
+        #expect(id == "cee4de0b-c1c7-821a-a80a-81b6c192d8f1")
     }
 }

@@ -23,34 +23,25 @@ struct OptionalFeedFailureTests {
         }
     }
 
-    static func eventually(_ condition: @Sendable () -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !condition() {
-            guard ContinuousClock.now < deadline else { return false }
-            try await Task.sleep(for: .milliseconds(10))
+    /// Not ready before it runs; ready within 10 s of running, although its source failed at once.
+    static func expectReadyAfterItsSourceFails(isReady: @escaping @Sendable () -> Bool, run: @escaping @Sendable () async throws -> Void) async throws {
+        #expect(!isReady(), "not ready before it ran")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await run() }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !isReady(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(isReady())
+            group.cancelAll()
         }
-        return true
     }
 
     @Test func aNotificationsFeedThatCannotReadItsTopicDoesNotHoldReadinessBack() async throws {
         let feed = AchievementFeed(source: FailingNotificationSource(), feed: PushWorld().feed, logger: Logger(label: "test"))
-        #expect(!feed.isReady, "not ready before it ran")
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await feed.run() }
-            let ready = try await Self.eventually { feed.isReady }
-            #expect(ready)
-            group.cancelAll()
-        }
+        try await Self.expectReadyAfterItsSourceFails(isReady: { feed.isReady }, run: { try await feed.run() })
     }
 
     @Test func aFraudFeedThatCannotReadItsTopicDoesNotHoldReadinessBack() async throws {
         let feed = FraudFeed(configuration: .init(), source: FailingFraudFlagSource(), reviews: MemoryFraudReviews(), logger: Logger(label: "test"))
-        #expect(!feed.isReady, "not ready before it ran")
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await feed.run() }
-            let ready = try await Self.eventually { feed.isReady }
-            #expect(ready)
-            group.cancelAll()
-        }
+        try await Self.expectReadyAfterItsSourceFails(isReady: { feed.isReady }, run: { try await feed.run() })
     }
 }

@@ -60,11 +60,7 @@ public struct FraudFlagMessage: Hashable, Sendable, Codable {
         var low = fnv1a(0x6C62_272E_07BB_0142)
         high = (high & ~0x0000_0000_0000_F000) | 0x0000_0000_0000_8000  // version 8
         low = (low & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000  // RFC 9562 variant
-        func hex(_ value: UInt64, _ digits: Int) -> String {
-            let text = String(value, radix: 16)
-            return String(repeating: "0", count: max(0, digits - text.count)) + text
-        }
-        let h = hex(high, 16), l = hex(low, 16)
-        return "\(h.prefix(8))-\(h.dropFirst(8).prefix(4))-\(h.dropFirst(12))-\(l.prefix(4))-\(l.dropFirst(4))"
+        // Big-endian: the high word's digits first, as the UUID's text reads.
+        return UUIDText.spell((0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * $0)) } + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) })
     }
 }
